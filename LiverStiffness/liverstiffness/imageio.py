@@ -1,0 +1,225 @@
+"""Reading exam images through SimpleITK: NIfTI, NRRD, MetaImage, and DICOM series folders.
+
+DWI comes as a 3-D volume at one b-value, a 4-D volume (NIfTI/NRRD) with one 3-D volume per
+b-value, or a DICOM folder whose slices carry their b-value (standard tag or a vendor's private
+one). With two or more b-values an ADC map is fitted log-linearly (S_b = S_0 e^(−b·ADC)).
+Every failure is an :class:`InputError` that names the file.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+# Where scanners put the b-value (s/mm²): the standard tag, then vendors' private tags.
+B_VALUE_TAGS = ((0x0018, 0x9087), (0x0019, 0x100C), (0x0043, 0x1039), (0x2001, 0x1003))
+ADC_UNIT = 1e-3  # ADC maps are stored in 10⁻³ mm²/s
+
+
+@dataclass
+class DwiData:
+    """DWI volumes (one 3-D image per b-value, increasing b) and the fitted ADC when possible."""
+
+    images: list[sitk.Image]
+    b_values: tuple[float, ...]
+    adc: sitk.Image | None  # 10⁻³ mm²/s, on the DWI grid
+
+    @property
+    def high_b(self) -> sitk.Image:
+        return self.images[-1]
+
+
+def _check_exists(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path}", "file not found")
+    return path
+
+
+def _read_any(path: Path, what: str) -> sitk.Image:
+    try:
+        if path.is_dir():
+            return _read_dicom_series(path, what)
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
+        raise InputError(f"{what} {path}", f"cannot be read as an image ({first[:160]})") from None
+
+
+def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise InputError(f"{what} {folder}", "folder holds no DICOM series")
+    if len(ids) > 1:
+        raise InputError(f"{what} {folder}", f"folder holds {len(ids)} DICOM series; point to one series")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def check_finite(img: sitk.Image, what: str) -> None:
+    arr = sitk.GetArrayViewFromImage(img)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        n = int((~np.isfinite(arr)).sum())
+        raise InputError(what, f"has {n} NaN/inf voxel(s)")
+
+
+def _check_geometry(img: sitk.Image, what: str) -> None:
+    if min(img.GetSize()) < 2:
+        raise InputError(what, f"is not a 3-D volume (size {img.GetSize()})")
+    if min(img.GetSpacing()) <= 0 or not np.all(np.isfinite(img.GetSpacing())):
+        raise InputError(what, f"has an invalid voxel spacing {img.GetSpacing()}")
+
+
+def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
+    """A 3-D scalar image as float32, with its physical geometry (LPS)."""
+    path = _check_exists(Path(path), what)
+    img = _read_any(path, what)
+    where = f"{what} {path}"
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]
+    if img.GetDimension() != 3:
+        raise InputError(where, f"is not 3-D (it has {img.GetDimension()} dimensions, size {img.GetSize()})")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(where, f"has {img.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image")
+    _check_geometry(img, where)
+    img = sitk.Cast(img, sitk.sitkFloat32)
+    check_finite(img, where)
+    return img
+
+
+def read_mask(path: str | Path, label: int | None = None, what: str = "mask") -> sitk.Image:
+    """Liver labelmap → binary uint8 (1 = liver). ``label`` picks one value; default any non-zero."""
+    path = _check_exists(Path(path), what)
+    img = _read_any(path, what)
+    where = f"{what} {path}"
+    if img.GetDimension() != 3:
+        raise InputError(where, f"is not 3-D (it has {img.GetDimension()} dimensions)")
+    _check_geometry(img, where)
+    arr = sitk.GetArrayFromImage(img)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError(where, "has NaN/inf voxels")
+    binary = (np.rint(arr) == label) if label is not None else (arr != 0)
+    if not binary.any():
+        msg = f"has no voxel with label {label}" if label is not None else "is empty (no non-zero voxel)"
+        raise InputError(where, msg)
+    out = sitk.GetImageFromArray(binary.astype(np.uint8))
+    out.CopyInformation(img)
+    return out
+
+
+def _dicom_b_value(ds) -> float | None:
+    for tag in B_VALUE_TAGS:
+        if tag in ds:
+            raw = ds[tag].value
+            if isinstance(raw, bytes):
+                raw = raw.decode("ascii", "ignore").strip("\x00 ")
+            if isinstance(raw, (list, tuple)) or (hasattr(raw, "__iter__") and not isinstance(raw, str)):
+                raw = list(raw)[0]
+            text = str(raw).split("\\")[0].strip()
+            try:
+                b = float(text)
+            except ValueError:
+                continue
+            return b % 1e9 if tag == (0x0043, 0x1039) else b  # GE adds 1e9 in some versions
+    return None
+
+
+def _read_dicom_dwi(folder: Path, what: str) -> tuple[list[sitk.Image], tuple[float, ...]]:
+    """Split a DICOM DWI series into one 3-D image per b-value (slices sorted along the normal)."""
+    import pydicom
+
+    groups: dict[float, list[tuple[float, str]]] = defaultdict(list)
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+            continue
+        b = _dicom_b_value(ds)
+        if b is None or "ImagePositionPatient" not in ds:
+            continue
+        iop = np.array(ds.ImageOrientationPatient, float)
+        normal = np.cross(iop[:3], iop[3:])
+        groups[round(b, 1)].append((float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), str(f)))
+    if not groups:
+        raise InputError(f"{what} {folder}", "no DICOM slice with a b-value (0018,9087 or a vendor tag) found")
+    images, b_values = [], []
+    for b in sorted(groups):
+        files = [f for _, f in sorted(groups[b])]
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        try:
+            images.append(sitk.Cast(reader.Execute(), sitk.sitkFloat32))
+        except RuntimeError as exc:
+            raise InputError(f"{what} {folder}", f"b = {b:g} slices cannot be read ({str(exc).splitlines()[-1][:120]})") from None
+        b_values.append(b)
+    return images, tuple(b_values)
+
+
+def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool = True) -> DwiData:
+    """Read a DWI as 3-D (one b-value), 4-D (one volume per b-value) or a DICOM folder.
+
+    ``b_values`` (s/mm²) must match the number of volumes of a NIfTI/NRRD file; a DICOM folder
+    carries its own. Volumes are returned sorted by b.
+    """
+    path = _check_exists(Path(path), what)
+    where = f"{what} {path}"
+    if path.is_dir() and len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))) >= 1:
+        images, found = _read_dicom_dwi(path, what)
+        b_values = found
+    else:
+        img = _read_any(path, what)
+        if img.GetDimension() == 3:
+            images = [sitk.Cast(img, sitk.sitkFloat32)]
+        elif img.GetDimension() == 4:
+            n = img.GetSize()[3]
+            images = [sitk.Cast(img[:, :, :, k], sitk.sitkFloat32) for k in range(n)]
+        else:
+            raise InputError(where, f"is neither 3-D nor 4-D ({img.GetDimension()} dimensions)")
+        if b_values is None:
+            raise InputError(where, "needs its b-value(s) in s/mm² (manifest dwi_b or --dwi-b)")
+        b_values = tuple(float(b) for b in (b_values if np.iterable(b_values) else [b_values]))
+        if len(b_values) != len(images):
+            raise InputError(where, f"has {len(images)} volume(s) but {len(b_values)} b-value(s) were given")
+    for k, im in enumerate(images):
+        _check_geometry(im, where)
+        check_finite(im, f"{where} (b = {b_values[k]:g})")
+    order = np.argsort(b_values)
+    images = [images[k] for k in order]
+    b_values = tuple(float(b_values[k]) for k in order)
+    if len(set(b_values)) != len(b_values):
+        raise InputError(where, f"repeats a b-value {b_values}")
+    adc = fit_adc_map(images, b_values) if fit_adc and len(images) >= 2 else None
+    return DwiData(images, b_values, adc)
+
+
+def fit_adc_map(images: list[sitk.Image], b_values, floor: float = 1e-3) -> sitk.Image:
+    """Least-squares fit of ln S = ln S0 − b·ADC per voxel; returns ADC in 10⁻³ mm²/s (≥ 0).
+
+    Voxels whose signal is at the noise floor (≤ ``floor`` × the 99th percentile of the lowest-b
+    image) give ADC 0, as scanners do.
+    """
+    b = np.asarray(b_values, float)
+    stack = np.stack([sitk.GetArrayFromImage(im).astype(np.float64) for im in images])
+    level = np.percentile(stack[0], 99) * floor
+    valid = (stack > level).all(axis=0)
+    logs = np.log(np.maximum(stack, level if level > 0 else 1e-12))
+    bc = b - b.mean()
+    slope = np.tensordot(bc, logs - logs.mean(axis=0), axes=(0, 0)) / (bc @ bc)
+    adc = np.where(valid, np.clip(-slope / ADC_UNIT, 0, 5.0), 0.0).astype(np.float32)
+    out = sitk.GetImageFromArray(adc)
+    out.CopyInformation(images[0])
+    return out
+
+
+def geometry(img: sitk.Image) -> dict:
+    """Size, spacing (mm), origin (mm, LPS) and direction cosines, for reports."""
+    return {"size": list(img.GetSize()), "spacing_mm": [round(s, 4) for s in img.GetSpacing()],
+            "origin_lps_mm": [round(o, 3) for o in img.GetOrigin()],
+            "direction": [round(d, 6) for d in img.GetDirection()]}

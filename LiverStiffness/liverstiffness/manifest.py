@@ -1,0 +1,193 @@
+"""The cohort manifest: one CSV row per exam, read by every cohort command.
+
+Columns (paths relative to the CSV's folder)::
+
+    case_id, patient_id, site, vendor, field_strength, t1w, t2w, dwi, dwi_b, mask,
+    age, sex, bmi, pdff, stiffness_kpa
+
+``sex`` is F or M, ``field_strength`` in tesla, ``dwi_b`` in s/mm² (one value for a 3-D DWI, or
+several separated by ``;`` for a 4-D DWI in the order of its volumes), ``pdff`` in percent and
+optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import InputError
+from .mre import PLAUSIBLE_KPA
+
+COLUMNS = (
+    "case_id", "patient_id", "site", "vendor", "field_strength", "t1w", "t2w", "dwi", "dwi_b",
+    "mask", "age", "sex", "bmi", "pdff", "stiffness_kpa",
+)
+IMAGE_COLUMNS = ("t1w", "t2w", "dwi", "mask")
+
+# Plausible ranges for patient facts; outside them the value is a typing or unit error.
+AGE_RANGE = (0.0, 120.0)        # years
+BMI_RANGE = (10.0, 80.0)        # kg/m²
+PDFF_RANGE = (0.0, 100.0)       # percent
+FIELD_RANGE = (0.1, 11.7)       # tesla
+B_VALUE_RANGE = (0.0, 5000.0)   # s/mm²
+
+
+@dataclass
+class PatientFacts:
+    """Clinical covariates; ``None`` means unknown (the model has a missing-value path)."""
+
+    age: float | None = None
+    sex: str | None = None  # "F" or "M"
+    bmi: float | None = None
+    pdff: float | None = None
+
+    def validate(self, where: str = "patient") -> "PatientFacts":
+        _check_range(self.age, AGE_RANGE, f"{where} age", "years")
+        _check_range(self.bmi, BMI_RANGE, f"{where} BMI", "kg/m²")
+        _check_range(self.pdff, PDFF_RANGE, f"{where} PDFF", "%")
+        if self.sex is not None and self.sex not in ("F", "M"):
+            raise InputError(f"{where} sex", f"must be F or M, got {self.sex!r}")
+        return self
+
+
+@dataclass
+class ExamRecord:
+    """One manifest row with resolved absolute paths."""
+
+    case_id: str
+    patient_id: str
+    t1w: Path
+    t2w: Path
+    dwi: Path
+    mask: Path
+    dwi_b: tuple[float, ...]
+    site: str = ""
+    vendor: str = ""
+    field_strength: float | None = None
+    facts: PatientFacts = field(default_factory=PatientFacts)
+    stiffness_kpa: float | None = None
+
+    def as_row(self, base: Path) -> dict:
+        """The CSV row, with paths relative to ``base``."""
+        row = {
+            "case_id": self.case_id, "patient_id": self.patient_id, "site": self.site,
+            "vendor": self.vendor, "field_strength": _fmt(self.field_strength),
+            "dwi_b": ";".join(_fmt(b) for b in self.dwi_b),
+            "age": _fmt(self.facts.age), "sex": self.facts.sex or "", "bmi": _fmt(self.facts.bmi),
+            "pdff": _fmt(self.facts.pdff), "stiffness_kpa": _fmt(self.stiffness_kpa),
+        }
+        for col in IMAGE_COLUMNS:
+            p = Path(getattr(self, col))
+            try:
+                row[col] = p.relative_to(base).as_posix()
+            except ValueError:
+                row[col] = str(p)
+        return row
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.1f}"
+    return str(v)
+
+
+def _check_range(value, bounds, what, unit):
+    if value is None:
+        return
+    if not math.isfinite(value) or not bounds[0] <= value <= bounds[1]:
+        raise InputError(what, f"{value} {unit} is outside the plausible range {bounds[0]}–{bounds[1]} {unit}")
+
+
+def _number(text: str, what: str, required: bool = False) -> float | None:
+    text = (text or "").strip()
+    if not text:
+        if required:
+            raise InputError(what, "is empty")
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(what, f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InputError(what, f"{text!r} is not a finite number")
+    return value
+
+
+def parse_b_values(text: str, what: str = "dwi_b") -> tuple[float, ...]:
+    """``"800"`` or ``"0;50;800"`` → b-values in s/mm²."""
+    parts = [p for p in str(text).replace(",", ";").split(";") if p.strip()]
+    if not parts:
+        raise InputError(what, "no b-value given (s/mm²)")
+    values = tuple(_number(p, what, required=True) for p in parts)
+    for b in values:
+        _check_range(b, B_VALUE_RANGE, what, "s/mm²")
+    return values
+
+
+def read_manifest(path: str | Path, require_label: bool = False, check_files: bool = True) -> list[ExamRecord]:
+    """Read and validate a manifest. Raises :class:`InputError` naming the row and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "manifest not found")
+    base = path.resolve().parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a readable CSV ({exc})") from None
+    missing = [c for c in COLUMNS if c not in header and c != "pdff"]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    if not rows:
+        raise InputError(path, "has no rows")
+
+    records, seen = [], set()
+    for line, raw in enumerate(rows, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        where = f"{path.name} line {line}"
+        case_id = row["case_id"]
+        if not case_id:
+            raise InputError(where, "case_id is empty")
+        if case_id in seen:
+            raise InputError(where, f"case_id {case_id!r} appears twice")
+        seen.add(case_id)
+        paths = {}
+        for col in IMAGE_COLUMNS:
+            if not row[col]:
+                raise InputError(f"{where} ({case_id}) {col}", "is empty")
+            p = Path(row[col])
+            p = p if p.is_absolute() else base / p
+            if check_files and not p.exists():
+                raise InputError(f"{where} ({case_id}) {col}", f"{p} not found")
+            paths[col] = p
+        sex = row["sex"].upper() or None
+        facts = PatientFacts(
+            age=_number(row["age"], f"{where} age"), sex=sex,
+            bmi=_number(row["bmi"], f"{where} bmi"), pdff=_number(row.get("pdff", ""), f"{where} pdff"),
+        ).validate(f"{where} ({case_id})")
+        stiffness = _number(row["stiffness_kpa"], f"{where} stiffness_kpa", required=require_label)
+        if stiffness is not None:
+            _check_range(stiffness, PLAUSIBLE_KPA, f"{where} ({case_id}) stiffness_kpa", "kPa")
+        fs = _number(row["field_strength"], f"{where} field_strength")
+        _check_range(fs, FIELD_RANGE, f"{where} ({case_id}) field_strength", "T")
+        records.append(ExamRecord(
+            case_id=case_id, patient_id=row["patient_id"] or case_id, site=row["site"],
+            vendor=row["vendor"], field_strength=fs, dwi_b=parse_b_values(row["dwi_b"], f"{where} dwi_b"),
+            facts=facts, stiffness_kpa=stiffness, **paths,
+        ))
+    return records
+
+
+def write_manifest(path: str | Path, records: list[ExamRecord]) -> None:
+    path = Path(path)
+    base = path.resolve().parent
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for rec in records:
+            writer.writerow(rec.as_row(base))

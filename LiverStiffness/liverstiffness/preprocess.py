@@ -1,0 +1,227 @@
+"""From an exam's files to the model-ready tensor, in physical space.
+
+Pipeline: read (``imageio``) → check the inputs against each other → optional N4 bias-field
+correction → optional rigid registration of T2w and DWI to T1w (separate breath-holds) → one
+resampling of every channel onto a liver-centred, axis-aligned crop at the spec's spacing →
+intensity normalisation inside the liver. ``Prepared`` keeps the crop geometry and the T1w
+geometry, so anything computed on the crop (attention maps) can be mapped back to the T1w grid.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import spatial
+from .errors import InputError
+from .imageio import DwiData, read_dwi, read_mask, read_volume
+
+CHANNELS = ("t1w", "t2w", "dwi", "adc", "mask")
+# Below this fraction of bounding-box overlap two sequences cannot be of the same abdomen.
+MIN_SEQUENCE_OVERLAP = 0.2
+# The mask must sit on tissue: its median T1w signal above this fraction of the body's level.
+MIN_MASK_SIGNAL_FRACTION = 0.15
+NORMALISED_CLIP = (0.0, 6.0)     # intensity / liver median
+ADC_CLIP = (0.0, 4.0)            # 10⁻³ mm²/s
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model sees; written into every checkpoint so that it is self-describing."""
+
+    channels: tuple[str, ...] = CHANNELS
+    spacing_mm: tuple[float, float, float] = (6.0, 6.0, 8.0)   # x, y, z (LPS)
+    size: tuple[int, int, int] = (48, 40, 24)                  # voxels x, y, z
+    normalisation: str = "divide by the median inside the liver mask (T1w, T2w, DWI); ADC in 10^-3 mm2/s"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(tuple(d["channels"]), tuple(d["spacing_mm"]), tuple(d["size"]), d.get("normalisation", ""))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PreprocessOptions:
+    register: bool = True
+    n4: bool = False
+    mask_label: int | None = None
+
+
+@dataclass
+class ExamImages:
+    """The images of one exam as read, on their own grids."""
+
+    t1w: sitk.Image
+    t2w: sitk.Image
+    dwi: DwiData
+    mask: sitk.Image
+    paths: dict = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    tensor: np.ndarray            # [C, z, y, x] float32, channels as in spec.channels
+    crop: sitk.Image              # geometry of the crop (values: the liver fraction)
+    reference: sitk.Image         # T1w image (its grid is where results go back to)
+    mask_ref: sitk.Image          # binary liver mask on the T1w grid
+    spec: InputSpec
+    has_adc: bool
+    registration: dict = field(default_factory=dict)
+    liver_medians: dict = field(default_factory=dict)
+    timings_s: dict = field(default_factory=dict)
+
+    def to_reference(self, volume: np.ndarray, interpolation: str = "linear") -> sitk.Image:
+        """Map a [z, y, x] array on the crop grid back onto the T1w grid (zero outside the crop)."""
+        img = sitk.GetImageFromArray(np.asarray(volume, np.float32))
+        img.CopyInformation(self.crop)
+        return spatial.resample_like(img, self.reference, interpolation=interpolation, antialias=False)
+
+
+def read_exam(t1w, t2w, dwi, mask, dwi_b=None, mask_label: int | None = None) -> ExamImages:
+    """Read the four inputs; every problem is an InputError naming the file."""
+    images = ExamImages(
+        t1w=read_volume(t1w, "t1w"), t2w=read_volume(t2w, "t2w"), dwi=read_dwi(dwi, dwi_b, "dwi"),
+        mask=read_mask(mask, mask_label, "mask"),
+        paths={"t1w": str(t1w), "t2w": str(t2w), "dwi": str(dwi), "mask": str(mask)})
+    check_exam(images)
+    return images
+
+
+def mask_on_reference(images: ExamImages) -> sitk.Image:
+    """The liver mask on the T1w grid (nearest neighbour: labels are not interpolated)."""
+    return spatial.resample_like(images.mask, images.t1w, interpolation="nearest", pixel=sitk.sitkUInt8)
+
+
+def check_exam(images: ExamImages) -> None:
+    """Sequences must overlap physically, and the mask must sit on tissue inside the T1w."""
+    ref = images.t1w
+    for name, img in (("t2w", images.t2w), ("dwi", images.dwi.high_b), ("mask", images.mask)):
+        frac = spatial.overlap_fraction(ref, img)
+        if frac < MIN_SEQUENCE_OVERLAP:
+            raise InputError(f"{name} {images.paths.get(name, '')}".strip(),
+                             f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
+    m = sitk.GetArrayViewFromImage(mask_on_reference(images)) > 0
+    if not m.any():
+        raise InputError(f"mask {images.paths.get('mask', '')}".strip(), "does not overlap the T1w image (empty after resampling to the T1w grid)")
+    t1 = sitk.GetArrayViewFromImage(ref)
+    body = np.percentile(t1, 98)
+    if body <= 0 or np.median(t1[m]) < MIN_MASK_SIGNAL_FRACTION * body:
+        raise InputError(f"mask {images.paths.get('mask', '')}".strip(),
+                         "does not cover the liver in the T1w image (it lies mostly on background/air)")
+
+
+def n4_correct(img: sitk.Image, shrink: int = 4) -> sitk.Image:
+    """N4 bias-field correction on a shrunk copy; the field is applied at full resolution."""
+    body = sitk.OtsuThreshold(img, 0, 1, 200)
+    small = sitk.Shrink(img, [shrink] * 3)
+    small_mask = sitk.Shrink(body, [shrink] * 3)
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations([20, 10])
+    n4.Execute(small, small_mask)
+    log_field = n4.GetLogBiasFieldAsImage(img)
+    return sitk.Cast(img / sitk.Exp(log_field), sitk.sitkFloat32)
+
+
+def register_rigid(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image | None = None) -> sitk.Euler3DTransform:
+    """Rigid (Euler 3-D) registration by Mattes mutual information, multi-resolution.
+
+    The transform maps fixed (T1w) points to moving points, as ``sitk.Resample`` wants.
+    """
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                             sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    init.SetTranslation((0.0, 0.0, 0.0))  # same scanner frame: start from the header geometry
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(24)   # T1w vs T2w/DWI: different contrasts
+    reg.SetMetricSamplingStrategy(reg.NONE)       # small liver region: use every voxel
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 0.01, 100, relaxationFactor=0.5)
+    reg.SetOptimizerScalesFromPhysicalShift()     # balances radians against millimetres
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(init, inPlace=False)
+    out = reg.Execute(fixed, moving)
+    return sitk.Euler3DTransform(out.GetNthTransform(0) if isinstance(out, sitk.CompositeTransform) else out)
+
+
+def _registration_target(images: ExamImages, spacing: float = 3.0):
+    """A liver-centred 3 mm crop of T1w and a dilated liver mask, where registration is judged."""
+    centre = spatial.centroid_mm(images.mask)
+    grid = spatial.centred_grid(centre, (spacing,) * 3, (80, 70, 70))
+    fixed = spatial.resample_like(images.t1w, grid)
+    mask = spatial.resample_like(images.mask, grid, interpolation="nearest", pixel=sitk.sitkUInt8)
+    region = sitk.BinaryDilate(mask, [8, 8, 5])  # liver and ~2 cm around its edge
+    return fixed, region
+
+
+def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | None = None) -> Prepared:
+    """Register, resample, crop and normalise one exam into the model's input."""
+    options = options or PreprocessOptions()
+    timings = {}
+    t0 = time.perf_counter()
+    t1w, t2w = images.t1w, images.t2w
+    dwi_img, adc = images.dwi.images[0], images.dwi.adc
+    dwi_high = images.dwi.high_b
+    if options.n4:
+        t1w, t2w, dwi_high = n4_correct(t1w), n4_correct(t2w), n4_correct(dwi_high)
+        timings["n4"] = time.perf_counter() - t0
+    transforms = {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
+    if options.register:
+        t = time.perf_counter()
+        fixed, region = _registration_target(images)
+        transforms["t2w"] = register_rigid(fixed, t2w, region)
+        transforms["dwi"] = register_rigid(fixed, dwi_img, region)  # the low-b image shows anatomy
+        timings["register"] = time.perf_counter() - t
+    t = time.perf_counter()
+    mask_ref = mask_on_reference(images)
+    centre = spatial.centroid_mm(mask_ref)
+    crop = spatial.centred_grid(centre, spec.spacing_mm, spec.size)
+    fraction = spatial.resample_like(sitk.Cast(mask_ref, sitk.sitkFloat32), crop)
+    liver = sitk.GetArrayFromImage(fraction)
+    inside = liver > 0.5
+    if inside.sum() < 8:
+        raise InputError("mask", "covers fewer than 8 voxels of the model's grid (is it a liver mask?)")
+    sources = {"t1w": (t1w, None), "t2w": (t2w, transforms["t2w"]), "dwi": (dwi_high, transforms["dwi"]),
+               "adc": (adc, transforms["dwi"])}
+    channels, medians = [], {}
+    for name in spec.channels:
+        if name == "mask":
+            channels.append(liver)
+            continue
+        img, tr = sources[name]
+        if img is None:  # no ADC from a single-b DWI: the model was trained with this channel dropped
+            channels.append(np.zeros_like(liver))
+            continue
+        arr = sitk.GetArrayFromImage(spatial.resample_like(img, crop, tr))
+        if name == "adc":
+            channels.append(np.clip(arr, *ADC_CLIP))
+            medians[name] = float(np.median(arr[inside]))
+            continue
+        med = float(np.median(arr[inside]))
+        if med <= 0:
+            raise InputError(name, "has no signal inside the liver mask")
+        medians[name] = med
+        channels.append(np.clip(arr / med, *NORMALISED_CLIP))
+    timings["resample"] = time.perf_counter() - t
+    fraction_img = fraction
+    return Prepared(
+        tensor=np.stack(channels).astype(np.float32), crop=fraction_img, reference=images.t1w, mask_ref=mask_ref,
+        spec=spec, has_adc=adc is not None,
+        registration={k: {"translation_mm": [round(v, 2) for v in tr.GetTranslation()],
+                          "rotation_deg": [round(float(np.rad2deg(a)), 2) for a in (tr.GetAngleX(), tr.GetAngleY(), tr.GetAngleZ())]}
+                      for k, tr in transforms.items()},
+        liver_medians=medians, timings_s=timings)
+
+
+def prepare_files(t1w, t2w, dwi, mask, spec: InputSpec, dwi_b=None, options: PreprocessOptions | None = None) -> Prepared:
+    options = options or PreprocessOptions()
+    return prepare(read_exam(Path(t1w), Path(t2w), Path(dwi), Path(mask), dwi_b, options.mask_label), spec, options)

@@ -1,0 +1,36 @@
+# One-command set-up: `make demo` and `make test` create .venv, install the project, and run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO := build/demo
+CASE := $(DEMO)/cohort/A2026-0000
+
+.PHONY: demo test bench demo-model clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: a looser request would pull a multi-GB CUDA build (see DEVELOPERS.md).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,slicer]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/liverstiffness synth --out $(DEMO)/cohort --n 1 --seed 2026 --sites A --size normal --quiet
+	$(VENV)/bin/liverstiffness predict --t1w $(CASE)/t1w.nii.gz --t2w $(CASE)/t2w.nii.gz \
+	    --dwi $(CASE)/dwi.nii.gz --dwi-b 0,500 --mask $(CASE)/mask.nii.gz \
+	    --age 58 --sex F --bmi 31 --pdff 9 --out $(DEMO)/result
+
+test: $(STAMP)
+	$(PY) -m pytest -q Testing/Python
+
+bench: $(STAMP)
+	$(PY) bench/bench_predict.py
+
+# Re-train the shipped demo model (synthetic data only; see LiverStiffness/liverstiffness/models/demo/MODEL_CARD.md).
+demo-model: $(STAMP)
+	$(PY) bench/train_demo_model.py
+
+clean:
+	rm -rf $(VENV) build
