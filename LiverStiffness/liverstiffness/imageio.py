@@ -94,8 +94,11 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     return img
 
 
-def read_mask(path: str | Path, label: int | None = None, what: str = "mask") -> sitk.Image:
-    """Liver labelmap → binary uint8 (1 = liver). ``label`` picks one value; default any non-zero."""
+def read_mask(path: str | Path, label: int | None = None, what: str = "mask", allow_empty: bool = False) -> sitk.Image:
+    """Liver labelmap → binary uint8 (1 = liver). ``label`` picks one value; default any non-zero.
+
+    An empty mask is an input error unless ``allow_empty`` (mask QA reports it as a flag).
+    """
     path = _check_exists(Path(path), what)
     img = _read_any(path, what)
     where = f"{what} {path}"
@@ -106,7 +109,7 @@ def read_mask(path: str | Path, label: int | None = None, what: str = "mask") ->
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InputError(where, "has NaN/inf voxels")
     binary = (np.rint(arr) == label) if label is not None else (arr != 0)
-    if not binary.any():
+    if not binary.any() and not allow_empty:
         msg = f"has no voxel with label {label}" if label is not None else "is empty (no non-zero voxel)"
         raise InputError(where, msg)
     out = sitk.GetImageFromArray(binary.astype(np.uint8))

@@ -78,7 +78,7 @@ class ExamRecord:
             "pdff": _fmt(self.facts.pdff), "stiffness_kpa": _fmt(self.stiffness_kpa),
         }
         for col in IMAGE_COLUMNS:
-            p = Path(getattr(self, col))
+            p = Path(getattr(self, col)).resolve()
             try:
                 row[col] = p.relative_to(base).as_posix()
             except ValueError:

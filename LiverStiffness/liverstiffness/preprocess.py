@@ -105,7 +105,7 @@ def check_exam(images: ExamImages) -> None:
         if frac < MIN_SEQUENCE_OVERLAP:
             raise InputError(f"{name} {images.paths.get(name, '')}".strip(),
                              f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
-    m = sitk.GetArrayViewFromImage(mask_on_reference(images)) > 0
+    m = sitk.GetArrayFromImage(mask_on_reference(images)) > 0
     if not m.any():
         raise InputError(f"mask {images.paths.get('mask', '')}".strip(), "does not overlap the T1w image (empty after resampling to the T1w grid)")
     t1 = sitk.GetArrayViewFromImage(ref)
@@ -163,8 +163,12 @@ def _registration_target(images: ExamImages, spacing: float = 3.0):
     return fixed, region
 
 
-def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | None = None) -> Prepared:
-    """Register, resample, crop and normalise one exam into the model's input."""
+def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | None = None,
+            transforms: dict | None = None) -> Prepared:
+    """Register, resample, crop and normalise one exam into the model's input.
+
+    ``transforms`` (T2w/DWI → T1w, e.g. from mask QA) are used instead of registering again.
+    """
     options = options or PreprocessOptions()
     timings = {}
     t0 = time.perf_counter()
@@ -174,8 +178,10 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
     if options.n4:
         t1w, t2w, dwi_high = n4_correct(t1w), n4_correct(t2w), n4_correct(dwi_high)
         timings["n4"] = time.perf_counter() - t0
-    transforms = {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
-    if options.register:
+    # QA's registrations were made on the uncorrected images: reuse them unless N4 changed those.
+    reuse = transforms is not None and options.register and not options.n4
+    transforms = dict(transforms) if reuse else {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
+    if options.register and not reuse:
         t = time.perf_counter()
         fixed, region = _registration_target(images)
         transforms["t2w"] = register_rigid(fixed, t2w, region)

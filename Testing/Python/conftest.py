@@ -31,3 +31,15 @@ def real_data():
     if not REAL.is_dir():
         pytest.fail(f"real test data not found at {REAL} (../shared/data/real beside the checkout)")
     return REAL
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_cohort, tmp_path_factory):
+    """A 2-fold, 2-epoch model of a small transformer: fast, for pipeline tests (not accuracy)."""
+    from liverstiffness.model.network import ModelConfig
+    from liverstiffness.train import TrainConfig, train_cv
+
+    out = tmp_path_factory.mktemp("model")
+    cfg = TrainConfig(folds=2, epochs=2, seed=0, register=False, workers=1, batch_size=4,
+                      model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2))
+    return train_cv(small_cohort[0], out, cfg, progress=False)

@@ -2,7 +2,8 @@
 
 Each sequence is its own NIfTI on its own grid (T1w and T2w 3-D, DWI 4-D with the site's
 b-values in order); the liver mask is on the T1w grid. ``truth.csv`` beside the manifest keeps the
-latent state and morphology of each exam for tests; a model never reads it.
+latent state and morphology of each exam, and ``truth_labels.nii.gz`` in each exam folder the
+tissue labels on the T1w grid, for tests; a model never reads either.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..manifest import ExamRecord, PatientFacts, write_manifest
 from .anatomy import FOV_CENTRE, DiseaseState, Patient, build_anatomy
-from .sequences import acquire, bias_field, dwi_signal, sequence_grid, t1w_signal, t2w_signal
+from .sequences import acquire, bias_field, dwi_signal, grid_image, resample, sequence_grid, t1w_signal, t2w_signal
 from .sites import SITES, SiteProfile
 
 MRE_REPEATABILITY_CV = 0.07     # within-subject CV of MRE (5–10%): the label's noise floor
@@ -80,12 +81,13 @@ def synthesize_exam(case_dir: Path, patient: Patient, state: DiseaseState, site:
         for b in site.b_values
     ])
     # The annotator draws the mask on the T1w grid (partial volume > 50 %).
-    from .sequences import grid_image, resample  # local: only the mask needs the fine image
     frac = resample(grid_image(anat.grid, anat.liver.astype(np.float32)), sequence_grid(site.t1w, FOV_CENTRE))
     mask = sitk.Cast(frac > 0.5, sitk.sitkUInt8)
     mask.CopyInformation(t1)
+    # Ground-truth tissue labels on the T1w grid (tissues.TISSUES): for QA tests, never a model input.
+    labels = sitk.Resample(grid_image(anat.grid, anat.labels), t1, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     case_dir.mkdir(parents=True, exist_ok=True)
-    for name, img in (("t1w", t1), ("t2w", t2), ("dwi", dwi), ("mask", mask)):
+    for name, img in (("t1w", t1), ("t2w", t2), ("dwi", dwi), ("mask", mask), ("truth_labels", labels)):
         sitk.WriteImage(img, str(case_dir / f"{name}.nii.gz"), useCompression=True)
     truth = dict(anat.truth)
     truth.update({f"shift_{k}_{ax}_mm": float(v[i]) for k, v in shifts.items() for i, ax in enumerate("xyz")})

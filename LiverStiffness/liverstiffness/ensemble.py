@@ -1,0 +1,78 @@
+"""Running a trained model folder: device choice, the fold ensemble, and its interval."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .model.checkpoint import DEMO_MODEL_DIR, EnsembleMeta, load_models, read_meta
+from .model.network import StiffnessViT
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is a clear input error."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError("--device", f"must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", "cuda was asked for but no CUDA GPU is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_log(models: list[StiffnessViT], images, cov, known, device: torch.device, batch: int = 32,
+                amp: bool | None = None) -> np.ndarray:
+    """ln(kPa) of every model for every exam: [M, N]. Mixed precision on CUDA by default."""
+    amp = (device.type == "cuda") if amp is None else amp
+    out = np.zeros((len(models), len(images)), np.float64)
+    for s in range(0, len(images), batch):
+        x = torch.as_tensor(np.asarray(images[s:s + batch]), dtype=torch.float32, device=device)
+        c = torch.as_tensor(np.asarray(cov[s:s + batch]), dtype=torch.float32, device=device)
+        k = torch.as_tensor(np.asarray(known[s:s + batch]), dtype=torch.bool, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            for m, net in enumerate(models):
+                out[m, s:s + batch] = net(x, c, k).float().cpu().numpy()
+    return out
+
+
+@dataclass
+class Ensemble:
+    model_dir: Path
+    meta: EnsembleMeta
+    models: list[StiffnessViT]
+    device: torch.device
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> "Ensemble":
+        model_dir = Path(model_dir) if model_dir else DEMO_MODEL_DIR
+        meta = read_meta(model_dir)
+        dev = resolve_device(device)
+        return cls(model_dir, meta, load_models(model_dir, meta, dev), dev)
+
+    def to(self, device: torch.device) -> "Ensemble":
+        self.models = [m.to(device) for m in self.models]
+        self.device = device
+        return self
+
+    def predict(self, images, cov, known) -> dict:
+        """Per exam: kPa (geometric mean of the folds), per-fold kPa, interval, SD on ln scale.
+
+        A CUDA out-of-memory error falls back to the CPU with a warning.
+        """
+        try:
+            logs = predict_log(self.models, images, cov, known, self.device)
+        except torch.cuda.OutOfMemoryError:
+            warnings.warn("CUDA ran out of memory; falling back to the CPU", RuntimeWarning, stacklevel=2)
+            torch.cuda.empty_cache()
+            self.to(torch.device("cpu"))
+            logs = predict_log(self.models, images, cov, known, self.device)
+        mean, sd = logs.mean(0), logs.std(0, ddof=1) if len(self.models) > 1 else np.zeros(logs.shape[1])
+        cal = self.meta.calibration
+        low, high = cal.interval(mean, sd) if cal else (np.full_like(mean, np.nan),) * 2
+        return {"kpa": np.exp(mean), "fold_kpa": np.exp(logs), "low": low, "high": high, "sd_log": sd,
+                "coverage": cal.coverage if cal else None}

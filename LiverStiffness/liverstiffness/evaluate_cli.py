@@ -1,0 +1,27 @@
+"""``liverstiffness evaluate``: the validation report of a model on a labelled manifest."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="validate a model on a labelled manifest (metrics.json + plots)",
+                       description="Writes metrics.json (n, Pearson r with 95% bootstrap CI, MAE, bias, Bland-Altman "
+                                   "limits, AUROC at 2.5/3.0/3.5/5.0 kPa, interval coverage, per site/vendor, residual "
+                                   "bias vs age/sex/BMI/steatosis with p-values), predictions.csv and PNG plots; the "
+                                   "ridge baseline stored with the model is reported beside the transformer.")
+    p.add_argument("--model", required=True, help="model folder (from `liverstiffness train`)")
+    p.add_argument("--manifest", required=True, help="manifest CSV with stiffness_kpa")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .evaluate import evaluate_model
+
+    rep = evaluate_model(args.model, args.manifest, args.out, args.device, args.workers, progress=not args.quiet)
+    t, b = rep["transformer"], rep.get("baseline", {})
+    print(f"n = {t['n']}: r = {t['pearson_r']} (95% CI {t['pearson_r_ci95']}), MAE {t['mae_kpa']} kPa, "
+          f"coverage {t.get('interval_coverage')}; baseline r = {b.get('pearson_r')} → {args.out}/metrics.json")
+    return 0

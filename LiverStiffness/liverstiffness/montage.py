@@ -1,0 +1,38 @@
+"""A PNG montage of axial T1w slices through the liver with a map overlaid, for looking."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def write_montage(path: Path, t1w: sitk.Image, overlay: sitk.Image, mask: sitk.Image, title: str = "",
+                  n_slices: int = 8) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Show in radiological orientation: resample to an axial RAS-like display (LPS identity grid).
+    img, ov, m = (sitk.DICOMOrient(x, "LPS") for x in (t1w, overlay, mask))
+    a, o, mk = (sitk.GetArrayFromImage(x) for x in (img, ov, m))
+    rows = np.flatnonzero(mk.reshape(mk.shape[0], -1).any(axis=1))
+    slices = np.unique(np.linspace(rows.min(), rows.max(), min(n_slices, len(rows))).round().astype(int))
+    cols = 4
+    nrows = int(np.ceil(len(slices) / cols))
+    sp = img.GetSpacing()
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
+    vmax = np.percentile(a, 99.5)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, k in zip(axes.ravel(), slices):
+        ax.imshow(a[k], cmap="gray", vmin=0, vmax=vmax, aspect=sp[1] / sp[0])
+        ax.imshow(np.ma.masked_where(mk[k] == 0, o[k]), cmap="inferno", vmin=0, vmax=1, alpha=0.55, aspect=sp[1] / sp[0])
+        ax.contour(mk[k], [0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(f"slice {k}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,238 @@
+"""Estimate stiffness for one exam or a manifest: the report, attention maps and a montage.
+
+Stages (timed in the report): read → qa → preprocess → model → attention → write. Nothing is
+written before reading, QA and preprocessing have accepted the inputs, and the case folder is
+assembled in a temporary folder and moved into place at the end, so a failure leaves no partial
+result behind.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .attention import compute_maps, restrict_and_scale, sequence_contributions
+from .ensemble import Ensemble
+from .errors import InputError
+from .imageio import geometry
+from .manifest import PatientFacts, read_manifest
+from .model.covariates import COVARIATES, encode
+from .mre import band_table, categorize
+from .preprocess import Prepared, prepare, read_exam
+
+DEFAULT_MAP = "rollout"
+GRADIENT_MAPS = ("gradcam",)
+PREDICTIONS_COLUMNS = ("case_id", "stiffness_kpa", "interval_low_kpa", "interval_high_kpa", "category", "status", "error")
+
+
+@dataclass
+class ExamInput:
+    t1w: Path
+    t2w: Path
+    dwi: Path
+    mask: Path
+    dwi_b: tuple[float, ...] | None = None
+    facts: PatientFacts = field(default_factory=PatientFacts)
+    mask_label: int | None = None
+
+
+@dataclass
+class PredictOptions:
+    detail_maps: bool = False        # per-layer and per-head maps as well
+    gradient_maps: bool = True       # GradCAM and per-sequence saliency
+    montage: bool = True
+    qa: bool = True
+    qa_thresholds: object | None = None
+
+
+def _timed(timings: dict, name: str):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - self.t, 4)
+    return _T()
+
+
+def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOptions) -> tuple[dict, dict, dict, dict]:
+    cov, known = encode(facts)
+    res = ens.predict(prep.tensor[None], cov[None], known[None])
+    x = torch.as_tensor(prep.tensor[None], device=ens.device)
+    c = torch.as_tensor(cov[None], device=ens.device)
+    k = torch.as_tensor(known[None], device=ens.device)
+    t = time.perf_counter()
+    maps = compute_maps(ens.models, x, c, k, ens.meta.spec.channels, detail=opts.detail_maps, gradient=opts.gradient_maps)
+    contrib = sequence_contributions(ens.models, x, c, k, ens.meta.spec.channels)
+    return res, maps, contrib, {"attention": round(time.perf_counter() - t, 4)}
+
+
+def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: PredictOptions | None = None) -> dict:
+    """Run one exam; writes report.json, attention NIfTIs and the montage into ``out_dir``."""
+    opts = opts or PredictOptions()
+    out_dir = Path(out_dir)
+    timings: dict = {}
+    t_all = time.perf_counter()
+    inp.facts.validate("patient")
+    with _timed(timings, "read"):
+        images = read_exam(inp.t1w, inp.t2w, inp.dwi, inp.mask, inp.dwi_b, inp.mask_label)
+    qa_summary, warnings_out, transforms = None, [], None
+    if opts.qa:
+        from .qa import run_qa
+        with _timed(timings, "qa"):
+            qa_result = run_qa(images, opts.qa_thresholds, register=ens.meta.preprocess.register)
+        qa_summary = qa_result.summary()
+        transforms = qa_result.transforms if ens.meta.preprocess.register else None
+        severe = [f for f in qa_result.flags if f.severity == "severe"]
+        if severe:
+            raise InputError(f"mask {inp.mask}", f"failed QA: {severe[0].code}: {severe[0].message}")
+        warnings_out += [f"mask QA {f.code}: {f.message}" for f in qa_result.flags]
+    with _timed(timings, "preprocess"):
+        prep = prepare(images, ens.meta.spec, ens.meta.preprocess, transforms)
+    if not prep.has_adc:
+        warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
+    t = time.perf_counter()
+    try:
+        res, maps, contrib, t_att = _infer(ens, prep, inp.facts, opts)
+    except torch.cuda.OutOfMemoryError:
+        warnings.warn("CUDA ran out of memory; repeating on the CPU", RuntimeWarning, stacklevel=2)
+        warnings_out.append("CUDA out of memory: ran on the CPU instead")
+        torch.cuda.empty_cache()
+        ens.to(torch.device("cpu"))
+        res, maps, contrib, t_att = _infer(ens, prep, inp.facts, opts)
+    timings["model"] = round(time.perf_counter() - t - t_att["attention"], 4)
+    timings.update(t_att)
+
+    kpa = float(res["kpa"][0])
+    cat = categorize(kpa)
+    with _timed(timings, "write"):
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir.parent if out_dir.parent.exists() else None))
+        outputs = _write_maps(tmp, prep, maps, opts)
+        report = {
+            "stiffness_kpa": round(kpa, 3),
+            "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
+            "interval_coverage": res["coverage"],
+            "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": band_table(),
+            "fold_predictions_kpa": [round(float(v), 3) for v in res["fold_kpa"][:, 0]],
+            "ensemble_sd_log": round(float(res["sd_log"][0]), 4),
+            "sequence_contributions_kpa": contrib,
+            "model": ens.meta.summary(Path(ens.model_dir)),
+            "device": str(ens.device),
+            "patient": {c: getattr(inp.facts, c) for c in COVARIATES},
+            "inputs": {name: {"path": str(Path(p).resolve()), **geometry(img)} for name, p, img in (
+                ("t1w", inp.t1w, images.t1w), ("t2w", inp.t2w, images.t2w),
+                ("dwi", inp.dwi, images.dwi.images[-1]), ("mask", inp.mask, images.mask))},
+            "dwi_b_values": list(images.dwi.b_values), "adc_available": prep.has_adc,
+            "preprocessing": {"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
+                              "crop": geometry(prep.crop)},
+            "mask_qa": qa_summary, "warnings": warnings_out, "outputs": outputs,
+            "software": {"liverstiffness": __version__, "torch": torch.__version__},
+        }
+        if opts.montage:
+            from .montage import write_montage
+            write_montage(tmp / "attention_montage.png", images.t1w, _map_image(tmp, DEFAULT_MAP), prep.mask_ref,
+                          title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout")
+            outputs["montage"] = "attention_montage.png"
+        timings["total"] = round(time.perf_counter() - t_all, 4)
+        report["timings_s"] = timings
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        if out_dir.exists():
+            for f in tmp.iterdir():
+                os.replace(f, out_dir / f.name)
+            tmp.rmdir()
+        else:
+            os.replace(tmp, out_dir)
+    return report
+
+
+def _map_image(folder: Path, kind: str) -> sitk.Image:
+    return sitk.ReadImage(str(folder / ("attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz")))
+
+
+def _write_maps(folder: Path, prep: Prepared, maps: dict, opts: PredictOptions) -> dict:
+    """Each map back on the T1w grid, inside the mask, in [0, 1]: attention.nii.gz (rollout) and
+    attention_<kind>.nii.gz for the others."""
+    mask = sitk.GetArrayFromImage(prep.mask_ref)
+    written = {}
+    for kind, arr in maps.items():
+        on_t1w = sitk.GetArrayFromImage(prep.to_reference(arr))
+        img = sitk.GetImageFromArray(restrict_and_scale(on_t1w, mask))
+        img.CopyInformation(prep.reference)
+        name = "attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz"
+        sitk.WriteImage(img, str(folder / name), useCompression=True)
+        written[kind] = name
+    return {"attention_maps": written}
+
+
+def summary_line(report: dict) -> str:
+    lo, hi = report["interval_kpa"]
+    cov = report.get("interval_coverage")
+    note = " [model trained on synthetic data: not for clinical use]" if report["model"].get("synthetic_training_data") else ""
+    warn = f"; {len(report['warnings'])} warning(s)" if report.get("warnings") else ""
+    return (f"Liver stiffness {report['stiffness_kpa']:.2f} kPa ({cov:.0%} interval {lo:.2f}–{hi:.2f} kPa): "
+            f"{report['category']}{warn}{note}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+
+
+def _read_rows(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        return {row["case_id"]: row for row in csv.DictReader(fh)}
+
+
+def _write_rows(path: Path, rows: dict[str, dict], order: list[str]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=PREDICTIONS_COLUMNS)
+        w.writeheader()
+        for cid in order:
+            if cid in rows:
+                w.writerow({k: rows[cid].get(k, "") for k in PREDICTIONS_COLUMNS})
+    os.replace(tmp, path)
+
+
+def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts: PredictOptions | None = None,
+                     progress: bool = True) -> dict[str, dict]:
+    """Every manifest row into ``out/<case_id>/``; ``out/predictions.csv`` has a row per case with
+    its status. A bad case is recorded and skipped; run again on the same ``out`` to resume."""
+    records = read_manifest(manifest, check_files=False)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "predictions.csv"
+    rows = _read_rows(table)
+    order = [r.case_id for r in records]
+    todo = [r for r in records if not (rows.get(r.case_id, {}).get("status") == "ok"
+                                        and (out / r.case_id / "report.json").is_file())]
+    for rec in tqdm(todo, desc="predict", unit="exam", disable=not progress):
+        inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts)
+        try:
+            rep = predict_exam(inp, ens, out / rec.case_id, opts)
+            rows[rec.case_id] = {"case_id": rec.case_id, "stiffness_kpa": rep["stiffness_kpa"],
+                                 "interval_low_kpa": rep["interval_kpa"][0], "interval_high_kpa": rep["interval_kpa"][1],
+                                 "category": rep["category"], "status": "ok", "error": ""}
+        except InputError as exc:
+            rows[rec.case_id] = {"case_id": rec.case_id, "status": "error", "error": str(exc)}
+        _write_rows(table, rows, order)  # after every case, so an interruption loses nothing
+    _write_rows(table, rows, order)
+    return rows
+
+
+def cleanup_partials(folder: Path) -> None:
+    for p in Path(folder).glob(".partial-*"):
+        shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,69 @@
+"""``liverstiffness predict``: one exam (``--t1w --t2w --dwi --mask``) or a batch (``--manifest``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="estimate liver stiffness for one exam or a manifest",
+        description="One exam: writes OUT/report.json (kPa, interval, MRE category, per-fold values, model, "
+                    "timings, inputs, mask QA), attention NIfTIs on the T1w grid and a PNG montage, and prints a "
+                    "one-line summary. A manifest: one folder per case and OUT/predictions.csv; a failing case "
+                    "is recorded in its row, and running again on the same OUT resumes.")
+    one = p.add_argument_group("one exam")
+    one.add_argument("--t1w", help="T1-weighted image (NIfTI/NRRD/MHA file or DICOM folder)")
+    one.add_argument("--t2w", help="T2-weighted image")
+    one.add_argument("--dwi", help="DWI: 3-D (one b-value), 4-D, or a DICOM folder")
+    one.add_argument("--dwi-b", help="b-value(s) in s/mm², e.g. 800 or 0,50,800 (DICOM carries its own)")
+    one.add_argument("--mask", help="liver mask labelmap")
+    one.add_argument("--mask-label", type=int, help="label value of the liver (default: any non-zero)")
+    one.add_argument("--age", type=float, help="years")
+    one.add_argument("--sex", choices=("F", "M"))
+    one.add_argument("--bmi", type=float, help="kg/m²")
+    one.add_argument("--pdff", type=float, help="MRI proton-density fat fraction, %%")
+    p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs")
+    p.add_argument("--model", help="model folder (default: the shipped demo model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA with mixed precision when available, else CPU")
+    p.add_argument("--maps", choices=("default", "all", "none"), default="default",
+                   help="default: rollout, GradCAM and per-sequence saliency; all: also every layer and head; "
+                        "none: rollout only")
+    p.add_argument("--no-montage", action="store_true", help="skip the PNG montage")
+    p.add_argument("--no-qa", action="store_true", help="skip mask QA (not recommended)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .errors import InputError
+    from .manifest import PatientFacts, parse_b_values
+
+    single = [args.t1w, args.t2w, args.dwi, args.mask]
+    if args.manifest and any(single):
+        raise InputError("predict", "give either --manifest or the single-exam inputs, not both")
+    if not args.manifest and not all(single):
+        missing = [n for n, v in zip(("--t1w", "--t2w", "--dwi", "--mask"), single) if not v]
+        raise InputError("predict", f"missing {', '.join(missing)} (or give --manifest)")
+    facts = PatientFacts(args.age, args.sex, args.bmi, args.pdff).validate("patient")
+    dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}", "exists and is not a folder")
+
+    from .ensemble import Ensemble
+    from .predict import ExamInput, PredictOptions, predict_exam, predict_manifest, summary_line
+
+    opts = PredictOptions(detail_maps=args.maps == "all", gradient_maps=args.maps != "none",
+                          montage=not args.no_montage, qa=not args.no_qa)
+    ens = Ensemble.load(args.model, args.device)
+    if args.manifest:
+        rows = predict_manifest(args.manifest, ens, out, opts, progress=not args.quiet)
+        bad = [r for r in rows.values() if r.get("status") != "ok"]
+        print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed → {out / 'predictions.csv'}")
+        return 0
+    report = predict_exam(ExamInput(Path(args.t1w), Path(args.t2w), Path(args.dwi), Path(args.mask), dwi_b, facts,
+                                    args.mask_label), ens, out, opts)
+    print(summary_line(report))
+    return 0

@@ -1,0 +1,110 @@
+"""``liverstiffness qa``: liver-mask QA for one exam or a manifest."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+QA_COLUMNS = ("case_id", "status", "flags", "volume_ml", "n_components", "hole_volume_ml", "max_offset_mm",
+              "leak_volume_ml", "messages", "error")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "qa", help="check liver masks: volume, pieces, holes, truncation, misregistration, leaks",
+        description="One exam: writes OUT/qa.json with the measurements and flags (code, message, severity, the "
+                    "threshold crossed, slices/positions). A manifest: OUT/qa.csv with a row per case and "
+                    "OUT/<case_id>/qa.json. Thresholds: see --thresholds.")
+    p.add_argument("--mask", help="liver mask labelmap")
+    p.add_argument("--mask-label", type=int, help="label value of the liver (default: any non-zero)")
+    p.add_argument("--t1w", help="T1-weighted image (the mask's reference)")
+    p.add_argument("--t2w", help="T2-weighted image (optional; default: T1w only)")
+    p.add_argument("--dwi", help="DWI (optional)")
+    p.add_argument("--dwi-b", help="b-value(s) of the DWI in s/mm²")
+    p.add_argument("--manifest", help="QA every row of a manifest instead")
+    p.add_argument("--thresholds", help="JSON file overriding any QAThresholds value, e.g. {\"max_shift_mm\": 10}")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label):
+    from .imageio import read_dwi, read_mask, read_volume
+    from .preprocess import ExamImages, check_exam
+
+    t1 = read_volume(t1w, "t1w")
+    t2 = read_volume(t2w, "t2w") if t2w else t1
+    d = read_dwi(dwi, dwi_b, "dwi", fit_adc=False) if dwi else None
+    if d is None:
+        from .imageio import DwiData
+        d = DwiData([t2], (0.0,), None)
+    exam = ExamImages(t1, t2, d, read_mask(mask, mask_label, "mask", allow_empty=True),
+                      {"t1w": str(t1w), "t2w": str(t2w or t1w), "dwi": str(dwi or t2w or t1w), "mask": str(mask)})
+    return exam, check_exam
+
+
+def _qa_one(exam, thresholds):
+    from .qa import run_qa
+
+    return run_qa(exam, thresholds, register=exam.t2w is not exam.t1w)
+
+
+def _row(case_id, res) -> dict:
+    meas = res.measurements
+    return {"case_id": case_id, "status": "ok", "flags": ";".join(f.code for f in res.flags),
+            "volume_ml": meas.get("volume_ml", ""), "n_components": meas.get("n_components", ""),
+            "hole_volume_ml": meas.get("hole_volume_ml", ""),
+            "max_offset_mm": max((v["offset_mm"] for v in meas.get("edge_alignment", {}).values()), default=""),
+            "leak_volume_ml": round(sum(meas.get("leak_volume_ml", {}).values()), 1),
+            "messages": " | ".join(f"{f.code}: {f.message}" for f in res.flags), "error": ""}
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from .errors import InputError
+    from .manifest import parse_b_values, read_manifest
+    from .qa import QAThresholds
+
+    th = QAThresholds.from_json(args.thresholds) if args.thresholds else QAThresholds()
+    out = Path(args.out)
+    if args.manifest:
+        if args.mask or args.t1w:
+            raise InputError("qa", "give either --manifest or --mask/--t1w, not both")
+        records = read_manifest(args.manifest, check_files=False)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
+            try:
+                exam, _ = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None)
+                res = _qa_one(exam, th)
+                (out / rec.case_id).mkdir(exist_ok=True)
+                (out / rec.case_id / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
+                rows.append(_row(rec.case_id, res))
+            except InputError as exc:
+                rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
+        with open(out / "qa.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=QA_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in QA_COLUMNS})
+        flagged = sum(1 for r in rows if r.get("flags"))
+        print(f"QA of {len(rows)} exam(s): {flagged} flagged, {sum(r['status'] != 'ok' for r in rows)} unreadable → {out / 'qa.csv'}")
+        return 0
+    if not (args.mask and args.t1w):
+        raise InputError("qa", "needs --mask and --t1w (or --manifest)")
+    dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
+    if args.dwi and dwi_b is None and not Path(args.dwi).is_dir():
+        raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
+    exam, _ = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label)
+    res = _qa_one(exam, th)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
+    if res.flags:
+        for f in res.flags:
+            where = f" (slices {f.slices[0]}–{f.slices[-1]})" if f.slices else ""
+            print(f"{f.severity.upper()} {f.code}: {f.message}{where}")
+    else:
+        print(f"mask OK: {res.measurements['volume_ml']:.0f} mL, one piece, no flag")
+    return 0

@@ -1,0 +1,145 @@
+"""Training protocol, checkpoints, metrics, bias analysis, intervals and torchrun."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from liverstiffness.cohort_data import load_cohort
+from liverstiffness.ensemble import Ensemble, predict_log
+from liverstiffness.errors import InputError
+from liverstiffness.evaluate import agreement, residual_bias
+from liverstiffness.folds import make_folds
+from liverstiffness.manifest import ExamRecord, PatientFacts, read_manifest
+from liverstiffness.uncertainty import calibrate, conformal_quantile, coverage_of
+
+
+def _fake_records(n_patients=60, sites="ABCD", seed=0):
+    rng = np.random.default_rng(seed)
+    recs = []
+    for p in range(n_patients):
+        site = sites[p % len(sites)]
+        for e in range(1 + (rng.random() < 0.3)):          # some patients have a repeat exam
+            recs.append(ExamRecord(f"c{p}-{e}", f"p{p}", Path("t1"), Path("t2"), Path("d"), Path("m"), (800.0,),
+                                   site=site, facts=PatientFacts(), stiffness_kpa=3.0))
+    return recs
+
+
+def test_folds_group_patients_and_balance_sites():
+    recs = _fake_records()
+    fold = make_folds(recs, 5, seed=1)
+    assert set(fold) == set(range(5))
+    by_patient = {}
+    for r, f in zip(recs, fold):
+        by_patient.setdefault(r.patient_id, set()).add(f)
+    assert all(len(s) == 1 for s in by_patient.values())     # repeat exams never straddle folds
+    for site in "ABCD":
+        counts = np.bincount(fold[[r.site == site for r in recs]], minlength=5)
+        assert counts.max() - counts.min() <= 2                 # each site spread evenly
+    with pytest.raises(InputError, match="need at least 70 patients"):
+        make_folds(recs, 70)
+
+
+def test_checkpoint_round_trip_reproduces_out_of_fold_predictions(tiny_model, small_cohort):
+    meta = json.loads((tiny_model / "model.json").read_text())
+    assert meta["format"] == "liverstiffness-ensemble/1" and len(meta["folds"]) == 2
+    assert meta["input_spec"]["channels"] == ["t1w", "t2w", "dwi", "adc", "mask"]
+    assert meta["synthetic_training_data"] is True and "DEMONSTRATION" in meta["intended_use"]
+    assert "not for clinical use" in (tiny_model / "MODEL_CARD.md").read_text().lower()
+    ens = Ensemble.load(tiny_model, "cpu")
+    records = read_manifest(small_cohort[0])
+    data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, None, 1, False)
+    oof = {row.split(",")[0]: (int(row.split(",")[3]), float(row.split(",")[5]))
+           for row in (tiny_model / "oof_predictions.csv").read_text().splitlines()[1:]}
+    for i, rec in enumerate(data.records):
+        fold, pred = oof[rec.case_id]
+        again = np.exp(predict_log([ens.models[fold]], data.images[i:i + 1], data.cov[i:i + 1], data.known[i:i + 1], ens.device)[0, 0])
+        assert again == pytest.approx(pred, rel=1e-3)
+    log = [json.loads(line) for line in (tiny_model / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["settings"]["folds"] == 2 and "torch" in log[0]["settings"]
+
+
+def test_weights_are_checked_against_their_hash(tiny_model, tmp_path):
+    import shutil
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy, ignore=shutil.ignore_patterns("cache"))
+    with open(copy / "fold1.pt", "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(InputError, match="SHA-256 does not match"):
+        Ensemble.load(copy, "cpu")
+
+
+def test_metrics_match_a_hand_computed_case():
+    y = np.array([2.0, 3.0, 4.0, 6.0])
+    p = np.array([2.5, 2.5, 4.5, 5.5])
+    m = agreement(y, p, low=[1.5, 2.8, 3.0, 6.1], high=[2.6, 3.5, 5.0, 7.0])
+    d = p - y                                                  # 0.5, -0.5, 0.5, -0.5
+    assert m["mean_bias_kpa"] == 0.0 and m["mae_kpa"] == 0.5
+    sd = np.sqrt(4 * 0.25 / 3)
+    assert m["bland_altman_loa_kpa"] == pytest.approx([-1.96 * sd, 1.96 * sd], abs=1e-4)
+    yc, pc = y - y.mean(), p - p.mean()
+    assert m["pearson_r"] == pytest.approx((yc @ pc) / np.sqrt((yc @ yc) * (pc @ pc)), abs=1e-4)
+    # AUROC at 3.0 kPa: positives {3, 4, 6} scored {2.5, 4.5, 5.5} vs the negative scored 2.5 → (0.5+1+1)/3
+    assert m["auroc"][">=3kPa"] == pytest.approx(2.5 / 3, abs=1e-4)
+    assert m["auroc"][">=2.5kPa"] == pytest.approx(2.5 / 3, abs=1e-4)
+    assert m["interval_coverage"] == 0.75                     # 6.0 lies below its interval 6.1–7.0
+    assert m["n"] == 4
+
+
+def test_bias_analysis_detects_a_planted_bias_and_only_that():
+    rng = np.random.default_rng(3)
+    n = 400
+    age = rng.uniform(20, 80, n)
+    bmi = rng.uniform(18, 45, n)
+    sex = rng.choice(["F", "M"], n)
+    pdff = list(rng.uniform(0, 20, n))
+    noise = rng.normal(0, 0.1, n)
+    biased = residual_bias(noise + 0.004 * (age - 50), age, sex, bmi, pdff)   # older → overestimated
+    assert biased["age"]["biased"] and biased["age"]["p_value"] < 1e-6 and biased["age"]["slope_per_unit"] > 0
+    assert not biased["bmi"]["biased"] and not biased["sex"]["biased"]
+    sex_biased = residual_bias(noise + 0.08 * (sex == "M"), age, sex, bmi, pdff)
+    assert sex_biased["sex"]["biased"] and not sex_biased["age"]["biased"]
+    steat = residual_bias(noise + 0.08 * (np.array(pdff) >= 5), age, sex, bmi, pdff)
+    assert steat["steatosis"]["biased"]
+
+
+def test_conformal_interval_reaches_its_coverage_on_held_out_data():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(1.0, 0.4, 3000)
+    pred = truth + rng.normal(0, 0.12, 3000)                  # ln scale
+    cal = calibrate(np.exp(truth[:500]), np.exp(pred[:500]), coverage=0.9)
+    low, high = cal.interval(pred[500:], np.zeros(2500))
+    cov = coverage_of(np.exp(truth[500:]), low, high)
+    assert 0.87 <= cov <= 0.94
+    wider_low, wider_high = cal.interval(pred[500:], np.full(2500, 0.1))   # folds disagree → wider
+    assert np.all(wider_high - wider_low > high - low)
+    assert conformal_quantile([1, 2, 3, 4, 5, 6, 7, 8, 9], 0.8) == 8
+
+
+def test_tiny_model_interval_coverage_is_reported_by_evaluate(tiny_model, small_cohort, tmp_path):
+    from liverstiffness.evaluate import evaluate_model
+    rep = evaluate_model(tiny_model, small_cohort[0], tmp_path / "ev", device="cpu", workers=1, progress=False)
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["transformer"]["n"] == 8 and "interval_coverage" in saved["transformer"]
+    assert set(saved["transformer"]["auroc"]) == {">=2.5kPa", ">=3kPa", ">=3.5kPa", ">=5kPa"}
+    assert set(saved["by_site"]) == {"A", "B", "C"} and "baseline" in saved
+    assert set(saved["residual_bias"]) >= {"age", "bmi", "sex"}
+    for png in ("predicted_vs_reference.png", "bland_altman.png", "residuals_vs_covariates.png"):
+        assert (tmp_path / "ev" / png).stat().st_size > 5000
+    assert rep["transformer"]["pearson_r_ci95"] is not None
+
+
+def test_torchrun_two_cpu_processes(small_cohort, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "liverstiffness", "train", "--manifest", str(small_cohort[0]), "--out", str(out),
+           "--folds", "2", "--epochs", "1", "--no-register", "--workers", "1", "--batch-size", "4", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["metrics"]["world_size"] == 2 and len(meta["folds"]) == 2
+    assert all((out / f["file"]).is_file() for f in meta["folds"])
