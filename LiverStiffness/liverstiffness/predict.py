@@ -30,7 +30,7 @@ from .imageio import geometry
 from .manifest import PatientFacts, read_manifest
 from .model.covariates import COVARIATES, encode
 from .mre import band_table, categorize
-from .preprocess import Prepared, prepare, read_exam
+from .preprocess import ExamImages, Prepared, prepare, read_exam
 
 DEFAULT_MAP = "rollout"
 GRADIENT_MAPS = ("gradcam",)
@@ -79,46 +79,70 @@ def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOpti
     return res, maps, contrib, {"attention": round(time.perf_counter() - t, 4)}
 
 
-def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: PredictOptions | None = None) -> dict:
-    """Run one exam; writes report.json, attention NIfTIs and the montage into ``out_dir``."""
-    opts = opts or PredictOptions()
-    out_dir = Path(out_dir)
-    timings: dict = {}
-    t_all = time.perf_counter()
+def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: PredictOptions | None = None,
+                 on_stage=None) -> dict:
+    """Run one exam from files; writes report.json, attention NIfTIs and the montage into ``out_dir``."""
     inp.facts.validate("patient")
+    t_all = time.perf_counter()
+    timings: dict = {}
+    if on_stage:
+        on_stage("read")
     with _timed(timings, "read"):
         images = read_exam(inp.t1w, inp.t2w, inp.dwi, inp.mask, inp.dwi_b, inp.mask_label)
+    return predict_images(images, inp.facts, ens, out_dir, opts, on_stage, timings, t_all)
+
+
+def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_dir: str | Path,
+                   opts: PredictOptions | None = None, on_stage=None, timings: dict | None = None,
+                   t_all: float | None = None) -> dict:
+    """Run one exam already in memory (the Slicer module converts its nodes to ``images``).
+
+    ``on_stage(name)`` is called as each stage starts (qa, preprocess, model, write).
+    """
+    opts = opts or PredictOptions()
+    out_dir = Path(out_dir)
+    timings = {} if timings is None else timings
+    t_all = time.perf_counter() if t_all is None else t_all
+    stage = on_stage or (lambda name: None)
+    facts.validate("patient")
+    mask_path = images.paths.get("mask", "mask")
     qa_summary, warnings_out, transforms = None, [], None
     if opts.qa:
         from .qa import run_qa
+        stage("qa")
         with _timed(timings, "qa"):
             qa_result = run_qa(images, opts.qa_thresholds, register=ens.meta.preprocess.register)
         qa_summary = qa_result.summary()
         transforms = qa_result.transforms if ens.meta.preprocess.register else None
         severe = [f for f in qa_result.flags if f.severity == "severe"]
         if severe:
-            raise InputError(f"mask {inp.mask}", f"failed QA: {severe[0].code}: {severe[0].message}")
+            raise InputError(f"mask {mask_path}", f"failed QA: {severe[0].code}: {severe[0].message}")
         warnings_out += [f"mask QA {f.code}: {f.message}" for f in qa_result.flags]
+    stage("preprocess")
     with _timed(timings, "preprocess"):
         prep = prepare(images, ens.meta.spec, ens.meta.preprocess, transforms)
     if not prep.has_adc:
         warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
+    stage("model")
     t = time.perf_counter()
     try:
-        res, maps, contrib, t_att = _infer(ens, prep, inp.facts, opts)
+        res, maps, contrib, t_att = _infer(ens, prep, facts, opts)
     except torch.cuda.OutOfMemoryError:
         warnings.warn("CUDA ran out of memory; repeating on the CPU", RuntimeWarning, stacklevel=2)
         warnings_out.append("CUDA out of memory: ran on the CPU instead")
         torch.cuda.empty_cache()
         ens.to(torch.device("cpu"))
-        res, maps, contrib, t_att = _infer(ens, prep, inp.facts, opts)
+        res, maps, contrib, t_att = _infer(ens, prep, facts, opts)
     timings["model"] = round(time.perf_counter() - t - t_att["attention"], 4)
     timings.update(t_att)
 
     kpa = float(res["kpa"][0])
     cat = categorize(kpa)
-    with _timed(timings, "write"):
-        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    stage("write")
+    t_write = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # inputs accepted: now we may write
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir.parent))  # same disk: the final move is atomic
+    try:
         outputs = _write_maps(tmp, prep, maps, opts)
         report = {
             "stiffness_kpa": round(kpa, 3),
@@ -130,10 +154,9 @@ def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: Predi
             "sequence_contributions_kpa": contrib,
             "model": ens.meta.summary(Path(ens.model_dir)),
             "device": str(ens.device),
-            "patient": {c: getattr(inp.facts, c) for c in COVARIATES},
-            "inputs": {name: {"path": str(Path(p).resolve()), **geometry(img)} for name, p, img in (
-                ("t1w", inp.t1w, images.t1w), ("t2w", inp.t2w, images.t2w),
-                ("dwi", inp.dwi, images.dwi.images[-1]), ("mask", inp.mask, images.mask))},
+            "patient": {c: getattr(facts, c) for c in COVARIATES},
+            "inputs": {name: {"source": images.paths.get(name, ""), **geometry(img)} for name, img in (
+                ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.images[-1]), ("mask", images.mask))},
             "dwi_b_values": list(images.dwi.b_values), "adc_available": prep.has_adc,
             "preprocessing": {"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
                               "crop": geometry(prep.crop)},
@@ -145,6 +168,7 @@ def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: Predi
             write_montage(tmp / "attention_montage.png", images.t1w, _map_image(tmp, DEFAULT_MAP), prep.mask_ref,
                           title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout")
             outputs["montage"] = "attention_montage.png"
+        timings["write"] = round(time.perf_counter() - t_write, 4)
         timings["total"] = round(time.perf_counter() - t_all, 4)
         report["timings_s"] = timings
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
@@ -154,6 +178,9 @@ def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: Predi
             tmp.rmdir()
         else:
             os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written result is left behind
+        raise
     return report
 
 
@@ -231,8 +258,3 @@ def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts:
         _write_rows(table, rows, order)  # after every case, so an interruption loses nothing
     _write_rows(table, rows, order)
     return rows
-
-
-def cleanup_partials(folder: Path) -> None:
-    for p in Path(folder).glob(".partial-*"):
-        shutil.rmtree(p, ignore_errors=True)

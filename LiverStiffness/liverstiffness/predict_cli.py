@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--no-montage", action="store_true", help="skip the PNG montage")
     p.add_argument("--no-qa", action="store_true", help="skip mask QA (not recommended)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--stages", action="store_true", help="print 'STAGE <name>' as each stage starts (for front ends)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -64,6 +65,7 @@ def run(args) -> int:
         print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed → {out / 'predictions.csv'}")
         return 0
     report = predict_exam(ExamInput(Path(args.t1w), Path(args.t2w), Path(args.dwi), Path(args.mask), dwi_b, facts,
-                                    args.mask_label), ens, out, opts)
+                                    args.mask_label), ens, out, opts,
+                          on_stage=(lambda name: print(f"STAGE {name}", flush=True)) if args.stages else None)
     print(summary_line(report))
     return 0

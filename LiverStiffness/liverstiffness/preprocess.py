@@ -87,7 +87,7 @@ def read_exam(t1w, t2w, dwi, mask, dwi_b=None, mask_label: int | None = None) ->
     images = ExamImages(
         t1w=read_volume(t1w, "t1w"), t2w=read_volume(t2w, "t2w"), dwi=read_dwi(dwi, dwi_b, "dwi"),
         mask=read_mask(mask, mask_label, "mask"),
-        paths={"t1w": str(t1w), "t2w": str(t2w), "dwi": str(dwi), "mask": str(mask)})
+        paths={k: str(Path(v).resolve()) for k, v in (("t1w", t1w), ("t2w", t2w), ("dwi", dwi), ("mask", mask))})
     check_exam(images)
     return images
 

@@ -1,0 +1,162 @@
+"""Predicting one exam and a batch: report, attention maps, rollout, errors, resume, devices."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from liverstiffness.attention import rollout
+from liverstiffness.cli import main
+from liverstiffness.ensemble import Ensemble
+from liverstiffness.mre import categorize
+from liverstiffness.predict import ExamInput, PredictOptions, predict_exam, predict_manifest
+
+
+@pytest.fixture(scope="module")
+def ens(tiny_model):
+    return Ensemble.load(tiny_model, "cpu")
+
+
+@pytest.fixture(scope="module")
+def report(ens, one_case, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pred") / "case"
+    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    return predict_exam(inp, ens, out, PredictOptions(detail_maps=True)), out
+
+
+def test_report_schema_and_physical_range(report):
+    rep, out = report
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(rep))
+    assert 0.5 < rep["stiffness_kpa"] < 30
+    lo, hi = rep["interval_kpa"]
+    assert lo < rep["stiffness_kpa"] < hi and rep["interval_coverage"] == 0.9
+    cat = categorize(rep["stiffness_kpa"])
+    assert rep["category"] == cat.label and rep["category_band_kpa"] == [cat.low_kpa, cat.high_kpa]
+    assert [b["low_kpa"] for b in rep["mre_bands"]] == [0.0, 2.5, 2.9, 3.5, 5.0]
+    assert len(rep["fold_predictions_kpa"]) == 2
+    assert set(rep["timings_s"]) >= {"read", "qa", "preprocess", "model", "attention", "write", "total"}
+    assert set(rep["model"]["sha256"]) == {"fold0.pt", "fold1.pt"} and rep["model"]["synthetic_training_data"]
+    assert rep["inputs"]["t1w"]["spacing_mm"] and rep["device"] == "cpu"
+    assert set(rep["sequence_contributions_kpa"]) == {"t1w", "t2w", "dwi", "adc"}
+    assert rep["mask_qa"]["ok"] is True and rep["adc_available"] is True
+    assert (out / "attention_montage.png").stat().st_size > 10000
+
+
+def test_attention_maps_on_t1w_grid_inside_mask(report, one_case):
+    rep, out = report
+    t1 = sitk.ReadImage(str(one_case.t1w))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(one_case.mask))) > 0
+    names = rep["outputs"]["attention_maps"]
+    assert names["rollout"] == "attention.nii.gz"
+    assert {"gradcam", "saliency_t1w", "saliency_t2w", "saliency_dwi", "saliency_adc", "layer0", "layer1_head1"} <= set(names)
+    for name in ("attention.nii.gz", "attention_gradcam.nii.gz", "attention_layer0_head0.nii.gz", "attention_saliency_t2w.nii.gz"):
+        img = sitk.ReadImage(str(out / name))
+        assert img.GetSize() == t1.GetSize()
+        assert np.allclose(img.GetOrigin(), t1.GetOrigin()) and np.allclose(img.GetSpacing(), t1.GetSpacing())
+        a = sitk.GetArrayFromImage(img)
+        assert np.all(a[~mask] == 0)
+        assert a[mask].min() >= 0 and a[mask].max() == pytest.approx(1.0) and a[mask].std() > 0.01
+
+
+def test_rollout_matches_a_hand_computation():
+    a1 = torch.tensor([[[[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]],
+                        [[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.2, 0.2, 0.6]]]])      # [B=1, heads=2, T=3, T]
+    a2 = torch.tensor([[[[0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [0.3, 0.3, 0.4]],
+                        [[0.4, 0.4, 0.2], [0.1, 0.8, 0.1], [0.6, 0.2, 0.2]]]])
+    hand = np.eye(3)
+    for a in (a1, a2):
+        m = a[0].numpy().mean(axis=0) + np.eye(3)
+        m = m / m.sum(axis=1, keepdims=True)
+        hand = m @ hand
+    out = rollout([a1, a2], n_prefix=1)
+    assert out.shape == (1, 2)
+    assert np.allclose(out[0].numpy(), hand[0, 1:], atol=1e-6)
+
+
+def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_path):
+    manifest, records, _ = small_cohort
+    base = manifest.parent
+    rows = manifest.read_text().splitlines()
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "t2w.nii.gz").write_bytes(b"corrupt")
+    header, first, second, third = rows[0], rows[1], rows[2], rows[3]
+    cols = header.split(",")
+    fix = lambda row: ",".join(v if c not in ("t1w", "t2w", "dwi", "mask") or v.startswith("/") else str(base / v)
+                               for c, v in zip(cols, row.split(",")))  # noqa: E731
+    broken = fix(second).split(",")
+    broken[cols.index("t2w")] = str(bad_dir / "t2w.nii.gz")
+    m2 = tmp_path / "batch.csv"
+    m2.write_text("\n".join([header, fix(first), ",".join(broken), fix(third)]) + "\n")
+    out = tmp_path / "out"
+    opts = PredictOptions(gradient_maps=False, montage=False)
+    result = predict_manifest(m2, ens, out, opts, progress=False)
+    table = list(csv.DictReader(open(out / "predictions.csv")))
+    assert [r["case_id"] for r in table] == [records[0].case_id, records[1].case_id, records[2].case_id]
+    assert [r["status"] for r in table] == ["ok", "error", "ok"]
+    assert "t2w" in table[1]["error"] and "cannot be read" in table[1]["error"]
+    assert float(table[0]["stiffness_kpa"]) > 0 and table[0]["category"]
+    done = out / records[0].case_id / "report.json"
+    stamp = done.stat().st_mtime_ns
+    shutil.copy(records[1].t2w, bad_dir / "t2w.nii.gz")       # the bad file gets fixed
+    predict_manifest(m2, ens, out, opts, progress=False)
+    table = list(csv.DictReader(open(out / "predictions.csv")))
+    assert [r["status"] for r in table] == ["ok", "ok", "ok"]
+    assert done.stat().st_mtime_ns == stamp                    # finished cases were skipped
+    assert len(result) == 3
+
+
+def test_auto_and_forced_cpu_agree(tiny_model, one_case, tmp_path):
+    res = {}
+    for device in ("auto", "cpu"):
+        ens = Ensemble.load(tiny_model, device)
+        inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+        res[device] = predict_exam(inp, ens, tmp_path / device, PredictOptions(gradient_maps=False, montage=False, qa=False))
+    assert abs(res["auto"]["stiffness_kpa"] - res["cpu"]["stiffness_kpa"]) <= 0.01
+    if not torch.cuda.is_available():
+        assert res["auto"]["device"] == "cpu"
+
+
+def test_cli_predict_one_exam_and_bad_inputs(tiny_model, one_case, tmp_path, capsys):
+    args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
+            "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", str(one_case.mask),
+            "--age", "50", "--sex", "F", "--model", str(tiny_model), "--maps", "none", "--no-montage"]
+    assert main(args + ["--out", str(tmp_path / "ok")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("Liver stiffness ") and "kPa" in line and "not for clinical use" in line
+    cases = [
+        (["--t1w", str(tmp_path / "nope.nii.gz")], "t1w .*nope.nii.gz: file not found"),
+        (["--age", "250"], "patient age: 250.0 years is outside"),
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--model", str(tmp_path)], "cuda|model.json"),
+        (["--model", str(tmp_path)], "is not a model folder"),
+    ]
+    for extra, pattern in cases:
+        out = tmp_path / "never"
+        argv = list(args)
+        for k in range(0, len(extra), 2):
+            if extra[k] in argv:
+                argv[argv.index(extra[k]) + 1] = extra[k + 1]
+            else:
+                argv += extra[k:k + 2]
+        assert main(argv + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: ")
+        import re
+        assert re.search(pattern, err), err
+        assert not out.exists()
+
+
+def test_empty_mask_stops_predict_with_a_clear_error(ens, one_case, tmp_path):
+    m = sitk.ReadImage(str(one_case.mask))
+    empty = sitk.Image(m.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(m)
+    sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
+    from liverstiffness.errors import InputError
+    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, tmp_path / "empty.nii.gz", one_case.dwi_b)
+    with pytest.raises(InputError, match="mask .*empty"):
+        predict_exam(inp, ens, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
