@@ -25,7 +25,6 @@ import vtk
 from liverstiffness.errors import InputError
 from liverstiffness.imageio import DwiData, fit_adc_map
 from liverstiffness.manifest import PatientFacts
-from liverstiffness.mre import categorize
 from liverstiffness.preprocess import ExamImages, check_exam
 
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
@@ -257,8 +256,13 @@ class BackgroundRun:
     def __init__(self, cmd, work: Path, nodes: ExamNodes, logic: LiverStiffnessLogic):
         self.work, self.nodes, self.logic = work, nodes, logic
         self.stage = "starting"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        import liverstiffness
+
+        # The core package ships inside the module folder: make it importable for the child too.
+        core_parent = str(Path(liverstiffness.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(p for p in (core_parent, os.environ.get("PYTHONPATH", "")) if p))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
         os.set_blocking(self.proc.stdout.fileno(), False)
 
     def poll(self) -> str:

@@ -1,23 +1,8 @@
-"""Registers the subcommands that need torch (train, evaluate, predict) and mask QA.
+"""Registers the subcommands beyond ``synth``: train, evaluate, predict and qa.
 
-Each module keeps its own ``add_parser`` so the options sit beside the code that uses them.
+Each lives in its own ``*_cli`` module with its options beside the code that uses them; those
+modules import torch only inside ``run``, so ``--help`` stays fast.
 """
-from . import cli
+from . import cli, evaluate_cli, predict_cli, qa_cli, train_cli
 
-_MODULES = ("train_cli", "evaluate_cli", "predict_cli", "qa_cli")
-
-
-def _register_all() -> None:
-    import importlib
-
-    for name in _MODULES:
-        try:
-            mod = importlib.import_module(f".{name}", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(name):
-                continue  # not built yet in this checkout
-            raise
-        cli._EXTRA_COMMANDS.append(mod.register)
-
-
-_register_all()
+cli._EXTRA_COMMANDS.extend(m.register for m in (train_cli, evaluate_cli, predict_cli, qa_cli))

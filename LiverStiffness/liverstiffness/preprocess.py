@@ -34,7 +34,9 @@ class InputSpec:
 
     channels: tuple[str, ...] = CHANNELS
     spacing_mm: tuple[float, float, float] = (6.0, 6.0, 8.0)   # x, y, z (LPS)
-    size: tuple[int, int, int] = (48, 40, 24)                  # voxels x, y, z
+    # 384 × 240 × 192 mm around the liver: wide enough in x to hold the spleen (splenomegaly is
+    # a sign of advanced fibrosis) and the abdominal wall (a reference tissue for contrasts).
+    size: tuple[int, int, int] = (64, 40, 24)                  # voxels x, y, z
     normalisation: str = "divide by the median inside the liver mask (T1w, T2w, DWI); ADC in 10^-3 mm2/s"
 
     @classmethod

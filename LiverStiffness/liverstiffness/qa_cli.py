@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 QA_COLUMNS = ("case_id", "status", "flags", "volume_ml", "n_components", "hole_volume_ml", "max_offset_mm",

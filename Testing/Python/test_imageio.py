@@ -4,7 +4,7 @@ import pytest
 import SimpleITK as sitk
 
 from liverstiffness.errors import InputError
-from liverstiffness.imageio import fit_adc_map, read_dwi, read_mask, read_volume
+from liverstiffness.imageio import read_dwi, read_mask, read_volume
 
 
 @pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha", ".nii"])

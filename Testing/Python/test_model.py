@@ -76,7 +76,7 @@ def test_metrics_match_a_hand_computed_case():
     y = np.array([2.0, 3.0, 4.0, 6.0])
     p = np.array([2.5, 2.5, 4.5, 5.5])
     m = agreement(y, p, low=[1.5, 2.8, 3.0, 6.1], high=[2.6, 3.5, 5.0, 7.0])
-    d = p - y                                                  # 0.5, -0.5, 0.5, -0.5
+    # differences p − y: 0.5, −0.5, 0.5, −0.5
     assert m["mean_bias_kpa"] == 0.0 and m["mae_kpa"] == 0.5
     sd = np.sqrt(4 * 0.25 / 3)
     assert m["bland_altman_loa_kpa"] == pytest.approx([-1.96 * sd, 1.96 * sd], abs=1e-4)

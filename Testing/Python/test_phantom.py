@@ -2,7 +2,7 @@
 import numpy as np
 import SimpleITK as sitk
 
-from liverstiffness.imageio import fit_adc_map, read_dwi
+from liverstiffness.imageio import read_dwi
 from liverstiffness.manifest import read_manifest
 from liverstiffness.phantom import DiseaseState, generate_cohort
 from liverstiffness.phantom.anatomy import Patient, build_anatomy

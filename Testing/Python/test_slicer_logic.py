@@ -15,7 +15,6 @@ from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inpu
 from LiverStiffnessLib.mrml_convert import sitk_from_volume  # noqa: E402
 
 from liverstiffness.errors import InputError  # noqa: E402
-from liverstiffness.manifest import PatientFacts  # noqa: E402
 
 
 @pytest.fixture

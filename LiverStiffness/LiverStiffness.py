@@ -1,0 +1,387 @@
+"""LiverStiffness: liver shear stiffness (MRE kPa) from non-contrast T1w/T2w/DWI with a liver mask.
+
+The module file holds the four standard classes. The widget is a thin layer: it mirrors a
+parameter node, asks the logic (LiverStiffnessLib/logic.py, no Qt, tested on real MRML in CI)
+to do the work, and shows the results. Heavy packages (torch, MONAI) are imported only after
+the dependency check, never at module load.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
+                                           ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from LiverStiffnessLib import dependencies
+from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inputs  # noqa: F401 - re-exported
+
+MAP_KINDS = (("Attention rollout", "rollout"), ("GradCAM (gradient)", "gradcam"))
+SEQUENCES = (("All sequences", ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
+
+
+class LiverStiffness(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Liver Stiffness"
+        self.parent.categories = ["Quantification"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["LiverStiffness developers"]
+        self.parent.helpText = (
+            "Estimates liver shear stiffness (kPa, as 60 Hz MR elastography measures it) from non-contrast "
+            "T1-weighted, T2-weighted and diffusion-weighted MRI and a liver mask, with a calibrated interval, the "
+            "MRE category and attention maps that show where the model looked. Check the mask first. "
+            "The shipped demo model was trained on synthetic phantoms: it is for demonstration only, not for clinical use.")
+        self.parent.acknowledgementText = (
+            "Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Method after transformer-based multi-channel MRI "
+            "stiffness estimation with multi-site cross-validation.")
+
+
+@parameterNodeWrapper
+class LiverStiffnessParameterNode:
+    """Panel state, saved with the scene: inputs, patient facts, model choice and the last result."""
+
+    t1w: slicer.vtkMRMLScalarVolumeNode
+    t2w: slicer.vtkMRMLScalarVolumeNode
+    dwi: slicer.vtkMRMLNode
+    dwiBValues: str = ""
+    maskSegmentation: slicer.vtkMRMLSegmentationNode
+    maskSegmentId: str = ""
+    maskLabelmap: slicer.vtkMRMLLabelMapVolumeNode
+    maskLabel: int = 0                # 0: any non-zero
+    age: float = -1.0                 # < 0: unknown
+    sex: str = ""
+    bmi: float = 9.0                  # at the minimum: unknown
+    pdff: float = -1.0
+    modelPath: str = ""
+    device: str = "auto"
+    lastAttention: slicer.vtkMRMLScalarVolumeNode
+    lastReport: str = ""              # report.json text of the last run
+    opacity: float = 0.5
+
+
+class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._run = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+        self._result = None
+        self._qa = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LiverStiffness.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LiverStiffnessLogic(slicer.mrmlScene)
+
+        self.ui.sexComboBox.addItems(["unknown", "F", "M"])
+        for label, kind in MAP_KINDS:
+            self.ui.mapKindComboBox.addItem(label, kind)
+        for label, key in SEQUENCES:
+            self.ui.sequenceComboBox.addItem(label, key)
+        self._fill_devices()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.maskSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._update_state)
+        self.ui.maskSegmentSelector.connect("currentSegmentChanged(QString)", self._update_state)
+        for w in (self.ui.t1wSelector, self.ui.t2wSelector, self.ui.dwiSelector, self.ui.maskLabelmapSelector):
+            w.connect("currentNodeChanged(vtkMRMLNode*)", self._update_state)
+        self.ui.dwiBValuesLineEdit.textChanged.connect(self._update_state)
+        self.ui.modelPathLineEdit.currentPathChanged.connect(self._show_model_card)
+        self.ui.applyButton.clicked.connect(self.onApply)
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.saveReportButton.clicked.connect(self.onSaveReport)
+        self.ui.mapKindComboBox.currentIndexChanged.connect(self._show_overlay)
+        self.ui.sequenceComboBox.currentIndexChanged.connect(self._show_overlay)
+        self.ui.opacitySlider.valueChanged.connect(self._show_overlay)
+        self.ui.insideLiverCheckBox.toggled.connect(self._show_overlay)
+        self.ui.checkMaskButton.clicked.connect(self.onCheckMask)
+        self.ui.qaFlagsList.itemClicked.connect(self.onFlagClicked)
+        self.ui.openSegmentEditorButton.clicked.connect(self.onOpenSegmentEditor)
+        self.initializeParameterNode()
+        self._show_model_card()
+
+    def cleanup(self) -> None:
+        self.onCancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(LiverStiffnessParameterNode(slicer.mrmlScene.GetSingletonNode("LiverStiffness", "vtkMRMLScriptedModuleNode")
+                                                          or self._new_parameter_node()))
+
+    def _new_parameter_node(self):
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+        node.SetSingletonTag("LiverStiffness")
+        node.SetName("LiverStiffness")
+        return node
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui, {
+                "t1w": self.ui.t1wSelector, "t2w": self.ui.t2wSelector, "dwi": self.ui.dwiSelector,
+                "dwiBValues": self.ui.dwiBValuesLineEdit, "maskLabelmap": self.ui.maskLabelmapSelector,
+                "maskLabel": self.ui.maskLabelSpinBox, "age": self.ui.ageSpinBox, "bmi": self.ui.bmiSpinBox,
+                "pdff": self.ui.pdffSpinBox, "opacity": self.ui.opacitySlider})
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
+            if self._parameterNode.lastReport:
+                self._show_report(json.loads(self._parameterNode.lastReport))
+        self._update_state()
+
+    # ------------------------------------------------------------------ state
+    def _nodes(self) -> ExamNodes:
+        from liverstiffness.manifest import PatientFacts, parse_b_values
+
+        p = self._parameterNode
+        seg = self.ui.maskSegmentSelector.currentNode()
+        try:
+            b = parse_b_values(p.dwiBValues) if p.dwiBValues.strip() else ()
+        except Exception:  # noqa: BLE001 - shown as "enter the b-values" until it parses
+            b = ()
+        sex = self.ui.sexComboBox.currentText
+        return ExamNodes(
+            t1w=p.t1w, t2w=p.t2w, dwi=p.dwi, dwi_b_values=b, mask_segmentation=seg,
+            mask_segment_id=self.ui.maskSegmentSelector.currentSegmentID() if seg else "",
+            mask_labelmap=None if seg else p.maskLabelmap, mask_label=p.maskLabel or None,
+            facts=PatientFacts(age=p.age if p.age >= 0 else None, sex=sex if sex in ("F", "M") else None,
+                               bmi=p.bmi if p.bmi > 9.0 else None, pdff=p.pdff if p.pdff >= 0 else None))
+
+    def _update_state(self, *args) -> None:
+        if not self._parameterNode or self._run is not None:
+            return
+        reason = missing_inputs(self._nodes())
+        self.ui.applyButton.enabled = reason is None
+        self.ui.applyButton.toolTip = reason or "Estimate liver stiffness from the selected inputs"
+        self.ui.statusLabel.text = reason or "Ready."
+
+    def _fill_devices(self) -> None:
+        self.ui.deviceComboBox.clear()
+        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
+        missing = dependencies.missing()
+        if "torch" in missing:
+            self.ui.deviceInfoLabel.text = "PyTorch is not installed yet (you will be asked on first use)."
+            return
+        import torch
+        found = f"CUDA GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA GPU found: CPU"
+        self.ui.deviceInfoLabel.text = f"{found} (torch {torch.__version__})"
+
+    def _show_model_card(self, *args) -> None:
+        path = self.ui.modelPathLineEdit.currentPath
+        folder = Path(path) if path else Path(__file__).resolve().parent / "liverstiffness" / "models" / "demo"
+        card = folder / "MODEL_CARD.md"
+        self.ui.modelCardBrowser.setMarkdown(card.read_text() if card.is_file() else f"No MODEL_CARD.md in {folder}")
+
+    # ------------------------------------------------------------------ dependencies
+    def _ensure_dependencies(self) -> bool:
+        missing = dependencies.missing()
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(dependencies.describe(missing), "LiverStiffness needs Python packages"):
+            slicer.util.warningDisplay("Not installed: " + ", ".join(missing) + ". The estimate cannot run without them; "
+                                       "install them later from this panel or with slicer.util.pip_install.")
+            return False
+        with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
+            dependencies.install(missing)
+            self._fill_devices()
+            return not dependencies.missing()
+        return False
+
+    # ------------------------------------------------------------------ running
+    def onApply(self) -> None:
+        if not self._ensure_dependencies():
+            return
+        from liverstiffness.errors import InputError
+
+        try:
+            self._run = self.logic.start_background(self._nodes(), self.ui.modelPathLineEdit.currentPath or None,
+                                                    self.ui.deviceComboBox.currentText)
+        except InputError as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle="LiverStiffness: check the inputs")
+            return
+        self.ui.applyButton.enabled = False
+        self.ui.cancelButton.visible = True
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = "Starting..."
+        self._timer.start()
+
+    def _poll(self) -> None:
+        run = self._run
+        state = run.poll()
+        self.ui.progressBar.value = int(100 * run.progress)
+        self.ui.statusLabel.text = f"Running: {run.stage}..."
+        if state == "running":
+            return
+        self._timer.stop()
+        self._run = None
+        self.ui.cancelButton.visible = False
+        self.ui.progressBar.visible = False
+        if state == "done":
+            with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
+                self._result = run.result()
+                self._parameterNode.lastReport = json.dumps(self._result.report)
+                self._parameterNode.lastAttention = self._result.attention["rollout"]
+                self._show_report(self._result.report)
+                self._show_overlay()
+        elif state == "failed":
+            slicer.util.errorDisplay(run.error(), windowTitle="LiverStiffness: the estimate failed")
+            run.cleanup()
+        self._update_state()
+
+    def onCancel(self) -> None:
+        if self._run is not None:
+            self._timer.stop()
+            self._run.cancel()
+            self._run = None
+            self.ui.cancelButton.visible = False
+            self.ui.progressBar.visible = False
+            self.ui.statusLabel.text = "Cancelled: nothing was added to the scene."
+            self._update_state()
+
+    # ------------------------------------------------------------------ results
+    def _show_report(self, report: dict) -> None:
+        lo, hi = report["interval_kpa"]
+        self.ui.resultLabel.setText(f"<span style='font-size:20pt;font-weight:bold'>{report['stiffness_kpa']:.2f} kPa</span>"
+                                    f"<br>{report['interval_coverage']:.0%} interval {lo:.2f}–{hi:.2f} kPa")
+        note = " — demo model (synthetic), not for clinical use" if report["model"].get("synthetic_training_data") else ""
+        warn = "<br>".join(report.get("warnings", []))
+        self.ui.categoryLabel.setText(f"<b>{report['category']}</b>{note}" + (f"<br><i>{warn}</i>" if warn else ""))
+        self.ui.saveReportButton.enabled = self._result is not None
+
+    def _show_overlay(self, *args) -> None:
+        if self._result is None:
+            return
+        kind = self.ui.mapKindComboBox.currentData
+        seq = self.ui.sequenceComboBox.currentData
+        key = f"saliency_{seq}" if seq else kind
+        node = self._result.attention.get(key) or self._result.attention["rollout"]
+        disp = node.GetDisplayNode()
+        disp.SetApplyThreshold(self.ui.insideLiverCheckBox.checked)
+        disp.SetLowerThreshold(1e-6)
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.t1w, foreground=node,
+                                         foregroundOpacity=self.ui.opacitySlider.value)
+
+    def onSaveReport(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Save the stiffness report to")
+        if folder and self._result is not None:
+            with slicer.util.tryWithErrorDisplay("Could not save the report.", waitCursor=True):
+                files = LiverStiffnessLogic.save_report(self._result, folder)
+                slicer.util.showStatusMessage(f"Saved {len(files)} files to {folder}", 5000)
+
+    # ------------------------------------------------------------------ mask QA
+    def onCheckMask(self) -> None:
+        if not self._ensure_dependencies():
+            return
+        from liverstiffness.errors import InputError
+
+        self.ui.qaFlagsList.clear()
+        try:
+            with slicer.util.tryWithErrorDisplay("Mask QA failed.", waitCursor=True):
+                self._qa = self.logic.check_mask(self._nodes())
+        except InputError as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle="LiverStiffness: check the inputs")
+            return
+        if self._qa is None:
+            return
+        if not self._qa.flags:
+            self.ui.qaFlagsList.addItem(f"Mask OK: {self._qa.measurements['volume_ml']:.0f} mL, one piece, no flag.")
+        for i, flag in enumerate(self._qa.flags):
+            item = qt.QListWidgetItem(f"{flag.severity.upper()} {flag.code}: {flag.message}")
+            item.setData(qt.Qt.UserRole, i)
+            self.ui.qaFlagsList.addItem(item)
+
+    def onFlagClicked(self, item) -> None:
+        index = item.data(qt.Qt.UserRole)
+        if self._qa is None or index is None:
+            return
+        flag = self._qa.flags[int(index)]
+        pos = flag.positions_mm[0] if flag.positions_mm else None
+        k = flag.slices[len(flag.slices) // 2] if flag.slices else 0
+        ras = self.logic.slice_position_ras(self._parameterNode.t1w, k, pos)
+        slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
+
+    def onOpenSegmentEditor(self) -> None:
+        seg = self.ui.maskSegmentSelector.currentNode()
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        if seg is not None:
+            editor.setSegmentationNode(seg)
+            editor.setSourceVolumeNode(self._parameterNode.t1w)
+
+
+class LiverStiffnessTest(ScriptedLoadableModuleTest):
+    """Runs in the Slicer application (Slicer's test runner): a synthetic exam end to end."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_estimate_on_synthetic_case()
+
+    def test_estimate_on_synthetic_case(self):
+        import tempfile
+
+        from liverstiffness.phantom import generate_cohort
+        from liverstiffness.manifest import read_manifest
+
+        self.delayDisplay("Generating a synthetic exam")
+        folder = Path(tempfile.mkdtemp())
+        rec = read_manifest(generate_cohort(folder, n=1, seed=3, sites=("A",), progress=False))[0]
+        t1 = slicer.util.loadVolume(str(rec.t1w))
+        t2 = slicer.util.loadVolume(str(rec.t2w))
+        import SimpleITK as sitk
+        dwi_img = sitk.ReadImage(str(rec.dwi))
+        high = dwi_img[:, :, :, dwi_img.GetSize()[3] - 1]
+        sitk.WriteImage(high, str(folder / "dwi_high.nii.gz"))
+        dwi = slicer.util.loadVolume(str(folder / "dwi_high.nii.gz"))
+        mask = slicer.util.loadLabelVolume(str(rec.mask))
+        widget = slicer.modules.liverstiffness.widgetRepresentation().self()
+        p = widget._parameterNode
+        p.t1w, p.t2w, p.dwi, p.maskLabelmap = t1, t2, dwi, mask
+        p.dwiBValues = str(rec.dwi_b[-1])
+        self.assertTrue(widget.ui.applyButton.enabled)
+        self.delayDisplay("Running the estimate")
+        widget.onApply()
+        while widget._run is not None:
+            slicer.app.processEvents()
+            widget._poll()
+        self.assertIsNotNone(widget._result)
+        report = widget._result.report
+        self.assertGreater(report["stiffness_kpa"], 0.5)
+        att = widget._result.attention["rollout"]
+        self.assertEqual(att.GetImageData().GetDimensions(), t1.GetImageData().GetDimensions())
+        self.delayDisplay("Test passed")
