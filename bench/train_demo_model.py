@@ -34,7 +34,7 @@ def main() -> int:
     if not (ext / "manifest.csv").is_file():
         run("synth", "--out", str(ext), "--n", "80", "--seed", "2", "--sites", "E", "--quiet")
     seconds = run("train", "--manifest", str(train / "manifest.csv"), "--out", str(model), "--folds", "5",
-                  "--epochs", "40", "--patience", "10", "--lr", "5e-4", "--seed", "0", "--name", "liverstiffness-vit-demo")
+                  "--epochs", "40", "--patience", "10", "--seed", "0", "--name", "liverstiffness-vit-demo")
     run("evaluate", "--model", str(model), "--manifest", str(ext / "manifest.csv"), "--out", str(ev), "--quiet")
     if DEST.exists():
         shutil.rmtree(DEST)

@@ -49,7 +49,7 @@ class TrainConfig:
     folds: int = 5
     epochs: int = 60
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 1e-4
     weight_decay: float = 0.05
     patience: int = 15
     val_fraction: float = 0.15
@@ -98,6 +98,7 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
     torch.manual_seed(seed)
     net = StiffnessViT(cfg.model).to(device)
     net.init_linear_path(train.images, train.cov, train.known, train.log_kpa)  # identical on every rank
+    net.skip.requires_grad_(False)  # the linear model stays; the transformer learns its residual
     model = net
     if info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -113,10 +114,11 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
         model.train()
         losses = []
         for b in _batches(len(train.images), cfg.batch_size, rng, info):
-            x = torch.stack([aug(torch.from_numpy(train.images[i])) for i in b]).to(device)
+            clean = torch.from_numpy(train.images[b])
+            x = torch.stack([aug(im) for im in clean]).to(device)
             c = torch.from_numpy(train.cov[b]).to(device)
             k = torch.from_numpy(train.known[b]).to(device)
-            loss = torch.nn.functional.mse_loss(model(x, c, k), y[b].to(device))
+            loss = torch.nn.functional.mse_loss(model(x, c, k, clean.to(device)), y[b].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

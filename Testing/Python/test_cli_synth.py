@@ -49,3 +49,13 @@ def test_manifest_errors_name_row_and_column(tmp_path, small_cohort):
         p.write_text("\n".join([text[0], ",".join(bad)]) + "\n")
         with pytest.raises(InputError, match=f"bad_{col}.csv line 2.*{expect}"):
             read_manifest(p)
+
+
+def test_relative_output_folder_gives_paths_relative_to_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", "rel/cohort", "--n", "1", "--seed", "4", "--quiet"]) == 0
+    text = (tmp_path / "rel" / "cohort" / "manifest.csv").read_text()
+    assert "rel/cohort" not in text                    # stored relative to the CSV's folder
+    monkeypatch.chdir("/")
+    rec = read_manifest(tmp_path / "rel" / "cohort" / "manifest.csv")[0]
+    assert rec.t1w.is_file()

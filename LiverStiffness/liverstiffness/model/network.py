@@ -40,7 +40,7 @@ class ModelConfig:
 
     @property
     def n_stats(self) -> int:
-        return 2 * (self.in_channels - 1) + 1
+        return 4 * (self.in_channels - 1) + 1
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -88,7 +88,8 @@ class StiffnessViT(nn.Module):
         nn.init.constant_(self.head[-1].bias, 1.05)  # the cohort's typical ln(kPa) until init_linear_path
 
     def liver_stats(self, image: torch.Tensor) -> torch.Tensor:
-        """[B, n_stats]: mean and SD of every image channel inside the liver, and the liver's share."""
+        """[B, n_stats]: mean, SD, 10th and 90th percentile of every image channel inside the
+        liver (fraction > 0.5), and the liver's share of the crop."""
         k = self.cfg.mask_channel
         w = image[:, k:k + 1].clamp(0, 1)
         n = w.sum(dim=(2, 3, 4)).clamp_min(1.0)
@@ -96,7 +97,12 @@ class StiffnessViT(nn.Module):
         mean = (x * w).sum(dim=(2, 3, 4)) / n
         var = (((x - mean[..., None, None, None]) ** 2) * w).sum(dim=(2, 3, 4)) / n
         share = n / w[0, 0].numel()
-        return torch.cat([mean, torch.sqrt(var + 1e-6), share * 10.0], dim=1)
+        inside = w[:, 0] > 0.5
+        q = torch.tensor([0.1, 0.9], device=image.device, dtype=image.dtype)
+        pct = torch.stack([torch.quantile(x[i][:, inside[i]], q, dim=1).T.reshape(-1) if inside[i].any()
+                           else torch.zeros(2 * x.shape[1], device=image.device, dtype=image.dtype)
+                           for i in range(x.shape[0])])
+        return torch.cat([mean, torch.sqrt(var + 1e-6), pct, share * 10.0], dim=1)
 
     def norm_stats(self, stats: torch.Tensor) -> torch.Tensor:
         return (stats - self.stats_mean) / self.stats_std
@@ -131,9 +137,15 @@ class StiffnessViT(nn.Module):
         stats_tok = self.stats_embed(self.norm_stats(stats))[:, None]
         return torch.cat([self.cls_token.expand(b, -1, -1), cov_tok.to(patches.dtype), stats_tok.to(patches.dtype), patches], dim=1)
 
-    def forward(self, image: torch.Tensor, cov: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """image [B, C, z, y, x], cov [B, K], known [B, K] bool → ln(kPa) [B]."""
-        stats = self.liver_stats(image)
+    def forward(self, image: torch.Tensor, cov: torch.Tensor, known: torch.Tensor,
+                stats_image: torch.Tensor | None = None) -> torch.Tensor:
+        """image [B, C, z, y, x], cov [B, K], known [B, K] bool → ln(kPa) [B].
+
+        ``stats_image``: where the liver summary is taken from when it differs from ``image``
+        (training augments the patches, while the summary, robust by construction after
+        normalisation, sees the exam as acquired).
+        """
+        stats = self.liver_stats(image if stats_image is None else stats_image)
         x = self.tokens(image, cov, known, stats)
         for blk in self.blocks:
             x = blk(x)
