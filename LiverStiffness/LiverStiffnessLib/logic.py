@@ -23,7 +23,7 @@ import slicer
 import vtk
 
 from liverstiffness.errors import InputError
-from liverstiffness.imageio import DwiData, fit_adc_map
+from liverstiffness.imageio import DwiData, binarize_mask, fit_adc_map
 from liverstiffness.manifest import PatientFacts
 from liverstiffness.preprocess import ExamImages, check_exam
 
@@ -106,12 +106,9 @@ class LiverStiffnessLogic:
             mask = labelmap_from_segment(nodes.mask_segmentation, nodes.mask_segment_id, nodes.t1w, self.scene)
             mask_name = nodes.mask_segmentation.GetName()
         else:
-            arr_img = sitk_from_volume(nodes.mask_labelmap, "liver mask")
-            arr = sitk.GetArrayFromImage(arr_img)
-            binary = (np.rint(arr) == nodes.mask_label) if nodes.mask_label is not None else arr != 0
-            mask = sitk.GetImageFromArray(binary.astype(np.uint8))
-            mask.CopyInformation(arr_img)
             mask_name = nodes.mask_labelmap.GetName()
+            mask = binarize_mask(sitk_from_volume(nodes.mask_labelmap, "liver mask"), nodes.mask_label,
+                                 f"liver mask {mask_name}", allow_empty=True)
         if not sitk.GetArrayViewFromImage(mask).any():
             raise InputError(f"liver mask {mask_name}", "is empty")
         images = ExamImages(t1, t2, dwi, mask, {"t1w": nodes.t1w.GetName(), "t2w": nodes.t2w.GetName(),

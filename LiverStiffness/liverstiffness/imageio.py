@@ -105,6 +105,11 @@ def read_mask(path: str | Path, label: int | None = None, what: str = "mask", al
     if img.GetDimension() != 3:
         raise InputError(where, f"is not 3-D (it has {img.GetDimension()} dimensions)")
     _check_geometry(img, where)
+    return binarize_mask(img, label, where, allow_empty)
+
+
+def binarize_mask(img: sitk.Image, label: int | None, where: str, allow_empty: bool = False) -> sitk.Image:
+    """A labelmap image → binary uint8 (1 = liver), same geometry; ``label`` None: any non-zero."""
     arr = sitk.GetArrayFromImage(img)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InputError(where, "has NaN/inf voxels")

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=60, help="maximum epochs per fold (early stopping may end sooner)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (one-cycle schedule)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (one-cycle schedule)")
     p.add_argument("--patience", type=int, default=15, help="epochs without improvement before stopping a fold")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal coverage of the prediction interval")
     p.add_argument("--no-register", action="store_true", help="skip rigid registration of T2w/DWI to T1w")

@@ -40,7 +40,7 @@ class ModelConfig:
 
     @property
     def n_stats(self) -> int:
-        return 4 * (self.in_channels - 1) + 1
+        return 4 * (self.in_channels - 1) + 1 + 4
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -102,7 +102,23 @@ class StiffnessViT(nn.Module):
         pct = torch.stack([torch.quantile(x[i][:, inside[i]], q, dim=1).T.reshape(-1) if inside[i].any()
                            else torch.zeros(2 * x.shape[1], device=image.device, dtype=image.dtype)
                            for i in range(x.shape[0])])
-        return torch.cat([mean, torch.sqrt(var + 1e-6), pct, share * 10.0], dim=1)
+        return torch.cat([mean, torch.sqrt(var + 1e-6), pct, share * 10.0, self.shape_stats(w[:, 0], n[:, 0])], dim=1)
+
+    @staticmethod
+    def shape_stats(w: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """[B, 4] of the liver fraction: surface roughness (summed gradient magnitude over
+        volume^(2/3), which a nodular surface raises) and the three normalised principal extents
+        (caudate hypertrophy and right-lobe atrophy change the organ's proportions)."""
+        gz, gy, gx = torch.gradient(w, dim=(1, 2, 3))
+        rough = torch.sqrt(gz ** 2 + gy ** 2 + gx ** 2).sum(dim=(1, 2, 3)) / n.clamp_min(1) ** (2 / 3)
+        coords = torch.stack(torch.meshgrid(*[torch.arange(s, device=w.device, dtype=w.dtype) for s in w.shape[1:]],
+                                            indexing="ij"), dim=-1).reshape(-1, 3)
+        flat = w.reshape(w.shape[0], -1)
+        mu = flat @ coords / n[:, None].clamp_min(1)
+        d = coords[None] - mu[:, None]
+        cov = torch.einsum("bn,bni,bnj->bij", flat, d, d) / n[:, None, None].clamp_min(1)
+        ev = torch.linalg.eigvalsh(cov + 1e-6 * torch.eye(3, device=w.device, dtype=w.dtype))
+        return torch.cat([rough[:, None], (ev / ev.sum(dim=1, keepdim=True))], dim=1)
 
     def norm_stats(self, stats: torch.Tensor) -> torch.Tensor:
         return (stats - self.stats_mean) / self.stats_std
