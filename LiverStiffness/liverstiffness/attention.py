@@ -6,6 +6,8 @@ T1w grid, restricted to the liver mask and scaled to [0, 1] inside it.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,7 +77,9 @@ def compute_maps(models: list[StiffnessViT], x: torch.Tensor, cov: torch.Tensor,
                 add(name, patch_to_crop(v[0], cfg, size))
         if gradient:
             wrapped = _AsLogits(net)
-            with torch.enable_grad():
+            with torch.enable_grad(), warnings.catch_warnings():
+                # MONAI's CAM hooks trigger a PyTorch notice about full backward hooks: harmless here.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 cam = GradCAM(nn_module=wrapped, target_layers="net.patch_embedding.patch_embeddings")
                 add("gradcam", cam(x.clone(), class_idx=0, cov=cov, known=known)[0, 0].detach().cpu().numpy())
                 grad = VanillaGrad(wrapped)(x.clone(), index=0, cov=cov, known=known)[0]
