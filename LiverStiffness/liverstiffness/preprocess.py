@@ -145,7 +145,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 0.01, 100, relaxationFactor=0.5)
+    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 0.05, 60, relaxationFactor=0.5)  # stop at 0.05 mm steps
     reg.SetOptimizerScalesFromPhysicalShift()     # balances radians against millimetres
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
