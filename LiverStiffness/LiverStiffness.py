@@ -55,7 +55,7 @@ class LiverStiffnessParameterNode:
     maskLabelmap: slicer.vtkMRMLLabelMapVolumeNode
     maskLabel: int = 0                # 0: any non-zero
     age: float = -1.0                 # < 0: unknown
-    sex: str = ""
+    sex: str = "unknown"              # unknown, F or M (the combo box texts)
     bmi: float = 9.0                  # at the minimum: unknown
     pdff: float = -1.0
     modelPath: str = ""
@@ -71,6 +71,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
+        self._parameterNodeGuiTag = None
         self._run = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
@@ -96,8 +97,8 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.maskSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._update_state)
-        self.ui.maskSegmentSelector.connect("currentSegmentChanged(QString)", self._update_state)
+        self.ui.maskSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._on_segment_selected)
+        self.ui.maskSegmentSelector.connect("currentSegmentChanged(QString)", self._on_segment_selected)
         for w in (self.ui.t1wSelector, self.ui.t2wSelector, self.ui.dwiSelector, self.ui.maskLabelmapSelector):
             w.connect("currentNodeChanged(vtkMRMLNode*)", self._update_state)
         self.ui.dwiBValuesLineEdit.textChanged.connect(self._update_state)
@@ -123,7 +124,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
 
@@ -147,16 +148,22 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
+            if self._parameterNodeGuiTag:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui, {
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui({
                 "t1w": self.ui.t1wSelector, "t2w": self.ui.t2wSelector, "dwi": self.ui.dwiSelector,
                 "dwiBValues": self.ui.dwiBValuesLineEdit, "maskLabelmap": self.ui.maskLabelmapSelector,
-                "maskLabel": self.ui.maskLabelSpinBox, "age": self.ui.ageSpinBox, "bmi": self.ui.bmiSpinBox,
-                "pdff": self.ui.pdffSpinBox, "opacity": self.ui.opacitySlider})
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
+                "maskLabel": self.ui.maskLabelSpinBox, "age": self.ui.ageSpinBox, "sex": self.ui.sexComboBox,
+                "bmi": self.ui.bmiSpinBox, "pdff": self.ui.pdffSpinBox, "opacity": self.ui.opacitySlider})
+            # The segment selector is not a parameter widget: mirror it by hand (saved with the scene).
+            if self._parameterNode.maskSegmentation:
+                self.ui.maskSegmentSelector.setCurrentNode(self._parameterNode.maskSegmentation)
+                self.ui.maskSegmentSelector.setCurrentSegmentID(self._parameterNode.maskSegmentId)
+            self.addObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
             if self._parameterNode.lastReport:
                 self._show_report(json.loads(self._parameterNode.lastReport))
         self._update_state()
@@ -166,18 +173,24 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from liverstiffness.manifest import PatientFacts, parse_b_values
 
         p = self._parameterNode
-        seg = self.ui.maskSegmentSelector.currentNode()
+        seg = p.maskSegmentation
         try:
             b = parse_b_values(p.dwiBValues) if p.dwiBValues.strip() else ()
         except Exception:  # noqa: BLE001 - shown as "enter the b-values" until it parses
             b = ()
-        sex = self.ui.sexComboBox.currentText
+        sex = p.sex
         return ExamNodes(
             t1w=p.t1w, t2w=p.t2w, dwi=p.dwi, dwi_b_values=b, mask_segmentation=seg,
-            mask_segment_id=self.ui.maskSegmentSelector.currentSegmentID() if seg else "",
+            mask_segment_id=p.maskSegmentId if seg else "",
             mask_labelmap=None if seg else p.maskLabelmap, mask_label=p.maskLabel or None,
             facts=PatientFacts(age=p.age if p.age >= 0 else None, sex=sex if sex in ("F", "M") else None,
                                bmi=p.bmi if p.bmi > 9.0 else None, pdff=p.pdff if p.pdff >= 0 else None))
+
+    def _on_segment_selected(self, *args) -> None:
+        if self._parameterNode:
+            self._parameterNode.maskSegmentation = self.ui.maskSegmentSelector.currentNode()
+            self._parameterNode.maskSegmentId = self.ui.maskSegmentSelector.currentSegmentID() or ""
+        self._update_state()
 
     def _update_state(self, *args) -> None:
         if not self._parameterNode or self._run is not None:

@@ -159,3 +159,25 @@ def test_real_manual_liver_mask_is_clean_and_spleen_or_kidney_leaks(real_data, c
     assert qa_of((1,)) == []
     assert qa_of((1, 2)) == ["LEAKS"]                              # + right kidney, which touches the liver
     assert qa_of((1, 4)) == ["LEAKS", "MULTIPLE_COMPONENTS"]       # + spleen, a separate piece
+
+
+def test_qa_command_one_exam_and_a_batch(small_cohort, tmp_path, capsys):
+    import csv
+    import json
+
+    from liverstiffness.cli import main
+
+    manifest, records, _ = small_cohort
+    rec = records[0]
+    assert main(["qa", "--mask", str(rec.mask), "--t1w", str(rec.t1w), "--t2w", str(rec.t2w), "--dwi", str(rec.dwi),
+                 "--dwi-b", ",".join(f"{b:g}" for b in rec.dwi_b), "--out", str(tmp_path / "one")]) == 0
+    assert capsys.readouterr().out.startswith("mask OK")
+    saved = json.loads((tmp_path / "one" / "qa.json").read_text())
+    assert saved["flags"] == [] and saved["thresholds"]["max_shift_mm"] == 8.0
+    assert main(["qa", "--manifest", str(manifest), "--out", str(tmp_path / "batch"), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "batch" / "qa.csv")))
+    assert [r["case_id"] for r in rows] == [r.case_id for r in records]
+    assert all(r["status"] == "ok" and float(r["volume_ml"]) > 700 for r in rows)
+    assert (tmp_path / "batch" / records[3].case_id / "qa.json").is_file()
+    assert main(["qa", "--mask", str(tmp_path / "nope.nii.gz"), "--t1w", str(rec.t1w), "--out", str(tmp_path / "x")]) == 2
+    assert "file not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
