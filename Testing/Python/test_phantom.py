@@ -75,7 +75,7 @@ def test_fibrosis_moves_relaxation_diffusion_and_morphology_as_in_phantom_md(tmp
     adc = {f: np.median(maps[f].adc[liver[f]]) for f in maps}
     assert 550 <= t1[0.0] <= 620 and 690 <= t1[4.0] <= 820           # 1.5 T, healthy → cirrhotic
     assert 43 <= t2[0.0] <= 49 and t2[4.0] - t2[0.0] >= 7
-    assert 1.3 <= adc[0.0] <= 1.6 and 0.9 <= adc[4.0] <= 1.25
+    assert adc[0.0] >= 1.3 and adc[0.0] <= 1.6 and 0.9 <= adc[4.0] <= 1.25
     tr0, tr4 = maps[0.0].truth, maps[4.0].truth
     assert tr0["caudate_right_lobe_ratio"] < 0.5 and tr4["caudate_right_lobe_ratio"] > 0.65
     assert tr4["spleen_length_mm"] > 130 > tr0["spleen_length_mm"]
