@@ -256,7 +256,6 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
                           {"min_hole_ml": th.min_hole_ml}, _slices_of(sel), _positions(ref, hl, [i + 1 for i in big])))
 
     # Truncation: liver cross-section on the first/last slice or on the in-plane field-of-view edge.
-    faces = {"first slice": m[0], "last slice": m[-1]}
     area_cm2 = {"first slice": m[0].sum() * sp[0] * sp[1] / 100, "last slice": m[-1].sum() * sp[0] * sp[1] / 100}
     edge = np.zeros_like(m)
     edge[:, [0, -1], :] = m[:, [0, -1], :]
@@ -269,7 +268,6 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
         sl += _slices_of(edge) if "in-plane edge" in cut else []
         flags.append(Flag("TRUNCATED", WARNING, f"The mask reaches the {' and the '.join(cut)} of the T1w image: part of the liver is probably outside the field of view.",
                           {"max_boundary_area_cm2": th.max_boundary_area_cm2}, sorted(set(sl))))
-    del faces
 
     # Each sequence on the T1w grid. T2w/DWI are registered to T1w (rigid, as predict does), so
     # the mask-to-sequence offset = mask-to-T1w offset + the sequence's breath-hold offset.

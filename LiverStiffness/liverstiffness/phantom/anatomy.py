@@ -67,6 +67,7 @@ class Patient:
     age: float
     bmi: float
     seed: int
+    pid: str = ""                       # patient_id in the manifest
     body_semi: tuple[float, float] = (0.0, 0.0)
     fat_mm: float = 0.0
     organ_scale: float = 1.0

@@ -117,7 +117,7 @@ def generate_cohort(out: str | Path, n: int, seed: int = 0, sites=("A", "B", "C"
             pid = len({r.patient_id for r in records})
             site = SITES[cfg.sites[pid % len(cfg.sites)]]
             patient = sample_patient(rng, seed=int(rng.integers(2**31)))
-            patient.pid = f"P{cfg.seed:03d}-{pid:04d}"
+            patient.pid = f"P{cfg.seed:03d}-{pid:04d}"  # sample_patient draws the body; the id is the cohort's
             state = sample_state(rng, patient)
             last = {"patient": patient, "site": site, "state": state, "exams": 1}
         case_id = f"{site.name}{cfg.seed:03d}-{i:04d}"
