@@ -23,7 +23,7 @@ import slicer
 import vtk
 
 from liverstiffness.errors import InputError
-from liverstiffness.imageio import DwiData, binarize_mask, fit_adc_map
+from liverstiffness.imageio import binarize_mask, dwi_from_volumes
 from liverstiffness.manifest import PatientFacts
 from liverstiffness.preprocess import ExamImages, check_exam
 
@@ -95,13 +95,7 @@ class LiverStiffnessLogic:
             raise InputError("inputs", reason)
         t1 = sitk_from_volume(nodes.t1w, "t1w")
         t2 = sitk_from_volume(nodes.t2w, "t2w")
-        vols = _dwi_volumes(nodes)
-        b = tuple(float(v) for v in nodes.dwi_b_values)
-        if len(b) != len(vols):
-            raise InputError(f"dwi {nodes.dwi.GetName()}", f"has {len(vols)} volume(s) but {len(b)} b-value(s) were given")
-        order = np.argsort(b)
-        vols, b = [vols[i] for i in order], tuple(b[i] for i in order)
-        dwi = DwiData(vols, b, fit_adc_map(vols, b) if len(vols) > 1 else None)
+        dwi = dwi_from_volumes(_dwi_volumes(nodes), nodes.dwi_b_values, f"dwi {nodes.dwi.GetName()}")
         if nodes.mask_segmentation is not None:
             mask = labelmap_from_segment(nodes.mask_segmentation, nodes.mask_segment_id, nodes.t1w, self.scene)
             mask_name = nodes.mask_segmentation.GetName()

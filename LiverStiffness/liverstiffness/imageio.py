@@ -193,8 +193,15 @@ def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool =
         if b_values is None:
             raise InputError(where, "needs its b-value(s) in s/mm² (manifest dwi_b or --dwi-b)")
         b_values = tuple(float(b) for b in (b_values if np.iterable(b_values) else [b_values]))
-        if len(b_values) != len(images):
-            raise InputError(where, f"has {len(images)} volume(s) but {len(b_values)} b-value(s) were given")
+    return dwi_from_volumes(images, b_values, where, fit_adc)
+
+
+def dwi_from_volumes(images: list[sitk.Image], b_values, where: str, fit_adc: bool = True) -> DwiData:
+    """One 3-D volume per b-value (s/mm²), from a file or from Slicer nodes: checked, sorted by b,
+    and with an ADC map when there are two or more b-values."""
+    b_values = tuple(float(b) for b in b_values)
+    if len(b_values) != len(images):
+        raise InputError(where, f"has {len(images)} volume(s) but {len(b_values)} b-value(s) were given")
     for k, im in enumerate(images):
         _check_geometry(im, where)
         check_finite(im, f"{where} (b = {b_values[k]:g})")

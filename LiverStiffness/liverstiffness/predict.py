@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from .mre import band_table, categorize
 from .preprocess import ExamImages, Prepared, prepare, read_exam
 
 DEFAULT_MAP = "rollout"
-GRADIENT_MAPS = ("gradcam",)
 PREDICTIONS_COLUMNS = ("case_id", "stiffness_kpa", "interval_low_kpa", "interval_high_kpa", "category", "status", "error")
 
 
@@ -56,14 +56,13 @@ class PredictOptions:
     qa_thresholds: object | None = None
 
 
+@contextmanager
 def _timed(timings: dict, name: str):
-    class _T:
-        def __enter__(self):
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - self.t, 4)
-    return _T()
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
 def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOptions) -> tuple[dict, dict, dict, dict]:
@@ -142,7 +141,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     out_dir.parent.mkdir(parents=True, exist_ok=True)  # inputs accepted: now we may write
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir.parent))  # same disk: the final move is atomic
     try:
-        outputs = _write_maps(tmp, prep, maps, opts)
+        outputs, rollout = _write_maps(tmp, prep, maps)
         report = {
             "stiffness_kpa": round(kpa, 3),
             "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
@@ -164,7 +163,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         }
         if opts.montage:
             from .montage import write_montage
-            write_montage(tmp / "attention_montage.png", images.t1w, _map_image(tmp, DEFAULT_MAP), prep.mask_ref,
+            write_montage(tmp / "attention_montage.png", images.t1w, rollout, prep.mask_ref,
                           title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout")
             outputs["montage"] = "attention_montage.png"
         timings["write"] = round(time.perf_counter() - t_write, 4)
@@ -183,23 +182,19 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     return report
 
 
-def _map_image(folder: Path, kind: str) -> sitk.Image:
-    return sitk.ReadImage(str(folder / ("attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz")))
-
-
-def _write_maps(folder: Path, prep: Prepared, maps: dict, opts: PredictOptions) -> dict:
+def _write_maps(folder: Path, prep: Prepared, maps: dict) -> tuple[dict, sitk.Image]:
     """Each map back on the T1w grid, inside the mask, in [0, 1]: attention.nii.gz (rollout) and
-    attention_<kind>.nii.gz for the others."""
+    attention_<kind>.nii.gz for the others. Returns the outputs entry and the rollout image."""
     mask = sitk.GetArrayFromImage(prep.mask_ref)
-    written = {}
+    written, images = {}, {}
     for kind, arr in maps.items():
         on_t1w = sitk.GetArrayFromImage(prep.to_reference(arr))
         img = sitk.GetImageFromArray(restrict_and_scale(on_t1w, mask))
         img.CopyInformation(prep.reference)
         name = "attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz"
         sitk.WriteImage(img, str(folder / name), useCompression=True)
-        written[kind] = name
-    return {"attention_maps": written}
+        written[kind], images[kind] = name, img
+    return {"attention_maps": written}, images[DEFAULT_MAP]
 
 
 def summary_line(report: dict) -> str:

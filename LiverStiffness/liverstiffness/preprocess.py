@@ -166,6 +166,17 @@ def _registration_target(images: ExamImages, spacing: float = 4.0):
     return fixed, region
 
 
+def register_to_t1w(images: ExamImages, t2w: sitk.Image | None = None) -> dict[str, sitk.Euler3DTransform]:
+    """Rigid T2w → T1w and DWI → T1w transforms (separate breath-holds), judged around the liver.
+
+    The DWI is registered by its lowest b-value, which shows anatomy best. ``t2w`` replaces the
+    T2w image as read (e.g. an N4-corrected copy).
+    """
+    fixed, region = _registration_target(images)
+    return {"t2w": register_rigid(fixed, images.t2w if t2w is None else t2w, region),
+            "dwi": register_rigid(fixed, images.dwi.images[0], region)}
+
+
 def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | None = None,
             transforms: dict | None = None) -> Prepared:
     """Register, resample, crop and normalise one exam into the model's input.
@@ -176,7 +187,7 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
     timings = {}
     t0 = time.perf_counter()
     t1w, t2w = images.t1w, images.t2w
-    dwi_img, adc = images.dwi.images[0], images.dwi.adc
+    adc = images.dwi.adc
     dwi_high = images.dwi.high_b
     if options.n4:
         t1w, t2w, dwi_high = n4_correct(t1w), n4_correct(t2w), n4_correct(dwi_high)
@@ -186,9 +197,7 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
     transforms = dict(transforms) if reuse else {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
     if options.register and not reuse:
         t = time.perf_counter()
-        fixed, region = _registration_target(images)
-        transforms["t2w"] = register_rigid(fixed, t2w, region)
-        transforms["dwi"] = register_rigid(fixed, dwi_img, region)  # the low-b image shows anatomy
+        transforms = register_to_t1w(images, t2w)
         timings["register"] = time.perf_counter() - t
     t = time.perf_counter()
     mask_ref = mask_on_reference(images)
@@ -221,9 +230,8 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
         medians[name] = med
         channels.append(np.clip(arr / med, *NORMALISED_CLIP))
     timings["resample"] = time.perf_counter() - t
-    fraction_img = fraction
     return Prepared(
-        tensor=np.stack(channels).astype(np.float32), crop=fraction_img, reference=images.t1w, mask_ref=mask_ref,
+        tensor=np.stack(channels).astype(np.float32), crop=fraction, reference=images.t1w, mask_ref=mask_ref,
         spec=spec, has_adc=adc is not None,
         registration={k: {"translation_mm": [round(v, 2) for v in tr.GetTranslation()],
                           "rotation_deg": [round(float(np.rad2deg(a)), 2) for a in (tr.GetAngleX(), tr.GetAngleY(), tr.GetAngleZ())]}

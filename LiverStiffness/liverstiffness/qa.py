@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from . import spatial
 from .errors import InputError
-from .preprocess import ExamImages, register_rigid
+from .preprocess import ExamImages, register_to_t1w
 
 SEVERE, WARNING = "severe", "warning"
 
@@ -271,12 +271,7 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
 
     # Each sequence on the T1w grid. T2w/DWI are registered to T1w (rigid, as predict does), so
     # the mask-to-sequence offset = mask-to-T1w offset + the sequence's breath-hold offset.
-    transforms = {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
-    if register:
-        from .preprocess import _registration_target
-        fixed, region = _registration_target(images)
-        transforms["t2w"] = register_rigid(fixed, images.t2w, region)
-        transforms["dwi"] = register_rigid(fixed, images.dwi.images[0], region)
+    transforms = register_to_t1w(images) if register else {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
     # From here on, work in a box around the mask, wide enough for the misregistration search:
     # the same answers on several times fewer voxels.
     zyx = np.argwhere(m)

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label):
     from .imageio import read_dwi, read_mask, read_volume
-    from .preprocess import ExamImages, check_exam
+    from .preprocess import ExamImages
 
     t1 = read_volume(t1w, "t1w")
     t2 = read_volume(t2w, "t2w") if t2w else t1
@@ -40,7 +40,7 @@ def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label):
         d = DwiData([t2], (0.0,), None)
     exam = ExamImages(t1, t2, d, read_mask(mask, mask_label, "mask", allow_empty=True),
                       {"t1w": str(t1w), "t2w": str(t2w or t1w), "dwi": str(dwi or t2w or t1w), "mask": str(mask)})
-    return exam, check_exam
+    return exam
 
 
 def _qa_one(exam, thresholds):
@@ -76,7 +76,7 @@ def run(args) -> int:
         rows = []
         for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
             try:
-                exam, _ = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None)
+                exam = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None)
                 res = _qa_one(exam, th)
                 (out / rec.case_id).mkdir(exist_ok=True)
                 (out / rec.case_id / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
@@ -96,7 +96,7 @@ def run(args) -> int:
     dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
     if args.dwi and dwi_b is None and not Path(args.dwi).is_dir():
         raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
-    exam, _ = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label)
+    exam = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label)
     res = _qa_one(exam, th)
     out.mkdir(parents=True, exist_ok=True)
     (out / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
