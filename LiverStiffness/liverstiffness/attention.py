@@ -45,6 +45,9 @@ class _AsLogits(nn.Module):
     def __init__(self, net: StiffnessViT):
         super().__init__()
         self.net = net
+        # MONAI's hooks put the wrapper back into the mode they found it in, recursively: a new
+        # module starts in training mode, which would leave dropout on for every later forward.
+        self.train(net.training)
 
     def forward(self, image, cov, known):
         return self.net(image, cov, known)[:, None]

@@ -62,6 +62,20 @@ def test_attention_maps_on_t1w_grid_inside_mask(report, one_case):
         assert a[mask].min() >= 0 and a[mask].max() == pytest.approx(1.0) and a[mask].std() > 0.01
 
 
+def test_the_same_exam_twice_gives_the_same_answer(ens, report, one_case, tmp_path):
+    """Maps and contributions must leave the models in eval mode: with dropout left on, the next
+    exam of a batch (and the contributions of this one) would come out noisy."""
+    rep, out = report
+    assert not any(m.training for m in ens.models)
+    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    again = predict_exam(inp, ens, tmp_path / "again", PredictOptions(detail_maps=True, montage=False))
+    for key in ("stiffness_kpa", "fold_predictions_kpa", "interval_kpa", "sequence_contributions_kpa"):
+        assert again[key] == rep[key], key
+    for name in ("attention.nii.gz", "attention_gradcam.nii.gz", "attention_layer1_head0.nii.gz"):
+        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(d / name))) for d in (out, tmp_path / "again"))
+        assert np.allclose(a, b, atol=1e-5), name
+
+
 def test_rollout_matches_a_hand_computation():
     a1 = torch.tensor([[[[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]],
                         [[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.2, 0.2, 0.6]]]])      # [B=1, heads=2, T=3, T]
