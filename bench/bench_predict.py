@@ -152,7 +152,8 @@ def main() -> int:
               f"Process start-up and imports take about the floor minus reading ({f - med['read']:.1f} s). Inside the "
               f"process the largest stages are {top[0][1]} ({top[0][0]:.2f} s) and {top[1][1]} ({top[1][0]:.2f} s). "
               "Mask QA registers T2w and DWI to T1w and fits the mask to the liver (three SimpleITK registrations); "
-              "preprocessing reuses QA's registrations rather than repeating them."]
+              "preprocessing reuses QA's registrations rather than repeating them. The GPU numbers need a CUDA device: "
+              "`make bench` measures them when one is present."]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.visualize import GradCAM, VanillaGrad
+from monai.visualize import GradCAM
 from torch import nn
 
 from .model.network import StiffnessViT
@@ -84,9 +84,11 @@ def compute_maps(models: list[StiffnessViT], x: torch.Tensor, cov: torch.Tensor,
                 # MONAI's CAM hooks trigger a PyTorch notice about full backward hooks: harmless here.
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 cam = GradCAM(nn_module=wrapped, target_layers="net.patch_embedding.patch_embeddings")
-                add("gradcam", cam(x.clone(), class_idx=0, cov=cov, known=known)[0, 0].detach().cpu().numpy())
-                grad = VanillaGrad(wrapped)(x.clone(), index=0, cov=cov, known=known)[0]
-            sal = (grad * x[0]).abs().detach().cpu().numpy()       # gradient × input, per channel
+                x_in = x.clone().requires_grad_(True)
+                add("gradcam", cam(x_in, class_idx=0, cov=cov, known=known)[0, 0].detach().cpu().numpy())
+            # GradCAM's backward pass has also left d(output)/d(input) in x_in.grad: exactly what
+            # MONAI's VanillaGrad computes with a second forward and backward (checked in the tests).
+            sal = (x_in.grad[0] * x[0]).abs().detach().cpu().numpy()  # gradient × input, per channel
             for c, name in enumerate(channels):
                 if name != "mask":
                     add(f"saliency_{name}", sal[c])

@@ -1,8 +1,8 @@
 """A manifest turned into model inputs: preprocessed once per case, cached, in parallel.
 
-The cache key includes the input spec and preprocessing options, so a cache is never reused for
-a model that sees the images differently. A case that fails is reported with its reason instead
-of stopping the cohort.
+The cache key includes the input spec, the preprocessing options and the preprocessing version,
+so a cache is never reused for a model that sees the images differently. A case that fails is
+reported with its reason instead of stopping the cohort.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .errors import InputError
 from .manifest import ExamRecord
 from .model.covariates import encode
-from .preprocess import InputSpec, PreprocessOptions, prepare_files
+from .preprocess import PREPROCESS_VERSION, InputSpec, PreprocessOptions, prepare_files
 
 
 @dataclass
@@ -40,7 +40,7 @@ class CohortArrays:
 
 
 def cache_key(spec: InputSpec, options: PreprocessOptions) -> str:
-    blob = json.dumps({"spec": spec.to_dict(), "options": asdict(options)}, sort_keys=True)
+    blob = json.dumps({"spec": spec.to_dict(), "options": asdict(options), "version": PREPROCESS_VERSION}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

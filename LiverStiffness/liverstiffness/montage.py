@@ -32,7 +32,9 @@ def write_montage(path: Path, t1w: sitk.Image, overlay: sitk.Image, mask: sitk.I
         ax.contour(mk[k], [0.5], colors="cyan", linewidths=0.6)
         ax.set_title(f"slice {k}", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    # Fixed margins rather than tight_layout (which measures tick labels the axes do not show),
+    # and light PNG compression: together a third of the time, for a slightly larger file.
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / fig.get_figheight(), wspace=0.04, hspace=0.12)
+    fig.savefig(path, dpi=90, pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return Path(path)

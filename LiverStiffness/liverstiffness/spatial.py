@@ -47,6 +47,19 @@ def resample_like(img: sitk.Image, reference: sitk.Image, transform: sitk.Transf
     return sitk.Resample(img, reference, transform or sitk.Transform(), INTERPOLATORS[interpolation], default, pixel)
 
 
+def crop_to_cover(img: sitk.Image, reference: sitk.Image, margin_mm: float = 0.0) -> sitk.Image:
+    """The voxels of ``img`` within ``margin_mm`` of ``reference``'s extent (both in physical
+    space), as an image that keeps its place; ``img`` itself when that is all of it or none."""
+    idx = np.array([img.TransformPhysicalPointToContinuousIndex([float(v) for v in c]) for c in corners_mm(reference)])
+    pad = margin_mm / np.array(img.GetSpacing())
+    size = np.array(img.GetSize())
+    lo = np.clip(np.floor(idx.min(axis=0) - pad).astype(int), 0, size)
+    hi = np.clip(np.ceil(idx.max(axis=0) + pad).astype(int) + 1, 0, size)
+    if np.any(hi <= lo) or (np.all(lo == 0) and np.all(hi == size)):
+        return img
+    return img[int(lo[0]):int(hi[0]), int(lo[1]):int(hi[1]), int(lo[2]):int(hi[2])]
+
+
 def corners_mm(img: sitk.Image) -> np.ndarray:
     """The 8 physical corners (voxel centres) of the image, LPS mm."""
     size = img.GetSize()

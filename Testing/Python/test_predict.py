@@ -2,13 +2,15 @@
 import csv
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from monai.visualize import GradCAM, VanillaGrad
 
-from liverstiffness.attention import rollout
+from liverstiffness.attention import _AsLogits, compute_maps, rollout
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble
 from liverstiffness.mre import categorize
@@ -90,6 +92,30 @@ def test_rollout_matches_a_hand_computation():
     assert out.shape == (1, 2)
     assert np.allclose(out[0].numpy(), hand[0, 1:], atol=1e-6)
 
+
+
+def test_saliency_and_gradcam_match_monai_run_separately(ens):
+    """compute_maps takes the input gradient from GradCAM's own backward pass: it must equal
+    MONAI's VanillaGrad, and GradCAM must be unchanged by it (fold average of each)."""
+    torch.manual_seed(3)
+    channels = ens.meta.spec.channels
+    x = torch.rand(1, len(channels), *ens.models[0].cfg.img_size)
+    x[0, channels.index("mask")] = (torch.rand(x.shape[2:]) > 0.4).float()
+    cov, known = torch.zeros(1, 4), torch.ones(1, 4, dtype=torch.bool)
+    maps = compute_maps(ens.models, x, cov, known, channels)
+    sal, cam = 0, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for net in ens.models:
+            wrapped = _AsLogits(net)
+            sal = sal + (VanillaGrad(wrapped)(x.clone(), index=0, cov=cov, known=known)[0] * x[0]).abs().numpy() / len(ens.models)
+            gc = GradCAM(nn_module=wrapped, target_layers="net.patch_embedding.patch_embeddings")
+            cam = cam + gc(x.clone(), class_idx=0, cov=cov, known=known)[0, 0].detach().numpy() / len(ens.models)
+    for c, name in enumerate(channels):
+        if name != "mask":
+            assert np.allclose(maps[f"saliency_{name}"], sal[c], rtol=1e-5, atol=1e-8), name
+            assert sal[c].std() > 0, name
+    assert np.allclose(maps["gradcam"], cam, atol=1e-6) and cam.std() > 0
 
 def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_path):
     manifest, records, _ = small_cohort

@@ -5,6 +5,7 @@ import SimpleITK as sitk
 from scipy.ndimage import binary_erosion
 
 from liverstiffness import preprocess as P
+from liverstiffness import spatial
 from liverstiffness.errors import InputError
 from liverstiffness.preprocess import InputSpec, PreprocessOptions, prepare, read_exam
 
@@ -135,3 +136,21 @@ def test_real_t2_case_with_manual_liver_mask_keeps_its_geometry(real_data):
     back = sitk.GetArrayFromImage(prep.to_reference(prep.tensor[-1])) > 0.5
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(lab))) == 1
     assert 2 * (back & truth).sum() / (back.sum() + truth.sum()) > 0.8
+
+
+def test_crop_to_cover_keeps_what_resampling_onto_the_reference_sees():
+    """Registration crops the moving image to the fixed grid first: on an oblique image the crop
+    must stay in place physically and hold every voxel that resampling can reach."""
+    rng = np.random.default_rng(0)
+    img = sitk.GetImageFromArray(rng.random((30, 80, 90)).astype(np.float32))
+    img.SetSpacing((1.5, 1.5, 5.0))
+    img.SetOrigin((-60.0, -50.0, -70.0))
+    rot = sitk.Euler3DTransform((0, 0, 0), 0.1, -0.05, 0.3)
+    img.SetDirection(np.array(rot.GetMatrix()).tolist())
+    ref = spatial.centred_grid((5.0, 10.0, 0.0), (4.0, 4.0, 4.0), (12, 10, 8))
+    crop = spatial.crop_to_cover(img, ref, margin_mm=4.0)
+    assert np.prod(crop.GetSize()) < 0.5 * np.prod(img.GetSize())
+    full, cropped = (sitk.GetArrayFromImage(sitk.Resample(x, ref, sitk.Transform(), sitk.sitkLinear, -1.0)) for x in (img, crop))
+    assert (full > -1).all() and np.array_equal(full, cropped)
+    far = spatial.centred_grid((900.0, 0.0, 0.0), (4.0, 4.0, 4.0), (5, 5, 5))
+    assert spatial.crop_to_cover(img, far) is img          # nothing in reach: left whole

@@ -56,7 +56,10 @@ def test_split_off_piece(cases):
     flag = res.flags[0]
     piece = ndimage.label(m[:, :, cut + 2:], structure=np.ones((3, 3, 3)))[0] > 0
     assert set(flag.slices) & set(np.flatnonzero(piece.any(axis=(1, 2))))
-    assert flag.positions_mm and flag.positions_mm[0][0] > 0 and "min_extra_component_ml" in flag.threshold
+    assert "min_extra_component_ml" in flag.threshold
+    img = sitk.ReadImage(str(rec.mask))                    # the piece's centre, in mm, is where the flag points
+    centre = img.TransformContinuousIndexToPhysicalPoint((np.argwhere(piece).mean(0) + [0, 0, cut + 2])[::-1].tolist())
+    assert len(flag.positions_mm) == 1 and np.allclose(flag.positions_mm[0], centre, atol=3.0)
 
 
 def test_punched_hole(cases):
@@ -72,6 +75,8 @@ def test_punched_hole(cases):
     res = run_qa(_exam(rec, m))
     assert _codes(res) == ["HOLES"]
     assert k in res.flags[0].slices and res.measurements["hole_volume_ml"] > 1.5
+    centre = sitk.ReadImage(str(rec.mask)).TransformIndexToPhysicalPoint((int(i), int(j), int(k)))
+    assert np.allclose(res.flags[0].positions_mm[0], centre, atol=max(sp) + 0.5)
 
 
 def test_cut_off_slices(cases):
@@ -96,7 +101,8 @@ def test_shifted_mask(cases, shift):
     flag = res.flags[0]
     fit = res.measurements["edge_alignment"]["t1w"]["mask_offset_mm"]
     assert np.allclose(fit, [-s for s in shift], atol=4.0)   # it says which way to move the mask back
-    assert "t1w" in flag.message.lower() and flag.threshold == {"max_shift_mm": 8.0}
+    assert "t1w" in flag.message.lower() and flag.threshold == {"max_shift_mm": 8.0, "min_fit_gain": 0.2}
+    assert res.measurements["mask_fit_to_t1w"]["mi_gain"] > 0.2
 
 
 @pytest.mark.parametrize("organ", ["kidney", "bile"])
@@ -142,10 +148,11 @@ def test_volume_out_of_range_and_threshold_override(cases, tmp_path):
     assert QAThresholds.from_json(tmp_path / "t.json").min_volume_ml == 5000.0
 
 
-@pytest.mark.parametrize("case", [1, 2, 3, 8])
+@pytest.mark.parametrize("case", [1, 2, 3, 5, 8])
 def test_real_manual_liver_mask_is_clean_and_spleen_or_kidney_leaks(real_data, case):
     """CHAOS T2-SPIR with manual labels (T2 only: the one image fills every sequence slot).
-    Case 5 is left out: its clean mask fits best ~10 mm off (see the QA issue note)."""
+    Case 5's weak contrast lets the mask fit wander ~10 mm for almost no gain in mutual
+    information: the fit-gain threshold keeps that from being called a misregistration."""
     img = real_data / "chaos_t2spir" / f"image_{case}.nii.gz"
     lab = sitk.ReadImage(str(real_data / "chaos_t2spir" / f"label_{case}.nii.gz"))
     t2 = read_volume(img)
