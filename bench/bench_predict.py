@@ -4,7 +4,8 @@ Measures, each in a fresh process as a user runs it, the median of several runs 
   * the floor: importing the libraries and reading the same input files (nothing else);
   * end to end: the predict command, split by stage from its report (read, qa, preprocess,
     model, attention, write), and the peak resident memory of the process;
-and, when CUDA is available, model + attention per exam and batch throughput on the GPU.
+and model + attention per exam and batched model throughput, on the CPU and, when CUDA is
+available, on the GPU.
 Targets (from the issue): CPU end-to-end ≤ 2× floor and ≤ 10 s; GPU model + attention ≤ 0.2 s
 per exam and ≥ 10 exams/s in batches. Writes bench/RESULTS.md.
 
@@ -61,39 +62,42 @@ def machine() -> str:
             f"GPU: {gpu}")
 
 
-def gpu_numbers(case, model) -> dict | None:
+def model_numbers(case, model, device: str) -> dict | None:
+    """Model + attention per exam (preprocessed input already on the device) and the model's
+    throughput on batches of 64 exams, on ``device``; None for CUDA without a GPU."""
     import numpy as np
     import torch
 
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         return None
     from liverstiffness.attention import compute_maps
     from liverstiffness.ensemble import Ensemble, predict_log
     from liverstiffness.model.covariates import encode
     from liverstiffness.preprocess import prepare, read_exam
 
-    ens = Ensemble.load(model, "cuda")
+    ens = Ensemble.load(model, device)
+    sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
     prep = prepare(read_exam(case["t1w"], case["t2w"], case["dwi"], case["mask"], case["dwi_b"]), ens.meta.spec, ens.meta.preprocess)
     cov, known = encode(case["facts"])
-    x = torch.as_tensor(prep.tensor[None], device="cuda")
-    c, k = torch.as_tensor(cov[None], device="cuda"), torch.as_tensor(known[None], device="cuda")
+    x = torch.as_tensor(prep.tensor[None], device=ens.device)
+    c, k = torch.as_tensor(cov[None], device=ens.device), torch.as_tensor(known[None], device=ens.device)
     times = []
     for i in range(12):
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         predict_log(ens.models, prep.tensor[None], cov[None], known[None], ens.device)
         compute_maps(ens.models, x, c, k, ens.meta.spec.channels)
-        torch.cuda.synchronize()
+        sync()
         if i >= 2:
             times.append(time.perf_counter() - t)
     batch = np.repeat(prep.tensor[None], 64, axis=0)
     covb, knownb = np.repeat(cov[None], 64, 0), np.repeat(known[None], 64, 0)
     predict_log(ens.models, batch, covb, knownb, ens.device, batch=64)
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     for _ in range(5):
         predict_log(ens.models, batch, covb, knownb, ens.device, batch=64)
-    torch.cuda.synchronize()
+    sync()
     return {"model_attention_s": statistics.median(times), "batch_exams_per_s": 5 * 64 / (time.perf_counter() - t)}
 
 
@@ -123,8 +127,8 @@ def main() -> int:
         stages.append(json.loads((work / f"run{i}" / "report.json").read_text())["timings_s"])
     med = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
     f, e = statistics.median(floor), statistics.median(e2e)
-    gpu = gpu_numbers({"t1w": files[0], "t2w": files[1], "dwi": files[2], "mask": files[3], "dwi_b": rec.dwi_b,
-                       "facts": rec.facts}, args.model)
+    case = {"t1w": files[0], "t2w": files[1], "dwi": files[2], "mask": files[3], "dwi_b": rec.dwi_b, "facts": rec.facts}
+    cpu, gpu = model_numbers(case, args.model, "cpu"), model_numbers(case, args.model, "cuda")
     ok = lambda c: "met" if c else "NOT met"  # noqa: E731
     lines = [
         "# Benchmark: `liverstiffness predict` on a normal-size exam", "",
@@ -147,6 +151,9 @@ def main() -> int:
                   f"- GPU batch throughput ≥ 10 exams/s: {gpu['batch_exams_per_s']:.1f} — {ok(gpu['batch_exams_per_s'] >= 10)}."]
     else:
         lines += ["- GPU targets: not measured on this machine (no CUDA device)."]
+    lines += ["", "The same two measures on this CPU (for comparison; the targets are for a GPU): model + attention "
+              f"{cpu['model_attention_s']:.3f} s per exam; model alone on batches of 64 preprocessed exams "
+              f"{cpu['batch_exams_per_s']:.1f} exams/s."]
     top = sorted(((v, k) for k, v in med.items() if k != "total"), reverse=True)[:2]
     lines += ["", "## Where the time goes", "",
               f"Process start-up and imports take about the floor minus reading ({f - med['read']:.1f} s). Inside the "
