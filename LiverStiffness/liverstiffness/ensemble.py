@@ -59,18 +59,22 @@ class Ensemble:
         self.device = device
         return self
 
-    def predict(self, images, cov, known) -> dict:
-        """Per exam: kPa (geometric mean of the folds), per-fold kPa, interval, SD on ln scale.
-
-        A CUDA out-of-memory error falls back to the CPU with a warning.
-        """
+    def with_cpu_fallback(self, run):
+        """``run()``; when the GPU runs out of memory, the ensemble moves to the CPU (for good: the
+        next exam would run out too) and ``run()`` is repeated there. Returns its result and the
+        warning given, or None."""
         try:
-            logs = predict_log(self.models, images, cov, known, self.device)
+            return run(), None
         except torch.cuda.OutOfMemoryError:
-            warnings.warn("CUDA ran out of memory; falling back to the CPU", RuntimeWarning, stacklevel=2)
+            message = "CUDA ran out of memory: ran on the CPU instead"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
             torch.cuda.empty_cache()
             self.to(torch.device("cpu"))
-            logs = predict_log(self.models, images, cov, known, self.device)
+            return run(), message
+
+    def predict(self, images, cov, known) -> dict:
+        """Per exam: kPa (geometric mean of the folds), per-fold kPa, interval, SD on ln scale."""
+        logs = predict_log(self.models, images, cov, known, self.device)
         mean, sd = logs.mean(0), logs.std(0, ddof=1) if len(self.models) > 1 else np.zeros(logs.shape[1])
         cal = self.meta.calibration
         low, high = cal.interval(mean, sd) if cal else (np.full_like(mean, np.nan),) * 2

@@ -176,7 +176,7 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress)
-    res = ens.predict(data.images, data.cov, data.known)
+    res, _ = ens.with_cpu_fallback(lambda: ens.predict(data.images, data.cov, data.known))
     baseline_kpa = None
     base_path = Path(ens.model_dir) / "baseline.json"
     if base_path.is_file():

@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,14 +122,9 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
     stage("model")
     t = time.perf_counter()
-    try:
-        res, maps, contrib, t_att = _infer(ens, prep, facts, opts)
-    except torch.cuda.OutOfMemoryError:
-        warnings.warn("CUDA ran out of memory; repeating on the CPU", RuntimeWarning, stacklevel=2)
-        warnings_out.append("CUDA out of memory: ran on the CPU instead")
-        torch.cuda.empty_cache()
-        ens.to(torch.device("cpu"))
-        res, maps, contrib, t_att = _infer(ens, prep, facts, opts)
+    (res, maps, contrib, t_att), fallback = ens.with_cpu_fallback(lambda: _infer(ens, prep, facts, opts))
+    if fallback:
+        warnings_out.append(fallback)
     timings["model"] = round(time.perf_counter() - t - t_att["attention"], 4)
     timings.update(t_att)
 

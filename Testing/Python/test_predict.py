@@ -161,6 +161,29 @@ def test_auto_and_forced_cpu_agree(tiny_model, one_case, tmp_path):
         assert res["auto"]["device"] == "cpu"
 
 
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_model, one_case, report, tmp_path, monkeypatch):
+    """The first attempt runs out of GPU memory (simulated: no GPU here): the exam is repeated on
+    the CPU, the report says so, and the answer is the normal one."""
+    import liverstiffness.predict as predict_module
+
+    real, calls = predict_module.compute_maps, []
+
+    def runs_out_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "compute_maps", runs_out_once)
+    ens = Ensemble.load(tiny_model, "cpu")
+    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    with pytest.warns(RuntimeWarning, match="CUDA ran out of memory"):
+        rep = predict_exam(inp, ens, tmp_path / "oom", PredictOptions(detail_maps=True, montage=False))
+    assert len(calls) == 2 and ens.device.type == "cpu" and rep["device"] == "cpu"
+    assert "CUDA ran out of memory: ran on the CPU instead" in rep["warnings"]
+    assert rep["stiffness_kpa"] == report[0]["stiffness_kpa"]
+
 def test_cli_predict_one_exam_and_bad_inputs(tiny_model, one_case, tmp_path, capsys):
     args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
             "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", str(one_case.mask),
