@@ -108,6 +108,14 @@ def _positions(img: sitk.Image, labels: np.ndarray, ids) -> list[list[float]]:
     return out
 
 
+def _box(zyx: np.ndarray, pad, shape) -> tuple[slice, ...]:
+    """Slices [z, y, x] of the bounding box of the voxel indices ``zyx``, widened by ``pad``
+    voxels per axis and clipped to ``shape``. (A SimpleITK image takes them reversed.)"""
+    lo = np.maximum(zyx.min(0) - pad, 0)
+    hi = np.minimum(zyx.max(0) + np.asarray(pad) + 1, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 def _component_stats(mask: np.ndarray, voxel_ml: float):
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     vols = ndimage.sum(mask, labels, index=np.arange(1, n + 1)) * voxel_ml if n else np.array([])
@@ -120,11 +128,8 @@ def edge_score(m: np.ndarray, surface: np.ndarray, image_on_ref: sitk.Image) -> 
     region). Both are arrays on ``image_on_ref``'s grid."""
     # Only the mask's neighbourhood matters: the filter runs on its bounding box plus 4 sigma.
     sigma = float(max(image_on_ref.GetSpacing()[:2]))
-    pad = np.ceil(4 * sigma / np.array(image_on_ref.GetSpacing()[::-1])).astype(int)
-    zyx = np.argwhere(m)
-    lo, hi = np.maximum(zyx.min(0) - pad, 0), np.minimum(zyx.max(0) + pad + 1, m.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    image = image_on_ref[int(lo[2]):int(hi[2]), int(lo[1]):int(hi[1]), int(lo[0]):int(hi[0])]
+    box = _box(np.argwhere(m), np.ceil(4 * sigma / np.array(image_on_ref.GetSpacing()[::-1])).astype(int), m.shape)
+    image = image_on_ref[box[::-1]]
     grad = sitk.GetArrayFromImage(  # a copy: a view would outlive its temporary image
         sitk.GradientMagnitudeRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma))
     level = float(np.median(sitk.GetArrayViewFromImage(image)[m[box]])) or 1.0
@@ -219,10 +224,7 @@ def find_leaks(arrays: dict[str, np.ndarray], mask: np.ndarray, voxel_ml: float,
         return leaks
     # Everything happens inside the core: work on its bounding box, padded in-plane by the
     # filters' reach (median 1 voxel, disc radius), which gives exactly the full-grid answer.
-    pad = np.array([0, disc.shape[1] // 2 + 1, disc.shape[2] // 2 + 1])
-    zyx = np.argwhere(core)
-    lo, hi = np.maximum(zyx.min(0) - pad, 0), np.minimum(zyx.max(0) + pad + 1, core.shape)
-    bb = tuple(slice(a, b) for a, b in zip(lo, hi))
+    bb = _box(np.argwhere(core), [0, disc.shape[1] // 2 + 1, disc.shape[2] // 2 + 1], core.shape)
     for kind, region in _leak_regions({k: a[bb] for k, a in arrays.items()}, core[bb], th).items():
         if region.sum() * voxel_ml < th.min_leak_ml:
             continue  # the opening below only removes voxels: too few already for a leak
@@ -263,15 +265,12 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
         return QAResult(meas, flags, th)
 
     # From here on, work in a box around the mask (with a margin, for the misregistration search):
-    # the same answers on several times fewer voxels. Index arrays in it are offset by lo.
+    # the same answers on several times fewer voxels. Slice numbers in it are offset by z0.
     zyx = np.argwhere(m)
     sp = np.array(ref.GetSpacing())
-    pad = np.ceil(th.shift_search_mm / sp[::-1]).astype(int) + 1
-    lo = np.maximum(zyx.min(0) - pad, 0)
-    hi = np.minimum(zyx.max(0) + pad + 1, m.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    ref_box = ref[int(lo[2]):int(hi[2]), int(lo[1]):int(hi[1]), int(lo[0]):int(hi[0])]
-    m_box, z0 = m[box], int(lo[0])
+    box = _box(zyx, np.ceil(th.shift_search_mm / sp[::-1]).astype(int) + 1, m.shape)
+    ref_box = ref[box[::-1]]
+    m_box, z0 = m[box], box[0].start
 
     # Size and shape.
     labels, n, vols = _component_stats(m_box, voxel_ml)
