@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from .attention import compute_maps, restrict_and_scale, sequence_contributions
 from .ensemble import Ensemble
 from .errors import InputError
 from .imageio import geometry
-from .manifest import PatientFacts, read_manifest
+from .manifest import ExamRecord, PatientFacts, read_manifest
 from .model.covariates import COVARIATES, encode
 from .mre import band_table, categorize
 from .preprocess import ExamImages, Prepared, prepare, read_exam
@@ -222,10 +224,42 @@ def _write_rows(path: Path, rows: dict[str, dict], order: list[str]) -> None:
     os.replace(tmp, path)
 
 
+def _run_case(rec: ExamRecord, ens: Ensemble, out: Path, opts: PredictOptions | None) -> dict:
+    """One manifest row → its predictions.csv row (a bad case is an error row, not a stop)."""
+    inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts)
+    try:
+        rep = predict_exam(inp, ens, out / rec.case_id, opts)
+    except InputError as exc:
+        return {"case_id": rec.case_id, "status": "error", "error": str(exc)}
+    return {"case_id": rec.case_id, "stiffness_kpa": rep["stiffness_kpa"],
+            "interval_low_kpa": rep["interval_kpa"][0], "interval_high_kpa": rep["interval_kpa"][1],
+            "category": rep["category"], "status": "ok", "error": ""}
+
+
+_worker_ensemble: Ensemble | None = None
+
+
+def _start_worker(model_dir: str, device: str, threads: int) -> None:
+    """Each batch worker loads the ensemble once and shares the cores with the others."""
+    global _worker_ensemble
+    torch.set_num_threads(threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    _worker_ensemble = Ensemble.load(model_dir, device)
+
+
+def _run_case_in_worker(rec: ExamRecord, out: Path, opts: PredictOptions | None) -> dict:
+    return _run_case(rec, _worker_ensemble, out, opts)
+
+
 def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts: PredictOptions | None = None,
-                     progress: bool = True) -> dict[str, dict]:
+                     progress: bool = True, workers: int = 0) -> dict[str, dict]:
     """Every manifest row into ``out/<case_id>/``; ``out/predictions.csv`` has a row per case with
-    its status. A bad case is recorded and skipped; run again on the same ``out`` to resume."""
+    its status. A bad case is recorded and skipped; run again on the same ``out`` to resume.
+
+    ``workers`` > 1 runs that many cases at a time, each in its own process with the ensemble
+    loaded there (on ``ens``'s device) and the cores split between them: QA and preprocessing
+    are mostly single-threaded, so a batch scales with the cores this way.
+    """
     records = read_manifest(manifest, check_files=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,15 +268,22 @@ def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts:
     order = [r.case_id for r in records]
     todo = [r for r in records if not (rows.get(r.case_id, {}).get("status") == "ok"
                                         and (out / r.case_id / "report.json").is_file())]
-    for rec in tqdm(todo, desc="predict", unit="exam", disable=not progress):
-        inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts)
-        try:
-            rep = predict_exam(inp, ens, out / rec.case_id, opts)
-            rows[rec.case_id] = {"case_id": rec.case_id, "stiffness_kpa": rep["stiffness_kpa"],
-                                 "interval_low_kpa": rep["interval_kpa"][0], "interval_high_kpa": rep["interval_kpa"][1],
-                                 "category": rep["category"], "status": "ok", "error": ""}
-        except InputError as exc:
-            rows[rec.case_id] = {"case_id": rec.case_id, "status": "error", "error": str(exc)}
-        _write_rows(table, rows, order)  # after every case, so an interruption loses nothing
+    bar = tqdm(total=len(todo), desc="predict", unit="exam", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        # spawn, not fork: a forked copy of a process that already runs torch's threads can hang.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                 initargs=(str(ens.model_dir), ens.device.type, threads)) as pool:
+            for done in as_completed([pool.submit(_run_case_in_worker, rec, out, opts) for rec in todo]):
+                row = done.result()
+                rows[row["case_id"]] = row
+                _write_rows(table, rows, order)  # after every case, so an interruption loses nothing
+                bar.update()
+    else:
+        for rec in todo:
+            rows[rec.case_id] = _run_case(rec, ens, out, opts)
+            _write_rows(table, rows, order)
+            bar.update()
+    bar.close()
     _write_rows(table, rows, order)
     return rows

@@ -23,6 +23,8 @@ def register(sub) -> None:
     one.add_argument("--bmi", type=float, help="kg/m²")
     one.add_argument("--pdff", type=float, help="MRI proton-density fat fraction, %%")
     p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs")
+    p.add_argument("--workers", type=int, default=0,
+                   help="batch: cases run at a time, each in its own process (default: one, in this process)")
     p.add_argument("--model", help="model folder (default: the shipped demo model)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA with mixed precision when available, else CPU")
@@ -47,6 +49,8 @@ def run(args) -> int:
     if not args.manifest and not all(single):
         missing = [n for n, v in zip(("--t1w", "--t2w", "--dwi", "--mask"), single) if not v]
         raise InputError("predict", f"missing {', '.join(missing)} (or give --manifest)")
+    if args.workers < 0:
+        raise InputError("--workers", f"must be 0 or more, got {args.workers}")
     facts = PatientFacts(args.age, args.sex, args.bmi, args.pdff).validate("patient")
     dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
     out = Path(args.out)
@@ -60,7 +64,7 @@ def run(args) -> int:
                           montage=not args.no_montage, qa=not args.no_qa)
     ens = Ensemble.load(args.model, args.device)
     if args.manifest:
-        rows = predict_manifest(args.manifest, ens, out, opts, progress=not args.quiet)
+        rows = predict_manifest(args.manifest, ens, out, opts, progress=not args.quiet, workers=args.workers)
         bad = [r for r in rows.values() if r.get("status") != "ok"]
         print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed → {out / 'predictions.csv'}")
         return 0

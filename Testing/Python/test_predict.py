@@ -78,7 +78,6 @@ def test_the_same_exam_twice_gives_the_same_answer(ens, report, one_case, tmp_pa
         assert np.allclose(a, b, atol=1e-5), name
 
 
-
 def test_real_t2_case_runs_end_to_end_with_maps_on_its_own_grid(ens, real_data, tmp_path):
     """CHAOS T2-SPIR (real anatomy, a y axis that runs posterior→anterior) in every sequence slot,
     a one-b-value DWI, and its manual liver mask: the estimate comes out with a warning about the
@@ -99,6 +98,7 @@ def test_real_t2_case_runs_end_to_end_with_maps_on_its_own_grid(ens, real_data, 
     a = sitk.GetArrayFromImage(att)
     assert np.all(a[~liver] == 0) and a[liver].max() == pytest.approx(1.0) and a[liver].std() > 0.01
 
+
 def test_rollout_matches_a_hand_computation():
     a1 = torch.tensor([[[[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]],
                         [[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.2, 0.2, 0.6]]]])      # [B=1, heads=2, T=3, T]
@@ -112,7 +112,6 @@ def test_rollout_matches_a_hand_computation():
     out = rollout([a1, a2], n_prefix=1)
     assert out.shape == (1, 2)
     assert np.allclose(out[0].numpy(), hand[0, 1:], atol=1e-6)
-
 
 
 def test_saliency_and_gradcam_match_monai_run_separately(ens):
@@ -137,6 +136,7 @@ def test_saliency_and_gradcam_match_monai_run_separately(ens):
             assert np.allclose(maps[f"saliency_{name}"], sal[c], rtol=1e-5, atol=1e-8), name
             assert sal[c].std() > 0, name
     assert np.allclose(maps["gradcam"], cam, atol=1e-6) and cam.std() > 0
+
 
 def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_path):
     manifest, records, _ = small_cohort
@@ -171,6 +171,23 @@ def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_
     assert len(result) == 3
 
 
+def test_batch_workers_give_the_serial_answers(tiny_model, small_cohort, tmp_path, capsys):
+    """--workers 2: each case in a worker process, the same rows and reports as one at a time."""
+    manifest, records, _ = small_cohort
+    lines = manifest.read_text().splitlines()
+    m4 = manifest.parent / "four.csv"                          # paths in it stay relative to the cohort
+    m4.write_text("\n".join(lines[:5]) + "\n")
+    base = ["predict", "--manifest", str(m4), "--model", str(tiny_model), "--maps", "none", "--no-montage", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "serial")]) == 0
+    assert main(base + ["--workers", "2", "--out", str(tmp_path / "parallel")]) == 0
+    assert "4 of 4 exam(s) done" in capsys.readouterr().out
+    serial, parallel = (list(csv.DictReader(open(tmp_path / d / "predictions.csv"))) for d in ("serial", "parallel"))
+    assert [r["case_id"] for r in parallel] == [r.case_id for r in records[:4]]
+    for a, b in zip(serial, parallel):
+        assert b["status"] == "ok" and float(b["stiffness_kpa"]) == pytest.approx(float(a["stiffness_kpa"]), abs=0.002)
+        assert (tmp_path / "parallel" / b["case_id"] / "attention.nii.gz").is_file()
+
+
 def test_auto_and_forced_cpu_agree(tiny_model, one_case, tmp_path):
     res = {}
     for device in ("auto", "cpu"):
@@ -180,7 +197,6 @@ def test_auto_and_forced_cpu_agree(tiny_model, one_case, tmp_path):
     assert abs(res["auto"]["stiffness_kpa"] - res["cpu"]["stiffness_kpa"]) <= 0.01
     if not torch.cuda.is_available():
         assert res["auto"]["device"] == "cpu"
-
 
 
 def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_model, one_case, report, tmp_path, monkeypatch):
@@ -205,6 +221,7 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_model, one
     assert "CUDA ran out of memory: ran on the CPU instead" in rep["warnings"]
     assert rep["stiffness_kpa"] == report[0]["stiffness_kpa"]
 
+
 def test_cli_predict_one_exam_and_bad_inputs(tiny_model, one_case, tmp_path, capsys):
     args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
             "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", str(one_case.mask),
@@ -217,6 +234,7 @@ def test_cli_predict_one_exam_and_bad_inputs(tiny_model, one_case, tmp_path, cap
         (["--age", "250"], "patient age: 250.0 years is outside"),
         (["--device", "cuda"] if not torch.cuda.is_available() else ["--model", str(tmp_path)], "cuda|model.json"),
         (["--model", str(tmp_path)], "is not a model folder"),
+        (["--workers", "-1"], "--workers: must be 0 or more"),
     ]
     for extra, pattern in cases:
         out = tmp_path / "never"
