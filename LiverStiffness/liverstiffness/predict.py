@@ -257,8 +257,8 @@ def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts:
     its status. A bad case is recorded and skipped; run again on the same ``out`` to resume.
 
     ``workers`` > 1 runs that many cases at a time, each in its own process with the ensemble
-    loaded there (on ``ens``'s device) and the cores split between them: QA and preprocessing
-    are mostly single-threaded, so a batch scales with the cores this way.
+    loaded there (on ``ens``'s device) and the cores split between them: one exam keeps only
+    about 1.5 cores busy (QA and preprocessing are largely serial), so several at once use more.
     """
     records = read_manifest(manifest, check_files=False)
     out = Path(out)
