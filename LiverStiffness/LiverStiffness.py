@@ -300,10 +300,10 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         kind = self.ui.mapKindComboBox.currentData
         seq = self.ui.sequenceComboBox.currentData
         key = f"saliency_{seq}" if seq else kind
-        node = self._result.attention.get(key) or self._result.attention["rollout"]
-        disp = node.GetDisplayNode()
-        disp.SetApplyThreshold(self.ui.insideLiverCheckBox.checked)
-        disp.SetLowerThreshold(1e-6)
+        # Maps cover the model's whole crop (the spleen matters too); "inside the liver" shows a
+        # copy zeroed outside the mask. The note says the unit, or that the map is near-uniform.
+        node = self.logic.map_node(self._result, key, inside_liver=self.ui.insideLiverCheckBox.checked)
+        self.ui.mapNoteLabel.text = self.logic.map_note(self._result.report, node.GetAttribute("LiverStiffness.mapKind"))
         slicer.util.setSliceViewerLayers(background=self._parameterNode.t1w, foreground=node,
                                          foregroundOpacity=self.ui.opacitySlider.value)
 

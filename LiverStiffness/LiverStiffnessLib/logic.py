@@ -53,10 +53,18 @@ class ExamNodes:
 @dataclass
 class ResultNodes:
     report: dict
-    attention: dict                      # kind → volume node (on the T1w geometry)
+    attention: dict                      # kind → volume node (on the T1w geometry), whole model crop
     table: object
     row: int
     output_dir: Path
+    liver_only: dict = field(default_factory=dict)   # kind → the same map zeroed outside the liver (made on demand)
+
+
+def map_window_max(arr) -> float:
+    """Display window top for a times-uniform map: at least 2 (so a uniform map looks flat and
+    dim), else its 99.5th percentile inside the crop, so one hot voxel does not wash it out."""
+    a = np.asarray(arr)
+    return max(2.0, float(np.percentile(a[a > 0], 99.5))) if np.any(a > 0) else 2.0
 
 
 def missing_inputs(nodes: ExamNodes) -> str | None:
@@ -190,7 +198,7 @@ class LiverStiffnessLogic:
             disp = node.GetDisplayNode()
             disp.SetAndObserveColorNodeID(color.GetID())
             disp.AutoWindowLevelOff()
-            disp.SetWindowLevelMinMax(0.0, 1.0)
+            disp.SetWindowLevelMinMax(0.0, map_window_max(sitk.GetArrayViewFromImage(img)))
             attention[kind] = node
         table = self.results_table()
         row = table.AddEmptyRow()
@@ -203,6 +211,37 @@ class LiverStiffnessLogic:
         for col, value in values.items():
             table.SetCellText(row, TABLE_COLUMNS.index(col), str(value))
         return ResultNodes(report, attention, table, row, out_dir)
+
+    def map_node(self, result: ResultNodes, kind: str, inside_liver: bool = False):
+        """The volume node showing map ``kind``; with ``inside_liver`` a copy zeroed outside the
+        liver mask (a new node, made once), same unit and window."""
+        node = result.attention.get(kind) or result.attention["rollout"]
+        if not inside_liver:
+            return node
+        kind = node.GetAttribute("LiverStiffness.mapKind")
+        if kind not in result.liver_only:
+            liver = sitk.ReadImage(str(result.output_dir / result.report["outputs"]["liver_mask"]))
+            img = sitk.ReadImage(str(result.output_dir / result.report["outputs"]["attention_maps"][kind]))
+            img = sitk.Mask(img, sitk.Cast(liver > 0, sitk.sitkUInt8))
+            copy = volume_from_sitk(img, node, self.scene.GenerateUniqueName(f"{node.GetName()} (liver only)"), self.scene)
+            copy.SetAttribute("LiverStiffness.mapKind", kind)
+            copy.CreateDefaultDisplayNodes()
+            copy.GetDisplayNode().Copy(node.GetDisplayNode())
+            result.liver_only[kind] = copy
+        return result.liver_only[kind]
+
+    @staticmethod
+    def map_note(report: dict, kind: str) -> str:
+        """One line on what map ``kind`` says: its unit, peak and concentration, or that it is
+        near-uniform and shows nothing about where the model looked."""
+        s = (report.get("attention") or {}).get("maps", {}).get(kind)
+        if not s:
+            return ""
+        if not s.get("informative"):
+            return (f"This map is near-uniform (its top tenth holds {s['top10_share']:.0%} of it; 10% would be uniform): "
+                    "it carries no information about where the model looked.")
+        return (f"Unit: times the uniform share (1.0 = uniform). Peak {s['max_times_uniform']:.1f}×; its top tenth holds "
+                f"{s['top10_share']:.0%}; mean inside the liver {s.get('liver_mean_times_uniform', 0):.2f}×.")
 
     # ------------------------------------------------------------------ mask QA
     def check_mask(self, nodes: ExamNodes, thresholds=None):

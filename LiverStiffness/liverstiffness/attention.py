@@ -1,8 +1,16 @@
 """Where the model looked: attention rollout, per-layer and per-head attention, GradCAM, and
 per-sequence input-gradient maps; plus how much each sequence moves the estimate.
 
-All maps are computed on the model's crop, averaged over the fold models, mapped back onto the
-T1w grid, restricted to the liver mask and scaled to [0, 1] inside it.
+Unit of every map: **times the uniform share** over the model's crop. A map is a distribution of
+"looking" over the crop's voxels; the value at a voxel is its share divided by the share it would
+have if the map were uniform (1 / number of voxels). 1.0 = uniform, 3.0 = three times as much as
+its fair share, 0 = ignored. For attention the distribution is the CLS token's attention to the
+image patches (renormalised over the patches: how much it looks at the images at all is
+``image_token_share``); for GradCAM its positive part; for saliency |gradient × input|. No
+display stretch is applied: the viewer chooses the window (the Slicer panel and montage do).
+
+``map_summary`` says how far each map is from uniform; a map whose top tenth of the crop holds
+less than ``INFORMATIVE_TOP10_SHARE`` of its mass is reported as carrying no spatial information.
 """
 from __future__ import annotations
 
@@ -14,35 +22,40 @@ import torch.nn.functional as F
 from monai.visualize import GradCAM
 from torch import nn
 
-from .model.network import StiffnessViT
+from .augment import SEQUENCE_GROUPS, ablation_inputs
+from .model.network import SEQUENCE_CHANNELS, StiffnessTransformer
+
+# A uniform map puts 10 % of its mass in any tenth of the crop. Below 1.5 times that, a map is
+# too flat to say where the model looked (the first model's rollout: 0.11).
+INFORMATIVE_TOP10_SHARE = 0.15
 
 
-def rollout(att_mats: list[torch.Tensor], n_prefix: int) -> torch.Tensor:
+def rollout(att_mats: list[torch.Tensor]) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020): heads averaged, the residual identity added,
-    rows renormalised, layers multiplied. Returns the CLS token's flow to each patch: [B, N]."""
+    rows renormalised, layers multiplied. Returns the CLS token's flow to every token: [B, T]."""
     result = None
     for a in att_mats:                      # [B, heads, T, T]
         a = a.float().mean(dim=1)
         a = a + torch.eye(a.shape[-1], device=a.device)
         a = a / a.sum(dim=-1, keepdim=True)
         result = a if result is None else a @ result
-    return result[:, 0, n_prefix:]
+    return result[:, 0]
 
 
 def layer_maps(att_mats: list[torch.Tensor], n_prefix: int) -> dict[str, torch.Tensor]:
     """CLS→patch attention of each layer (heads averaged) and of each head: name → [B, N]."""
     maps = {}
-    for l, a in enumerate(att_mats):
-        maps[f"layer{l}"] = a[:, :, 0, n_prefix:].float().mean(dim=1)
+    for i, a in enumerate(att_mats):
+        maps[f"layer{i}"] = a[:, :, 0, n_prefix:].float().mean(dim=1)
         for h in range(a.shape[1]):
-            maps[f"layer{l}_head{h}"] = a[:, h, 0, n_prefix:].float()
+            maps[f"layer{i}_head{h}"] = a[:, h, 0, n_prefix:].float()
     return maps
 
 
 class _AsLogits(nn.Module):
     """MONAI's CAM classes expect [B, classes] logits; our single output is ln(kPa)."""
 
-    def __init__(self, net: StiffnessViT):
+    def __init__(self, net: StiffnessTransformer):
         super().__init__()
         self.net = net
         # MONAI's hooks put the wrapper back into the mode they found it in, recursively: a new
@@ -53,28 +66,42 @@ class _AsLogits(nn.Module):
         return self.net(image, cov, known)[:, None]
 
 
+def times_uniform(arr: np.ndarray) -> np.ndarray:
+    """A non-negative map → its values as multiples of the uniform share (mean 1 over the array)."""
+    arr = np.clip(np.asarray(arr, np.float64), 0, None)
+    mean = arr.mean()
+    return (arr / mean if mean > 0 else np.zeros_like(arr)).astype(np.float32)
+
+
 def patch_to_crop(values: torch.Tensor, cfg, size_zyx) -> np.ndarray:
-    """[N] patch values → [z, y, x] on the crop (trilinear)."""
-    grid = values.reshape(1, 1, *cfg.grid)
-    return F.interpolate(grid, size=tuple(size_zyx), mode="trilinear", align_corners=False)[0, 0].cpu().numpy()
+    """[N] patch values → [z, y, x] on the crop, each patch's value over its voxels (nearest:
+    a token covers its patch, no more)."""
+    grid = values.reshape(1, 1, *cfg.grid).float()
+    return F.interpolate(grid, size=tuple(size_zyx), mode="nearest")[0, 0].cpu().numpy()
 
 
-def compute_maps(models: list[StiffnessViT], x: torch.Tensor, cov: torch.Tensor, known: torch.Tensor,
-                 channels: tuple[str, ...], detail: bool = False, gradient: bool = True) -> dict[str, np.ndarray]:
-    """Maps on the crop grid, averaged over the fold models: ``rollout`` always; ``gradcam`` and
-    ``saliency_<sequence>`` with ``gradient``; ``layerL`` and ``layerL_headH`` with ``detail``."""
+def compute_maps(models: list[StiffnessTransformer], x: torch.Tensor, cov: torch.Tensor, known: torch.Tensor,
+                 channels: tuple[str, ...], detail: bool = False, gradient: bool = True) -> tuple[dict, dict]:
+    """Maps on the crop grid in times-uniform units, averaged over the fold models: ``rollout``
+    always; ``gradcam`` and ``saliency_<sequence>`` with ``gradient``; ``layerL`` and
+    ``layerL_headH`` with ``detail``. Also returns ``{"image_token_share": ...}``: the share of
+    the CLS token's rollout that reaches image patches at all (the rest stays on the covariate,
+    sequence and summary tokens)."""
     size = x.shape[2:]
     acc: dict[str, np.ndarray] = {}
+    share = 0.0
 
     def add(name, arr):
-        acc[name] = acc.get(name, 0) + arr / len(models)
+        acc[name] = acc.get(name, 0) + times_uniform(arr) / len(models)
 
     for net in models:
         cfg = net.cfg
         with torch.no_grad():
             net(x, cov, known)
             att = net.attention_matrices()
-        add("rollout", patch_to_crop(rollout(att, cfg.n_prefix)[0], cfg, size))
+        flow = rollout(att)[0]
+        share += float(flow[cfg.n_prefix:].sum()) / len(models)
+        add("rollout", patch_to_crop(flow[cfg.n_prefix:], cfg, size))
         if detail:
             for name, v in layer_maps(att, cfg.n_prefix).items():
                 add(name, patch_to_crop(v[0], cfg, size))
@@ -83,7 +110,8 @@ def compute_maps(models: list[StiffnessViT], x: torch.Tensor, cov: torch.Tensor,
             with torch.enable_grad(), warnings.catch_warnings():
                 # MONAI's CAM hooks trigger a PyTorch notice about full backward hooks: harmless here.
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                cam = GradCAM(nn_module=wrapped, target_layers="net.patch_embedding.patch_embeddings")
+                # Raw CAM (no min-max postprocessing): its positive part is the map.
+                cam = GradCAM(nn_module=wrapped, target_layers="net.stem", postprocessing=lambda m: m)
                 x_in = x.clone().requires_grad_(True)
                 add("gradcam", cam(x_in, class_idx=0, cov=cov, known=known)[0, 0].detach().cpu().numpy())
             # GradCAM's backward pass has also left d(output)/d(input) in x_in.grad: exactly what
@@ -92,33 +120,41 @@ def compute_maps(models: list[StiffnessViT], x: torch.Tensor, cov: torch.Tensor,
             for c, name in enumerate(channels):
                 if name != "mask":
                     add(f"saliency_{name}", sal[c])
-    return acc
+    return acc, {"image_token_share": round(share, 4)}
+
+
+def map_summary(arr: np.ndarray, liver: np.ndarray | None = None) -> dict:
+    """How far a times-uniform map is from uniform: its maximum, the share of its mass in its top
+    tenth of voxels (0.10 when uniform), its normalised entropy (1.0 when uniform), the mean
+    inside the liver (times uniform), and whether it carries spatial information at all."""
+    v = np.clip(np.asarray(arr, np.float64).ravel(), 0, None)
+    total = v.sum()
+    if total <= 0:
+        return {"max_times_uniform": 0.0, "top10_share": None, "normalised_entropy": None,
+                "liver_mean_times_uniform": None, "informative": False}
+    p = v / total
+    top = np.sort(p)[::-1][:max(1, len(p) // 10)].sum()
+    nz = p[p > 0]
+    entropy = float(-(nz * np.log(nz)).sum() / np.log(len(p)))
+    out = {"max_times_uniform": round(float(v.max()), 3), "top10_share": round(float(top), 4),
+           "normalised_entropy": round(entropy, 4), "informative": bool(top >= INFORMATIVE_TOP10_SHARE)}
+    if liver is not None and np.any(liver):
+        out["liver_mean_times_uniform"] = round(float(np.asarray(arr)[np.asarray(liver) > 0.5].mean()), 3)
+    return out
 
 
 @torch.no_grad()
-def sequence_contributions(models, x: torch.Tensor, cov, known, channels) -> dict[str, float]:
-    """kPa change when each sequence is replaced by its mean inside the liver (texture and
-    contrast removed): prediction(all) − prediction(sequence flattened), fold-averaged ln → kPa."""
-    inside = x[0, channels.index("mask")] > 0.5
-    variants = [x]
-    names = [c for c in channels if c != "mask"]
-    for name in names:
-        v = x.clone()
-        k = channels.index(name)
-        v[0, k] = x[0, k][inside].mean()
-        variants.append(v)
-    batch = torch.cat(variants)
-    logs = torch.stack([m(batch, cov.expand(len(batch), -1), known.expand(len(batch), -1)) for m in models]).mean(0)
-    kpa = torch.exp(logs).cpu().numpy()
-    return {name: round(float(kpa[0] - kpa[i + 1]), 4) for i, name in enumerate(names)}
-
-
-def restrict_and_scale(arr: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Zero outside the mask; min–max scaled to [0, 1] inside it."""
-    out = np.zeros(arr.shape, np.float32)
-    inside = mask > 0
-    if inside.any():
-        v = arr[inside]
-        lo, hi = float(v.min()), float(v.max())
-        out[inside] = (v - lo) / (hi - lo) if hi > lo else 0.0
-    return out
+def sequence_contributions(models, x: torch.Tensor, cov, known) -> dict[str, float]:
+    """kPa the estimate moves by when each sequence (T1w, T2w, DWI with its ADC) is left out,
+    fold-averaged: prediction(all) − prediction(without it). The models were trained with
+    sequence dropout, so an exam without one sequence is one they have seen (unlike replacing a
+    sequence by a flat image, which is outside anything they were trained on)."""
+    available = models[0].sequences_present(x).cpu().numpy()
+    variants = ["full"] + [f"without_{g}" for g in SEQUENCE_GROUPS]
+    kpa = {}
+    for v in variants:
+        present, tokens = ablation_inputs(available, v)
+        p = torch.as_tensor(present, device=x.device)
+        kpa[v] = float(torch.exp(torch.stack([m(x, cov, known, p, tokens) for m in models]).mean(0))[0])
+    return {g: round(kpa["full"] - kpa[f"without_{g}"], 4) for g in SEQUENCE_GROUPS
+            if available[0, SEQUENCE_CHANNELS.index(g)]}

@@ -10,7 +10,7 @@ import torch
 
 from .errors import InputError
 from .model.checkpoint import DEMO_MODEL_DIR, EnsembleMeta, load_models, read_meta
-from .model.network import StiffnessViT
+from .model.network import StiffnessTransformer
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -25,18 +25,26 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def predict_log(models: list[StiffnessViT], images, cov, known, device: torch.device, batch: int = 32,
-                amp: bool | None = None) -> np.ndarray:
-    """ln(kPa) of every model for every exam: [M, N]. Mixed precision on CUDA by default."""
+def predict_log(models: list[StiffnessTransformer], images, cov, known, device: torch.device, batch: int = 32,
+                amp: bool | None = None, variant: str = "full") -> np.ndarray:
+    """ln(kPa) of every model for every exam: [M, N]. Mixed precision on CUDA by default.
+
+    ``variant``: "full", or an ablation of ``augment.ABLATIONS`` (e.g. "without_t2w",
+    "without_image_tokens"): the inputs the model sees, as in training's input dropout.
+    """
+    from .augment import ablation_inputs
+
     amp = (device.type == "cuda") if amp is None else amp
     out = np.zeros((len(models), len(images)), np.float64)
     for s in range(0, len(images), batch):
         x = torch.as_tensor(np.asarray(images[s:s + batch]), dtype=torch.float32, device=device)
         c = torch.as_tensor(np.asarray(cov[s:s + batch]), dtype=torch.float32, device=device)
         k = torch.as_tensor(np.asarray(known[s:s + batch]), dtype=torch.bool, device=device)
+        present, use_tokens = ablation_inputs(models[0].sequences_present(x).cpu().numpy(), variant)
+        p = torch.as_tensor(present, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             for m, net in enumerate(models):
-                out[m, s:s + batch] = net(x, c, k).float().cpu().numpy()
+                out[m, s:s + batch] = net(x, c, k, p, use_tokens).float().cpu().numpy()
     return out
 
 
@@ -44,17 +52,17 @@ def predict_log(models: list[StiffnessViT], images, cov, known, device: torch.de
 class Ensemble:
     model_dir: Path
     meta: EnsembleMeta
-    models: list[StiffnessViT]
+    models: list[StiffnessTransformer]
     device: torch.device
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> "Ensemble":
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> Ensemble:
         model_dir = Path(model_dir) if model_dir else DEMO_MODEL_DIR
         meta = read_meta(model_dir)
         dev = resolve_device(device)
         return cls(model_dir, meta, load_models(model_dir, meta, dev), dev)
 
-    def to(self, device: torch.device) -> "Ensemble":
+    def to(self, device: torch.device) -> Ensemble:
         self.models = [m.to(device) for m in self.models]
         self.device = device
         return self
@@ -72,11 +80,11 @@ class Ensemble:
             self.to(torch.device("cpu"))
             return run(), message
 
-    def predict(self, images, cov, known) -> dict:
-        """Per exam: kPa (geometric mean of the folds), per-fold kPa, interval, SD on ln scale."""
-        logs = predict_log(self.models, images, cov, known, self.device)
+    def predict(self, images, cov, known, variant: str = "full") -> dict:
+        """Per exam: kPa (geometric mean of the folds), per-fold kPa, CV+ interval, SD on ln scale."""
+        logs = predict_log(self.models, images, cov, known, self.device, variant=variant)
         mean, sd = logs.mean(0), logs.std(0, ddof=1) if len(self.models) > 1 else np.zeros(logs.shape[1])
         cal = self.meta.calibration
-        low, high = cal.interval(mean, sd) if cal else (np.full_like(mean, np.nan),) * 2
+        low, high = cal.interval(logs) if cal else (np.full_like(mean, np.nan),) * 2
         return {"kpa": np.exp(mean), "fold_kpa": np.exp(logs), "low": low, "high": high, "sd_log": sd,
                 "coverage": cal.coverage if cal else None}

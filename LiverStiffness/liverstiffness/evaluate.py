@@ -36,6 +36,38 @@ def bootstrap_r_ci(y, p, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
+def bootstrap_r_difference(y, p_a, p_b, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> dict:
+    """r(a) − r(b) on the same exams with a paired percentile bootstrap CI (exams resampled once
+    for both, so the CI is of the difference, not of two independent r's)."""
+    y, a, b = (np.asarray(v, float) for v in (y, p_a, p_b))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+
+    def r_of(p):
+        yb, pb = y[idx], p[idx]
+        yc, pc = yb - yb.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True)
+        den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
+        return np.where(den > 0, (yc * pc).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+    d = r_of(a) - r_of(b)
+    lo, hi = np.nanpercentile(d, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    point = (_r(y, a) or np.nan) - (_r(y, b) or np.nan)
+    return {"difference": _round(float(point)), "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "p_not_greater": round(float(np.mean(d <= 0)), 4)}
+
+
+def ablation_report(y_kpa, predictions: dict[str, np.ndarray]) -> dict:
+    """Each variant's r (bootstrap CI) and MAE, and the full model's r minus each other variant's
+    with a paired bootstrap CI. ``predictions``: variant → kPa; must hold "full"."""
+    out = {}
+    for name, p in predictions.items():
+        m = agreement(y_kpa, p)
+        out[name] = {k: m[k] for k in ("n", "pearson_r", "pearson_r_ci95", "mae_kpa")}
+        if name != "full":
+            out[name]["full_minus_this_r"] = bootstrap_r_difference(y_kpa, predictions["full"], p)
+    return out
+
+
 def agreement(y_kpa, pred_kpa, low=None, high=None) -> dict:
     """n, Pearson r with bootstrap CI, MAE, bias and Bland-Altman limits (kPa), AUROCs, coverage."""
     y, p = np.asarray(y_kpa, float), np.asarray(pred_kpa, float)
@@ -164,8 +196,13 @@ def plots(records, pred_kpa, out_dir: Path, baseline_kpa=None) -> list[Path]:
     return paths
 
 
-def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int = 0, progress: bool = True) -> dict:
-    """Predict every labelled exam of ``manifest`` with the model and write the validation report."""
+def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int = 0, progress: bool = True,
+                   ablation: bool = False) -> dict:
+    """Predict every labelled exam of ``manifest`` with the model and write the validation report.
+
+    ``ablation``: also run the model without its image tokens and without each sequence (inputs
+    the model was trained to do without), and report them beside the full model and the ridge
+    baseline under the key "ablation"."""
     from .baseline import RidgeBaseline, features
     from .cohort_data import load_cohort
     from .ensemble import Ensemble
@@ -184,8 +221,19 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
                         float(np.prod(ens.meta.spec.spacing_mm)) / 1000.0)
         baseline_kpa = np.exp(RidgeBaseline.load(base_path).predict_log(X))
     report = {"model": ens.meta.summary(Path(ens.model_dir)), "manifest": str(Path(manifest).resolve()),
-              "interval_nominal_coverage": res["coverage"], "failed_cases": data.failures,
+              "interval_nominal_coverage": res["coverage"], "interval_method": ens.meta.calibration.method
+              if ens.meta.calibration else None, "failed_cases": data.failures,
               **full_report(data.records, res["kpa"], res["low"], res["high"], baseline_kpa)}
+    if ablation:
+        from .augment import ABLATIONS
+
+        variants = {"full": res["kpa"]}
+        for v in ABLATIONS[1:]:
+            variants[v] = ens.with_cpu_fallback(lambda v=v: ens.predict(data.images, data.cov, data.known, v))[0]["kpa"]
+        if baseline_kpa is not None:
+            variants["baseline"] = baseline_kpa
+        y = np.array([r.stiffness_kpa for r in data.records], float)
+        report["ablation"] = ablation_report(y, variants)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     with open(out / "predictions.csv", "w") as fh:
         fh.write("case_id,site,stiffness_kpa,predicted_kpa,interval_low_kpa,interval_high_kpa,baseline_kpa\n")

@@ -13,6 +13,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--ablation", action="store_true",
+                   help="also evaluate the model without its image tokens and without each sequence (T1w, T2w, DWI), "
+                        "which training's input dropout prepared it for; metrics.json gets an 'ablation' key with "
+                        "r (95%% bootstrap CI), MAE and paired-bootstrap differences from the full model")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -20,8 +24,13 @@ def register(sub) -> None:
 def run(args) -> int:
     from .evaluate import evaluate_model
 
-    rep = evaluate_model(args.model, args.manifest, args.out, args.device, args.workers, progress=not args.quiet)
+    rep = evaluate_model(args.model, args.manifest, args.out, args.device, args.workers, progress=not args.quiet,
+                         ablation=args.ablation)
     t, b = rep["transformer"], rep.get("baseline", {})
     print(f"n = {t['n']}: r = {t['pearson_r']} (95% CI {t['pearson_r_ci95']}), MAE {t['mae_kpa']} kPa, "
           f"coverage {t.get('interval_coverage')}; baseline r = {b.get('pearson_r')} → {args.out}/metrics.json")
+    for name, m in rep.get("ablation", {}).items():
+        diff = m.get("full_minus_this_r")
+        extra = f"; full − this: {diff['difference']} (95% CI {diff['ci95']})" if diff else ""
+        print(f"  {name:22s} r = {m['pearson_r']} (95% CI {m['pearson_r_ci95']}), MAE {m['mae_kpa']} kPa{extra}")
     return 0

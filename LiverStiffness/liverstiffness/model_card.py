@@ -6,6 +6,27 @@ from pathlib import Path
 from .model.checkpoint import EnsembleMeta
 
 
+def _external_section(model_dir: Path) -> list[str]:
+    """The held-out-site validation with its ablation, when ``external_*_metrics.json`` is there."""
+    import json
+
+    lines = []
+    for path in sorted(model_dir.glob("external_*_metrics.json")):
+        m = json.loads(path.read_text())
+        lines += [f"## External validation: {path.stem.replace('_metrics', '').replace('_', ' ')}", "",
+                  f"From `{path.name}` (`liverstiffness evaluate --ablation`).", "",
+                  "| model | n | Pearson r (95% CI) | MAE (kPa) | full − this, r (95% CI) |", "|---|---|---|---|---|"]
+        for name, a in m.get("ablation", {}).items():
+            d = a.get("full_minus_this_r") or {}
+            diff = f"{d.get('difference')} ({d.get('ci95')})" if d else ""
+            lines.append(f"| {name.replace('_', ' ')} | {a['n']} | {a['pearson_r']} ({a['pearson_r_ci95']}) | "
+                         f"{a['mae_kpa']} | {diff} |")
+        t = m.get("transformer", {})
+        lines += ["", f"Interval coverage there: {t.get('interval_coverage')} (median width "
+                  f"{t.get('interval_median_width_kpa')} kPa).", ""]
+    return lines
+
+
 def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
     cv = meta.metrics.get("cross_validation", {})
     t, b = cv.get("transformer", {}), cv.get("baseline", {})
@@ -24,9 +45,12 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         "- Clinical covariates: age (years), sex (F/M), BMI (kg/m²), PDFF (%); each may be unknown.",
         "- Output: ln(stiffness, kPa) from each fold model; the report gives their geometric mean.", "",
         "## Architecture", "",
-        f"3-D vision transformer from MONAI blocks: patch {meta.config.patch_size} (z, y, x), hidden {meta.config.hidden_size}, "
-        f"{meta.config.num_layers} layers × {meta.config.num_heads} heads, CLS + covariate tokens; "
-        f"an ensemble of {len(meta.folds)} cross-validation fold models.", "",
+        f"3-D transformer from MONAI blocks: a convolutional stem ({meta.config.stem_channels} features, half "
+        f"resolution), patch tokens of {meta.config.patch_size} stem voxels (z, y, x; a {meta.config.grid} grid), "
+        f"hidden {meta.config.hidden_size}, {meta.config.num_layers} layers × {meta.config.num_heads} heads, with CLS, "
+        "covariate, sequence-presence and liver-summary tokens; the estimate is read from the CLS token only. "
+        f"An ensemble of {len(meta.folds)} cross-validation fold models, trained with sequence and image-token "
+        "dropout so that the ablations below are inputs the model has seen.", "",
         "## Training cohort", "",
         f"- {tr.get('n_exams')} exams of {tr.get('n_patients')} patients.",
         f"- By site: {tr.get('by_site')}; by vendor: {tr.get('by_vendor')}; by field strength (T): {tr.get('by_field_strength_T')}.",
@@ -35,10 +59,15 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         "## Cross-validation (out-of-fold, patient-grouped, site-balanced)", "",
         "| model | n | Pearson r | MAE (kPa) |", "|---|---|---|---|",
         f"| transformer ensemble member | {t.get('n')} | {t.get('pearson_r')} | {t.get('mae_kpa')} |",
-        f"| ridge baseline | {b.get('n')} | {b.get('pearson_r')} | {b.get('mae_kpa')} |", "",
+        f"| ridge baseline | {b.get('n')} | {b.get('pearson_r')} | {b.get('mae_kpa')} |",
+        *[f"| ablation: {name.replace('_', ' ')} | {m.get('n')} | {m.get('pearson_r')} | {m.get('mae_kpa')} |"
+          for name, m in cv.get("ablation", {}).items() if name != "full"], "",
+        *_external_section(Path(model_dir)),
         "## Uncertainty", "",
-        (f"{cal.method}; nominal coverage {cal.coverage:.0%}, conformal half-width {cal.q_log:.3f} on the ln scale "
-         f"(×/÷ {2.718281828 ** cal.q_log:.2f}), from {cal.n_calibration} out-of-fold exams." if cal else "none"), "",
+        (f"{cal.method}, nominal coverage {cal.coverage:.0%}, from {cal.n_calibration} out-of-fold residuals. "
+         f"Guarantee for exams exchangeable with the training cohort: coverage ≥ {cal.guaranteed_coverage:.0%} "
+         "(Barber et al. 2021, Theorem 4); none at a site the model never saw, where the measured coverage is "
+         "the evidence." if cal else "none"), "",
         "## Weights", "",
         *[f"- `{f['file']}` SHA-256 `{f.get('sha256', '')}` (best epoch {f.get('best_epoch')})" for f in meta.folds], "",
         "## Limitations", "",

@@ -8,7 +8,9 @@ import SimpleITK as sitk
 
 
 def write_montage(path: Path, t1w: sitk.Image, overlay: sitk.Image, mask: sitk.Image, title: str = "",
-                  n_slices: int = 8) -> Path:
+                  n_slices: int = 8, unit: str = "") -> Path:
+    """Axial slices through the liver, ``overlay`` in its own unit over the whole field it covers
+    (window 0 to the larger of 2 and its 99.5th percentile, with a colour bar), liver outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,17 +26,23 @@ def write_montage(path: Path, t1w: sitk.Image, overlay: sitk.Image, mask: sitk.I
     sp = img.GetSpacing()
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
     vmax = np.percentile(a, 99.5)
+    o_max = max(2.0, float(np.percentile(o[o > 0], 99.5))) if np.any(o > 0) else 2.0
     for ax in axes.ravel():
         ax.axis("off")
+    shown = None
     for ax, k in zip(axes.ravel(), slices):
         ax.imshow(a[k], cmap="gray", vmin=0, vmax=vmax, aspect=sp[1] / sp[0])
-        ax.imshow(np.ma.masked_where(mk[k] == 0, o[k]), cmap="inferno", vmin=0, vmax=1, alpha=0.55, aspect=sp[1] / sp[0])
+        shown = ax.imshow(np.ma.masked_where(o[k] <= 0, o[k]), cmap="inferno", vmin=0, vmax=o_max, alpha=0.5,
+                          aspect=sp[1] / sp[0])
         ax.contour(mk[k], [0.5], colors="cyan", linewidths=0.6)
         ax.set_title(f"slice {k}", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+        bar.set_label(unit, fontsize=8)
     # Fixed margins rather than tight_layout (which measures tick labels the axes do not show),
     # and light PNG compression: together a third of the time, for a slightly larger file.
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / fig.get_figheight(), wspace=0.04, hspace=0.12)
+    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.01, top=1 - 0.45 / fig.get_figheight(), wspace=0.04, hspace=0.12)
     fig.savefig(path, dpi=90, pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return Path(path)

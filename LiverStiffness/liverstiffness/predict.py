@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .attention import compute_maps, restrict_and_scale, sequence_contributions
+from .attention import compute_maps, map_summary, sequence_contributions
 from .ensemble import Ensemble
 from .errors import InputError
 from .imageio import geometry
@@ -34,6 +34,7 @@ from .mre import band_table, categorize
 from .preprocess import ExamImages, Prepared, prepare, read_exam
 
 DEFAULT_MAP = "rollout"
+MAP_UNIT = "times the uniform share over the model's crop (1.0 = uniform)"
 PREDICTIONS_COLUMNS = ("case_id", "stiffness_kpa", "interval_low_kpa", "interval_high_kpa", "category", "status", "error")
 
 
@@ -66,16 +67,21 @@ def _timed(timings: dict, name: str):
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
-def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOptions) -> tuple[dict, dict, dict, dict]:
+def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOptions) -> tuple[dict, dict, dict]:
+    """The estimate (with the maps under "maps"), the attention report, and the attention time."""
     cov, known = encode(facts)
     res = ens.predict(prep.tensor[None], cov[None], known[None])
     x = torch.as_tensor(prep.tensor[None], device=ens.device)
     c = torch.as_tensor(cov[None], device=ens.device)
     k = torch.as_tensor(known[None], device=ens.device)
     t = time.perf_counter()
-    maps = compute_maps(ens.models, x, c, k, ens.meta.spec.channels, detail=opts.detail_maps, gradient=opts.gradient_maps)
-    contrib = sequence_contributions(ens.models, x, c, k, ens.meta.spec.channels)
-    return res, maps, contrib, {"attention": round(time.perf_counter() - t, 4)}
+    maps, extra = compute_maps(ens.models, x, c, k, ens.meta.spec.channels, detail=opts.detail_maps,
+                               gradient=opts.gradient_maps)
+    liver = prep.tensor[ens.meta.spec.channels.index("mask")]
+    attention = {"unit": MAP_UNIT, **extra, "maps": {kind: map_summary(arr, liver) for kind, arr in maps.items()},
+                 "sequence_contributions_kpa": sequence_contributions(ens.models, x, c, k)}
+    res["maps"] = maps
+    return res, attention, {"attention": round(time.perf_counter() - t, 4)}
 
 
 def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: PredictOptions | None = None,
@@ -124,9 +130,13 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
     stage("model")
     t = time.perf_counter()
-    (res, maps, contrib, t_att), fallback = ens.with_cpu_fallback(lambda: _infer(ens, prep, facts, opts))
+    (res, attention, t_att), fallback = ens.with_cpu_fallback(lambda: _infer(ens, prep, facts, opts))
+    maps = res.pop("maps")
     if fallback:
         warnings_out.append(fallback)
+    flat = [k for k in ("rollout", "gradcam") if k in attention["maps"] and not attention["maps"][k]["informative"]]
+    if flat:
+        warnings_out.append(f"{' and '.join(flat)} map(s) near-uniform: they do not show where the model looked")
     timings["model"] = round(time.perf_counter() - t - t_att["attention"], 4)
     timings.update(t_att)
 
@@ -145,7 +155,8 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
             "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": band_table(),
             "fold_predictions_kpa": [round(float(v), 3) for v in res["fold_kpa"][:, 0]],
             "ensemble_sd_log": round(float(res["sd_log"][0]), 4),
-            "sequence_contributions_kpa": contrib,
+            "sequence_contributions_kpa": attention.pop("sequence_contributions_kpa"),
+            "attention": attention,
             "model": ens.meta.summary(Path(ens.model_dir)),
             "device": str(ens.device),
             "patient": {c: getattr(facts, c) for c in COVARIATES},
@@ -160,7 +171,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         if opts.montage:
             from .montage import write_montage
             write_montage(tmp / "attention_montage.png", images.t1w, rollout, prep.mask_ref,
-                          title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout")
+                          title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout", unit="× uniform share")
             outputs["montage"] = "attention_montage.png"
         timings["write"] = round(time.perf_counter() - t_write, 4)
         timings["total"] = round(time.perf_counter() - t_all, 4)
@@ -179,18 +190,18 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
 
 
 def _write_maps(folder: Path, prep: Prepared, maps: dict) -> tuple[dict, sitk.Image]:
-    """Each map back on the T1w grid, inside the mask, in [0, 1]: attention.nii.gz (rollout) and
-    attention_<kind>.nii.gz for the others. Returns the outputs entry and the rollout image."""
-    mask = sitk.GetArrayFromImage(prep.mask_ref)
+    """Each map back on the T1w grid, in its own unit (times the uniform share; 0 outside the
+    model's crop), unstretched: attention.nii.gz (rollout) and attention_<kind>.nii.gz for the
+    others, plus the liver mask on the same grid (liver_mask.nii.gz) for "inside the liver only"
+    displays. Returns the outputs entry and the rollout image."""
     written, images = {}, {}
     for kind, arr in maps.items():
-        on_t1w = sitk.GetArrayFromImage(prep.to_reference(arr))
-        img = sitk.GetImageFromArray(restrict_and_scale(on_t1w, mask))
-        img.CopyInformation(prep.reference)
+        img = prep.to_reference(arr)
         name = "attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz"
         sitk.WriteImage(img, str(folder / name), useCompression=True)
         written[kind], images[kind] = name, img
-    return {"attention_maps": written}, images[DEFAULT_MAP]
+    sitk.WriteImage(prep.mask_ref, str(folder / "liver_mask.nii.gz"), useCompression=True)
+    return {"attention_maps": written, "liver_mask": "liver_mask.nii.gz"}, images[DEFAULT_MAP]
 
 
 def summary_line(report: dict) -> str:

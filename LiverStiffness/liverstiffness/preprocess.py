@@ -3,7 +3,7 @@
 Pipeline: read (``imageio``) → check the inputs against each other → optional N4 bias-field
 correction → optional rigid registration of T2w and DWI to T1w (separate breath-holds) → one
 resampling of every channel onto a liver-centred, axis-aligned crop at the spec's spacing →
-intensity normalisation inside the liver. ``Prepared`` keeps the crop geometry and the T1w
+intensity normalisation by the body's median signal in the crop (``normalise_to_body``). ``Prepared`` keeps the crop geometry and the T1w
 geometry, so anything computed on the crop (attention maps) can be mapped back to the T1w grid.
 """
 from __future__ import annotations
@@ -24,8 +24,14 @@ CHANNELS = ("t1w", "t2w", "dwi", "adc", "mask")
 MIN_SEQUENCE_OVERLAP = 0.2
 # The mask must sit on tissue: its median T1w signal above this fraction of the body's level.
 MIN_MASK_SIGNAL_FRACTION = 0.15
-NORMALISED_CLIP = (0.0, 6.0)     # intensity / liver median
+NORMALISED_CLIP = (0.0, 8.0)     # intensity / body median (fluid on T2w reaches ~6)
 ADC_CLIP = (0.0, 4.0)            # 10⁻³ mm²/s
+BODY_THRESHOLD = 0.2             # body = T1w above this fraction of its 95th percentile in the crop
+
+
+# How T1w, T2w and high-b DWI are put on a common scale (ADC stays in 10⁻³ mm²/s):
+BODY_MEDIAN = ("body_median: each sequence divided by its median over the body (T1w above 0.2 x its 95th "
+               "percentile, and the liver) inside the crop; ADC in 10^-3 mm2/s")
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,10 @@ class InputSpec:
     # 384 × 240 × 192 mm around the liver: wide enough in x to hold the spleen (splenomegaly is
     # a sign of advanced fibrosis) and the abdominal wall (a reference tissue for contrasts).
     size: tuple[int, int, int] = (64, 40, 24)                  # voxels x, y, z
-    normalisation: str = "divide by the median inside the liver mask (T1w, T2w, DWI); ADC in 10^-3 mm2/s"
+    normalisation: str = BODY_MEDIAN
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         return cls(tuple(d["channels"]), tuple(d["spacing_mm"]), tuple(d["size"]), d.get("normalisation", ""))
 
     def to_dict(self) -> dict:
@@ -49,7 +55,7 @@ class InputSpec:
 
 # Bump when preprocessing produces different tensors from the same inputs and options (e.g. new
 # registration settings): caches made by an earlier version are then not reused.
-PREPROCESS_VERSION = 2
+PREPROCESS_VERSION = 3
 
 
 @dataclass
@@ -79,7 +85,8 @@ class Prepared:
     spec: InputSpec
     has_adc: bool
     registration: dict = field(default_factory=dict)
-    liver_medians: dict = field(default_factory=dict)
+    liver_medians: dict = field(default_factory=dict)   # in the normalised units (liver/body ratio)
+    body_medians: dict = field(default_factory=dict)    # the scanner units each sequence was divided by
     timings_s: dict = field(default_factory=dict)
 
     def to_reference(self, volume: np.ndarray, interpolation: str = "linear") -> sitk.Image:
@@ -219,25 +226,25 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
         raise InputError("mask", "covers fewer than 8 voxels of the model's grid (is it a liver mask?)")
     sources = {"t1w": (t1w, None), "t2w": (t2w, transforms["t2w"]), "dwi": (dwi_high, transforms["dwi"]),
                "adc": (adc, transforms["dwi"])}
-    channels, medians = [], {}
+    raw = {}
+    for name in spec.channels:
+        img, tr = sources.get(name, (None, None))
+        if name != "mask" and img is not None:
+            raw[name] = sitk.GetArrayFromImage(spatial.resample_like(img, crop, tr))
+    body = body_region(raw["t1w"], inside)
+    channels, liver_medians, body_medians = [], {}, {}
     for name in spec.channels:
         if name == "mask":
             channels.append(liver)
-            continue
-        img, tr = sources[name]
-        if img is None:  # no ADC from a single-b DWI: the model was trained with this channel dropped
+        elif name not in raw:  # no ADC from a single-b DWI: the model was trained with this channel dropped
             channels.append(np.zeros_like(liver))
-            continue
-        arr = sitk.GetArrayFromImage(spatial.resample_like(img, crop, tr))
-        if name == "adc":
-            channels.append(np.clip(arr, *ADC_CLIP))
-            medians[name] = float(np.median(arr[inside]))
-            continue
-        med = float(np.median(arr[inside]))
-        if med <= 0:
-            raise InputError(name, "has no signal inside the liver mask")
-        medians[name] = med
-        channels.append(np.clip(arr / med, *NORMALISED_CLIP))
+        elif name == "adc":
+            channels.append(np.clip(raw[name], *ADC_CLIP))
+            liver_medians[name] = round(float(np.median(raw[name][inside])), 4)
+        else:
+            scaled, body_medians[name] = normalise_to_body(raw[name], body, name)
+            channels.append(scaled)
+            liver_medians[name] = round(float(np.median(scaled[inside])), 4)
     timings["resample"] = time.perf_counter() - t
     return Prepared(
         tensor=np.stack(channels).astype(np.float32), crop=fraction, reference=images.t1w, mask_ref=mask_ref,
@@ -245,7 +252,31 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
         registration={k: {"translation_mm": [round(v, 2) for v in tr.GetTranslation()],
                           "rotation_deg": [round(float(np.rad2deg(a)), 2) for a in (tr.GetAngleX(), tr.GetAngleY(), tr.GetAngleZ())]}
                       for k, tr in transforms.items()},
-        liver_medians=medians, timings_s=timings)
+        liver_medians=liver_medians, body_medians=body_medians, timings_s=timings)
+
+
+def body_region(t1w: np.ndarray, liver: np.ndarray) -> np.ndarray:
+    """Voxels of the crop inside the body: T1w above a fifth of its 95th percentile (T1w shows fat,
+    muscle and organs, not air or lung), plus the liver. One region for every sequence, which are
+    aligned. (Otsu's threshold, tried first, often split bright fat from the rest of the body
+    instead of the body from the air, and the "body median" then jumped between exams.)"""
+    level = float(np.percentile(t1w, 95))
+    return (t1w > BODY_THRESHOLD * level) | liver
+
+
+def normalise_to_body(arr: np.ndarray, body: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+    """``arr`` divided by its median over ``body``; returns it (clipped) and that median.
+
+    Why the body and not the liver: vendor scale and receive gain cancel either way, but dividing
+    by the liver's own median set the liver to 1 in every exam and threw away the contrast
+    between the liver and its neighbours (spleen, muscle, fat), which is how the literature
+    normalises these sequences (liver-to-spleen and liver-to-muscle ratios) and which a spatial
+    model can read. The body median is dominated by many tissues, so it moves little with disease.
+    """
+    med = float(np.median(arr[body])) if body.any() else 0.0
+    if not np.isfinite(med) or med <= 0:
+        raise InputError(name, "has no signal over the body in the model's crop")
+    return np.clip(arr / med, *NORMALISED_CLIP), med
 
 
 def prepare_files(t1w, t2w, dwi, mask, spec: InputSpec, dwi_b=None, options: PreprocessOptions | None = None) -> Prepared:

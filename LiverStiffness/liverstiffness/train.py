@@ -2,8 +2,13 @@
 
 Protocol (after the published reference, with its gaps closed): folds grouped by patient and
 balanced across sites; inside each fold's training part a patient-grouped early-stopping split,
-so the held-out fold stays untouched until its out-of-fold prediction; site/vendor augmentation;
-split-conformal calibration of the out-of-fold residuals; the ridge baseline on the same folds.
+so the held-out fold stays untouched until its out-of-fold prediction; site/vendor augmentation
+and input dropout (sequences, image tokens: the ablations then ask the model something it has
+seen); CV+ calibration of the out-of-fold residuals; the ridge baseline on the same folds.
+
+Training code owns everything fitted to the cohort: the summary token's standardisation, the
+starting value of the output (the cohort's mean ln kPa), the ridge baseline. The network itself
+starts from random weights (or from another model's, ``init_from``) and has no frozen part.
 
 Scale-out: run under ``torchrun --nproc_per_node N`` and each fold is trained with
 DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 writes the outputs.
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import platform
 import time
@@ -25,16 +31,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import __version__
-from .augment import SiteAugment
+from .augment import ABLATIONS, InputDropout, SiteAugment, available_sequences
 from .baseline import RidgeBaseline, features
 from .cohort_data import CohortArrays, load_cohort
 from .ensemble import predict_log, resolve_device
-from .evaluate import agreement
 from .errors import InputError
+from .evaluate import agreement
 from .folds import inner_split, make_folds
 from .manifest import read_manifest
-from .model.checkpoint import EnsembleMeta, save_fold, write_meta
-from .model.network import ModelConfig, StiffnessViT
+from .model.checkpoint import EnsembleMeta, load_models, read_meta, save_fold, write_meta
+from .model.network import ModelConfig, StiffnessTransformer
 from .preprocess import InputSpec, PreprocessOptions
 from .uncertainty import calibrate
 
@@ -47,11 +53,13 @@ CLINICAL_USE = ("Research use: estimates liver stiffness (MRE kPa) from non-cont
 @dataclass
 class TrainConfig:
     folds: int = 5
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.05
-    patience: int = 15
+    warmup_epochs: int = 3
+    patience: int = 12
+    min_epochs: int = 10              # early stopping never keeps an epoch still in warm-up
     val_fraction: float = 0.15
     seed: int = 0
     coverage: float = 0.9
@@ -59,8 +67,11 @@ class TrainConfig:
     n4: bool = False
     workers: int = 0
     device: str = "auto"
-    name: str = "liverstiffness-vit"
+    amp: str = "auto"                 # bfloat16 autocast: auto (CUDA, or a CPU with bf16 units), on, off
+    name: str = "liverstiffness-transformer"
     synthetic: bool | None = None     # None: detect (the synthesiser writes truth.csv)
+    init_from: str | None = None      # fine-tune: start each fold from this model folder's weights
+    dropout: InputDropout = field(default_factory=InputDropout)
     model: ModelConfig = field(default_factory=ModelConfig)
     spec: InputSpec = field(default_factory=InputSpec)
 
@@ -84,6 +95,20 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
+def use_amp(setting: str, device: torch.device) -> bool:
+    """bfloat16 autocast for training: on CUDA, and on CPUs with native bf16 (AMX or AVX512-BF16,
+    about twice as fast there); elsewhere it would be emulated and slower."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def _batches(n: int, batch: int, rng: np.random.Generator, info: DistInfo):
     """Shuffled indices, sharded evenly over ranks (equal step counts keep DDP in lockstep)."""
     idx = rng.permutation(n)
@@ -93,19 +118,50 @@ def _batches(n: int, batch: int, rng: np.random.Generator, info: DistInfo):
     return [mine[s:s + per_rank] for s in range(0, len(mine), per_rank)]
 
 
+@torch.no_grad()
+def fit_summary_standardisation(net: StiffnessTransformer, images: np.ndarray, device: torch.device,
+                                batch: int = 32) -> None:
+    """The summary token's inputs standardised by the training exams' mean and SD."""
+    stats = torch.cat([net.liver_stats(torch.as_tensor(images[s:s + batch], device=device))
+                       for s in range(0, len(images), batch)])
+    net.stats_mean.copy_(stats.mean(0))
+    net.stats_std.copy_(stats.std(0).clamp_min(1e-4))
+
+
+def warmup_cosine(epochs: int, warmup: int, steps_per_epoch: int):
+    """Learning-rate factor per optimiser step: linear warm-up, then cosine decay to 5 %."""
+    total, warm = max(1, epochs * steps_per_epoch), max(1, warmup * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+    return factor
+
+
 def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: int, device: torch.device,
-               info: DistInfo, desc: str, log) -> tuple[StiffnessViT, dict]:
+               info: DistInfo, desc: str, log, init_state: dict | None = None) -> tuple[StiffnessTransformer, dict]:
     torch.manual_seed(seed)
-    net = StiffnessViT(cfg.model).to(device)
-    net.init_linear_path(train.images, train.cov, train.known, train.log_kpa)  # identical on every rank
-    net.skip.requires_grad_(False)  # the linear model stays; the transformer learns its residual
+    net = StiffnessTransformer(cfg.model).to(device)
+    if init_state is not None:
+        net.load_state_dict(init_state)  # fine-tuning keeps the source's summary standardisation
+    else:
+        fit_summary_standardisation(net, train.images, device)
+        with torch.no_grad():
+            net.head[-1].bias.fill_(float(train.log_kpa.mean()))
+    available = available_sequences(net.cpu(), train.images)
+    net.to(device)
     model = net
     if info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = use_amp(cfg.amp, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs, pct_start=0.1)
-    aug = SiteAugment(cfg.spec.channels, seed=seed * 7919 + info.rank)
     rng = np.random.default_rng(seed)  # same permutation on every rank
+    steps = len(_batches(len(train.images), cfg.batch_size, np.random.default_rng(0), info))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.epochs, cfg.warmup_epochs, steps))
+    aug = SiteAugment(cfg.spec.channels, seed=seed * 7919 + info.rank)
+    drop_rng = np.random.default_rng(seed * 7919 + info.rank)
     y = torch.as_tensor(train.log_kpa)
     val_y = val.log_kpa
     best = {"loss": float("inf"), "epoch": -1, "state": None}
@@ -114,28 +170,46 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
         model.train()
         losses = []
         for b in _batches(len(train.images), cfg.batch_size, rng, info):
-            clean = torch.from_numpy(train.images[b])
-            x = torch.stack([aug(im) for im in clean]).to(device)
+            x = aug(torch.from_numpy(train.images[b])).to(device)
             c = torch.from_numpy(train.cov[b]).to(device)
             k = torch.from_numpy(train.known[b]).to(device)
-            loss = torch.nn.functional.mse_loss(model(x, c, k, clean.to(device)), y[b].to(device))
+            present, tokens = cfg.dropout.sample(available[b], drop_rng)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = model(x, c, k, torch.from_numpy(present).to(device), torch.from_numpy(tokens).to(device))
+            loss = torch.nn.functional.mse_loss(pred.float(), y[b].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            sched.step()
             losses.append(loss.item())
-        sched.step()
         net.eval()
         pred = predict_log([net], val.images, val.cov, val.known, device, amp=False)[0]
         val_loss = float(np.mean((pred - val_y) ** 2))
-        if val_loss < best["loss"] - 1e-5:
+        if epoch + 1 >= min(cfg.min_epochs, cfg.epochs) and val_loss < best["loss"] - 1e-5:
             best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
         log({"fold": desc, "epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val_loss,
              "lr": sched.get_last_lr()[0]})
         bar.set_postfix(train=f"{np.mean(losses):.3f}", val=f"{val_loss:.3f}", best=best["epoch"])
-        if epoch - best["epoch"] >= cfg.patience:
+        if best["epoch"] >= 0 and epoch - best["epoch"] >= cfg.patience:
             break  # early stopping: the same decision on every rank (identical weights and data)
-    net.load_state_dict(best["state"])
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    else:  # fewer epochs than min_epochs: keep the last
+        best = {"loss": val_loss, "epoch": epoch}
     return net.eval(), {"best_epoch": best["epoch"], "val_mse": best["loss"], "epochs_run": epoch + 1}
+
+
+def adopt_init_model(cfg: TrainConfig) -> list[dict] | None:
+    """Fine-tuning: the fold weights of ``cfg.init_from``. The run takes over that model's
+    architecture, inputs and preprocessing, since its weights only make sense with them."""
+    if not cfg.init_from:
+        return None
+    meta = read_meta(cfg.init_from)
+    states = [m.state_dict() for m in load_models(cfg.init_from, meta, "cpu")]
+    cfg.model, cfg.spec = meta.config, meta.spec
+    cfg.register, cfg.n4 = meta.preprocess.register, meta.preprocess.n4
+    return states
 
 
 def cohort_summary(records) -> dict:
@@ -160,6 +234,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     t_start = time.perf_counter()
     records = read_manifest(manifest, require_label=True)
     folds = make_folds(records, cfg.folds, cfg.seed)
+    init_states = adopt_init_model(cfg)  # before anything reads cfg.model / cfg.spec
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     if device.type == "cuda" and info.world > 1:
@@ -181,7 +256,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     settings = asdict(cfg)
     settings.update({"manifest": str(Path(manifest).resolve()), "out": str(out.resolve()), "world_size": info.world,
                      "device": str(device), "torch": torch.__version__, "liverstiffness": __version__,
-                     "python": platform.python_version(), "synthetic": synthetic})
+                     "python": platform.python_version(), "synthetic": synthetic, "amp": use_amp(cfg.amp, device)})
     log({"settings": settings})
 
     # Preprocess once (rank 0 fills the cache, the others then read it).
@@ -196,7 +271,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
         raise InputError(f"manifest {manifest}", f"{len(data.failures)} case(s) failed preprocessing, e.g. "
                          f"{next(iter(data.failures.items()))}")
 
-    oof = np.zeros(len(records))
+    oof = {v: np.zeros(len(records)) for v in ABLATIONS}
     oof_base = np.zeros(len(records))
     fold_meta = []
     voxel_ml = float(np.prod(cfg.spec.spacing_mm)) / 1000.0
@@ -206,13 +281,16 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
         train_idx = np.flatnonzero(folds != k)
         tr_rel, va_rel = inner_split([records[i] for i in train_idx], cfg.val_fraction, cfg.seed + k)
         tr, va = train_idx[tr_rel], train_idx[va_rel]
+        init = init_states[k % len(init_states)] if init_states else None
         net, info_k = train_fold(data.subset(tr), data.subset(va), cfg, cfg.seed * 100 + k, device, info,
-                                 f"fold {k + 1}/{cfg.folds}", log)
-        oof[held] = predict_log([net], data.images[held], data.cov[held], data.known[held], device, amp=False)[0]
+                                 f"fold {k + 1}/{cfg.folds}", log, init)
+        for v in ABLATIONS:
+            oof[v][held] = predict_log([net], data.images[held], data.cov[held], data.known[held], device,
+                                       amp=False, variant=v)[0]
         base = RidgeBaseline.fit(X_base[train_idx], data.log_kpa[train_idx], names)
         oof_base[held] = base.predict_log(X_base[held])
         entry = {"fold": k, "file": f"fold{k}.pt", "n_train": int(len(tr)), "n_early_stopping": int(len(va)),
-                 "n_held_out": int(len(held)), **info_k, "held_out": _metrics(data.log_kpa[held], oof[held])}
+                 "n_held_out": int(len(held)), **info_k, "held_out": _metrics(data.log_kpa[held], oof["full"][held])}
         if info.main:
             entry["sha256"] = save_fold(net, out / entry["file"])
             log({"fold_done": entry})
@@ -223,10 +301,10 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
         return out
 
     y_log = data.log_kpa
-    calibration = calibrate(np.exp(y_log), np.exp(oof), cfg.coverage)
+    calibration = calibrate(np.exp(y_log), np.exp(oof["full"]), folds, cfg.coverage)
     RidgeBaseline.fit(X_base, y_log, names).save(out / "baseline.json")
-    cv = {"transformer": _metrics(y_log, oof), "baseline": _metrics(y_log, oof_base),
-          "oof_interval_half_width_log": round(calibration.q_log, 4)}
+    cv = {"transformer": _metrics(y_log, oof["full"]), "baseline": _metrics(y_log, oof_base),
+          "ablation": {v: _metrics(y_log, oof[v]) for v in ABLATIONS}}
     meta = EnsembleMeta(
         name=cfg.name, version=__version__, config=cfg.model, spec=cfg.spec, preprocess=options,
         calibration=calibration, folds=fold_meta, trained_on=cohort_summary(records),
@@ -237,7 +315,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     with open(out / "oof_predictions.csv", "w") as fh:
         fh.write("case_id,patient_id,site,fold,stiffness_kpa,predicted_kpa,baseline_kpa\n")
         for i, r in enumerate(records):
-            fh.write(f"{r.case_id},{r.patient_id},{r.site},{folds[i]},{r.stiffness_kpa},{np.exp(oof[i]):.4f},{np.exp(oof_base[i]):.4f}\n")
+            fh.write(f"{r.case_id},{r.patient_id},{r.site},{folds[i]},{r.stiffness_kpa},{np.exp(oof['full'][i]):.4f},{np.exp(oof_base[i]):.4f}\n")
     from .model_card import write_model_card
     write_model_card(out, meta)
     log({"done": cv, "seconds": round(time.perf_counter() - t_start, 1)})

@@ -12,17 +12,24 @@ def register(sub) -> None:
     p.add_argument("--manifest", required=True, help="manifest CSV with stiffness_kpa for every row")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; the study used 10)")
-    p.add_argument("--epochs", type=int, default=60, help="maximum epochs per fold (early stopping may end sooner)")
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs per fold (early stopping may end sooner)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (one-cycle schedule)")
-    p.add_argument("--patience", type=int, default=15, help="epochs without improvement before stopping a fold")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak learning rate (linear warm-up, then cosine decay); for --init-from use about a third")
+    p.add_argument("--patience", type=int, default=12, help="epochs without improvement before stopping a fold")
+    p.add_argument("--min-epochs", type=int, default=10, help="no early stopping before this many epochs")
+    p.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="fine-tune: start each fold from this model folder's weights (e.g. the shipped model) and "
+                        "take over its architecture, inputs and preprocessing")
+    p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                   help="bfloat16 mixed precision in training (auto: on CUDA and on CPUs with bf16 units)")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal coverage of the prediction interval")
     p.add_argument("--no-register", action="store_true", help="skip rigid registration of T2w/DWI to T1w")
     p.add_argument("--n4", action="store_true", help="N4 bias-field correction before normalisation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=0, help="preprocessing processes (default: one per core)")
-    p.add_argument("--name", default="liverstiffness-vit", help="model name written into model.json")
+    p.add_argument("--name", default="liverstiffness-transformer", help="model name written into model.json")
     p.add_argument("--synthetic", choices=("auto", "yes", "no"), default="auto",
                    help="mark the model as trained on synthetic data (auto: a truth.csv beside the manifest)")
     p.add_argument("--quiet", action="store_true")
@@ -38,7 +45,8 @@ def run(args) -> int:
     if not 0.5 <= args.coverage < 1:
         raise InputError("--coverage", f"must be in [0.5, 1), got {args.coverage}")
     cfg = TrainConfig(folds=args.folds, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                      patience=args.patience, coverage=args.coverage, register=not args.no_register, n4=args.n4,
+                      patience=args.patience, min_epochs=args.min_epochs, init_from=args.init_from, amp=args.amp,
+                      coverage=args.coverage, register=not args.no_register, n4=args.n4,
                       device=args.device, workers=args.workers, name=args.name,
                       synthetic={"auto": None, "yes": True, "no": False}[args.synthetic])
     out = train_cv(args.manifest, args.out, cfg, progress=not args.quiet)

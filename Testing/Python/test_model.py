@@ -14,7 +14,7 @@ from liverstiffness.errors import InputError
 from liverstiffness.evaluate import agreement, residual_bias
 from liverstiffness.folds import make_folds
 from liverstiffness.manifest import ExamRecord, PatientFacts, read_manifest
-from liverstiffness.uncertainty import calibrate, conformal_quantile, coverage_of
+from liverstiffness.uncertainty import Calibration, calibrate, coverage_of
 
 
 def _fake_records(n_patients=60, sites="ABCD", seed=0):
@@ -45,7 +45,7 @@ def test_folds_group_patients_and_balance_sites():
 
 def test_checkpoint_round_trip_reproduces_out_of_fold_predictions(tiny_model, small_cohort):
     meta = json.loads((tiny_model / "model.json").read_text())
-    assert meta["format"] == "liverstiffness-ensemble/1" and len(meta["folds"]) == 2
+    assert meta["format"] == "liverstiffness-ensemble/2" and len(meta["folds"]) == 2
     assert meta["input_spec"]["channels"] == ["t1w", "t2w", "dwi", "adc", "mask"]
     assert meta["synthetic_training_data"] is True and "DEMONSTRATION" in meta["intended_use"]
     assert "not for clinical use" in (tiny_model / "MODEL_CARD.md").read_text().lower()
@@ -116,22 +116,44 @@ def test_bias_analysis_detects_a_planted_bias_and_only_that():
     assert steat["steatosis"]["biased"]
 
 
-def test_conformal_interval_reaches_its_coverage_on_held_out_data():
+def test_cv_plus_interval_reaches_its_coverage_on_held_out_data():
+    """K-fold CV+ on simulated fold models: coverage on new exchangeable exams near the nominal
+    90 % (and above the guaranteed bound); wider where the fold models disagree."""
     rng = np.random.default_rng(0)
-    truth = rng.normal(1.0, 0.4, 3000)
-    pred = truth + rng.normal(0, 0.12, 3000)                  # ln scale
-    cal = calibrate(np.exp(truth[:500]), np.exp(pred[:500]), coverage=0.9)
-    low, high = cal.interval(pred[500:], np.zeros(2500))
-    cov = coverage_of(np.exp(truth[500:]), low, high)
-    assert 0.87 <= cov <= 0.94
-    wider_low, wider_high = cal.interval(pred[500:], np.full(2500, 0.1))   # folds disagree → wider
-    assert np.all(wider_high - wider_low > high - low)
-    assert conformal_quantile([1, 2, 3, 4, 5, 6, 7, 8, 9], 0.8) == 8
+    k, n, m = 5, 500, 2500
+    truth = rng.normal(1.0, 0.4, n + m)                      # ln kPa
+    fold_bias = rng.normal(0, 0.03, k)                        # each fold model a little off
+    fold = np.arange(n) % k
+    oof = truth[:n] + fold_bias[fold] + rng.normal(0, 0.12, n)
+    cal = calibrate(np.exp(truth[:n]), np.exp(oof), fold, coverage=0.9)
+    assert cal.n_calibration == n and 0.75 < cal.guaranteed_coverage < 0.8
+    new = truth[n:] + rng.normal(0, 0.12, m)
+    fold_log = new[None] + fold_bias[:, None]                 # [K, M]
+    low, high = cal.interval(fold_log)
+    cov = coverage_of(np.exp(truth[n:]), low, high)
+    assert 0.87 <= cov <= 0.94 and cov >= cal.guaranteed_coverage
+    spread = fold_log + np.linspace(-0.2, 0.2, k)[:, None]     # the folds disagree → wider
+    wide_low, wide_high = cal.interval(spread)
+    assert np.all(wide_high - wide_low > high - low)
+    saved = json.loads(json.dumps(cal.to_dict()))
+    assert Calibration.from_dict(saved).to_dict() == saved
 
 
-def test_tiny_model_interval_coverage_is_reported_by_evaluate(tiny_model, small_cohort, tmp_path):
+def test_tiny_model_interval_coverage_and_ablation_are_reported_by_evaluate(tiny_model, small_cohort, tmp_path, capsys):
+    from liverstiffness.cli import main
     from liverstiffness.evaluate import evaluate_model
     rep = evaluate_model(tiny_model, small_cohort[0], tmp_path / "ev", device="cpu", workers=1, progress=False)
+    assert "ablation" not in rep
+    assert main(["evaluate", "--model", str(tiny_model), "--manifest", str(small_cohort[0]), "--out",
+                 str(tmp_path / "ab"), "--device", "cpu", "--workers", "1", "--ablation", "--quiet"]) == 0
+    ablation = json.loads((tmp_path / "ab" / "metrics.json").read_text())["ablation"]
+    assert set(ablation) == {"full", "without_image_tokens", "without_t1w", "without_t2w", "without_dwi", "baseline"}
+    for name, m in ablation.items():
+        assert m["n"] == 8 and set(m) >= {"pearson_r", "pearson_r_ci95", "mae_kpa"}
+        assert ("full_minus_this_r" in m) == (name != "full")
+    assert ablation["full"]["pearson_r"] == rep["transformer"]["pearson_r"]
+    assert ablation["without_t2w"]["mae_kpa"] != ablation["full"]["mae_kpa"]      # the variant really changed the input
+    assert "without_image_tokens" in capsys.readouterr().out
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["transformer"]["n"] == 8 and "interval_coverage" in saved["transformer"]
     assert set(saved["transformer"]["auroc"]) == {">=2.5kPa", ">=3kPa", ">=3.5kPa", ">=5kPa"}

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from monai.visualize import GradCAM, VanillaGrad
 
-from liverstiffness.attention import _AsLogits, compute_maps, rollout
+from liverstiffness.attention import _AsLogits, compute_maps, rollout, times_uniform
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble
 from liverstiffness.mre import categorize
@@ -43,25 +43,38 @@ def test_report_schema_and_physical_range(report):
     assert set(rep["timings_s"]) >= {"read", "qa", "preprocess", "model", "attention", "write", "total"}
     assert set(rep["model"]["sha256"]) == {"fold0.pt", "fold1.pt"} and rep["model"]["synthetic_training_data"]
     assert rep["inputs"]["t1w"]["spacing_mm"] and rep["device"] == "cpu"
-    assert set(rep["sequence_contributions_kpa"]) == {"t1w", "t2w", "dwi", "adc"}
+    assert set(rep["sequence_contributions_kpa"]) == {"t1w", "t2w", "dwi"}
+    att = rep["attention"]
+    assert att["unit"].startswith("times the uniform share") and 0 < att["image_token_share"] <= 1
+    for kind in ("rollout", "gradcam", "saliency_t2w", "layer0_head1"):
+        summary = att["maps"][kind]
+        assert 0.1 <= summary["top10_share"] <= 1 and 0 < summary["normalised_entropy"] <= 1
+        assert summary["informative"] == (summary["top10_share"] >= 0.15)
+        assert summary["liver_mean_times_uniform"] >= 0
     assert rep["mask_qa"]["ok"] is True and rep["adc_available"] is True
     assert (out / "attention_montage.png").stat().st_size > 10000
 
 
-def test_attention_maps_on_t1w_grid_inside_mask(report, one_case):
+def test_attention_maps_on_t1w_grid_in_their_own_unit(report, one_case):
+    """Maps lie on the T1w grid, cover the model's crop (spleen included), keep their unit
+    (times the uniform share: no min–max stretch) and come with the liver mask on that grid."""
     rep, out = report
     t1 = sitk.ReadImage(str(one_case.t1w))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(one_case.mask))) > 0
     names = rep["outputs"]["attention_maps"]
     assert names["rollout"] == "attention.nii.gz"
     assert {"gradcam", "saliency_t1w", "saliency_t2w", "saliency_dwi", "saliency_adc", "layer0", "layer1_head1"} <= set(names)
-    for name in ("attention.nii.gz", "attention_gradcam.nii.gz", "attention_layer0_head0.nii.gz", "attention_saliency_t2w.nii.gz"):
+    liver = sitk.ReadImage(str(out / rep["outputs"]["liver_mask"]))
+    assert np.array_equal(sitk.GetArrayFromImage(liver) > 0, mask)
+    for name in ("attention.nii.gz", "attention_gradcam.nii.gz", "attention_layer0_head0.nii.gz",
+                 "attention_saliency_t2w.nii.gz"):
         img = sitk.ReadImage(str(out / name))
         assert img.GetSize() == t1.GetSize()
         assert np.allclose(img.GetOrigin(), t1.GetOrigin()) and np.allclose(img.GetSpacing(), t1.GetSpacing())
         a = sitk.GetArrayFromImage(img)
-        assert np.all(a[~mask] == 0)
-        assert a[mask].min() >= 0 and a[mask].max() == pytest.approx(1.0) and a[mask].std() > 0.01
+        assert a.min() >= 0 and a[mask].std() > 0.001
+        assert (a[~mask] > 0).sum() > (a[mask] > 0).sum()     # the crop reaches well beyond the liver
+        assert 0.05 < a[a > 0].mean() < 20                     # around 1 (uniform), not stretched to [0, 1]
 
 
 def test_the_same_exam_twice_gives_the_same_answer(ens, report, one_case, tmp_path):
@@ -96,7 +109,7 @@ def test_real_t2_case_runs_end_to_end_with_maps_on_its_own_grid(ens, real_data, 
     t2 = sitk.ReadImage(str(img))
     assert att.GetSize() == t2.GetSize() and np.allclose(att.GetDirection(), t2.GetDirection())
     a = sitk.GetArrayFromImage(att)
-    assert np.all(a[~liver] == 0) and a[liver].max() == pytest.approx(1.0) and a[liver].std() > 0.01
+    assert a.min() >= 0 and a[liver].mean() > 0 and a[liver].std() > 0.001
 
 
 def test_rollout_matches_a_hand_computation():
@@ -109,9 +122,9 @@ def test_rollout_matches_a_hand_computation():
         m = a[0].numpy().mean(axis=0) + np.eye(3)
         m = m / m.sum(axis=1, keepdims=True)
         hand = m @ hand
-    out = rollout([a1, a2], n_prefix=1)
-    assert out.shape == (1, 2)
-    assert np.allclose(out[0].numpy(), hand[0, 1:], atol=1e-6)
+    out = rollout([a1, a2])
+    assert out.shape == (1, 3)
+    assert np.allclose(out[0].numpy(), hand[0], atol=1e-6)
 
 
 def test_saliency_and_gradcam_match_monai_run_separately(ens):
@@ -122,20 +135,21 @@ def test_saliency_and_gradcam_match_monai_run_separately(ens):
     x = torch.rand(1, len(channels), *ens.models[0].cfg.img_size)
     x[0, channels.index("mask")] = (torch.rand(x.shape[2:]) > 0.4).float()
     cov, known = torch.zeros(1, 4), torch.ones(1, 4, dtype=torch.bool)
-    maps = compute_maps(ens.models, x, cov, known, channels)
+    maps, _ = compute_maps(ens.models, x, cov, known, channels)
     sal, cam = 0, 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for net in ens.models:
             wrapped = _AsLogits(net)
-            sal = sal + (VanillaGrad(wrapped)(x.clone(), index=0, cov=cov, known=known)[0] * x[0]).abs().numpy() / len(ens.models)
-            gc = GradCAM(nn_module=wrapped, target_layers="net.patch_embedding.patch_embeddings")
-            cam = cam + gc(x.clone(), class_idx=0, cov=cov, known=known)[0, 0].detach().numpy() / len(ens.models)
+            grad = VanillaGrad(wrapped)(x.clone(), index=0, cov=cov, known=known)[0]
+            sal = sal + np.stack([times_uniform(g) for g in (grad * x[0]).abs().numpy()]) / len(ens.models)
+            gc = GradCAM(nn_module=wrapped, target_layers="net.stem", postprocessing=lambda m: m)
+            cam = cam + times_uniform(gc(x.clone(), class_idx=0, cov=cov, known=known)[0, 0].detach().numpy()) / len(ens.models)
     for c, name in enumerate(channels):
         if name != "mask":
-            assert np.allclose(maps[f"saliency_{name}"], sal[c], rtol=1e-5, atol=1e-8), name
+            assert np.allclose(maps[f"saliency_{name}"], sal[c], rtol=1e-4, atol=1e-6), name
             assert sal[c].std() > 0, name
-    assert np.allclose(maps["gradcam"], cam, atol=1e-6) and cam.std() > 0
+    assert np.allclose(maps["gradcam"], cam, atol=1e-5) and cam.std() > 0
 
 
 def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_path):

@@ -145,10 +145,17 @@ def test_estimate_creates_outputs_on_the_t1w_geometry_and_leaves_inputs_unchange
     assert np.allclose(matrix(att), matrix(nodes.t1w)) and att.GetTransformNodeID() == tr.GetID()
     arr = slicer.util.arrayFromVolume(att)
     assert arr.shape == slicer.util.arrayFromVolume(nodes.t1w).shape
-    mask = slicer.util.arrayFromVolume(scene.GetFirstNodeByName("T1w")) * 0 + (
-        sitk.GetArrayFromImage(sitk.ReadImage(str(one_case.mask))) > 0)
-    assert np.all(arr[mask == 0] == 0) and arr[mask > 0].max() == pytest.approx(1.0)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(one_case.mask))) > 0
+    assert arr.min() >= 0 and arr[mask].mean() > 0 and (arr[~mask] > 0).any()   # the whole crop, in its unit
     assert att.GetDisplayNode().GetColorNode().GetName() == "LiverStiffness attention"
+    assert att.GetDisplayNode().GetWindowLevelMax() >= 2.0                         # 1.0 (uniform) is mid-scale
+    liver_only = logic.map_node(result, "rollout", inside_liver=True)
+    assert liver_only is not att and liver_only is logic.map_node(result, "rollout", inside_liver=True)
+    only = slicer.util.arrayFromVolume(liver_only)
+    assert np.all(only[~mask] == 0) and np.allclose(only[mask], arr[mask])
+    assert np.allclose(matrix(liver_only), matrix(att))
+    note = logic.map_note(result.report, "rollout")
+    assert ("near-uniform" in note) != result.report["attention"]["maps"]["rollout"]["informative"]
     table = result.table
     assert table.GetName() == "LiverStiffness results" and table.GetNumberOfRows() == 1
     assert float(table.GetCellText(0, 2)) == pytest.approx(result.report["stiffness_kpa"])

@@ -23,9 +23,9 @@ import torch
 from ..errors import InputError
 from ..preprocess import InputSpec, PreprocessOptions
 from ..uncertainty import Calibration
-from .network import ModelConfig, StiffnessViT
+from .network import ARCHITECTURES, ModelConfig, StiffnessTransformer
 
-FORMAT = "liverstiffness-ensemble/1"
+FORMAT = "liverstiffness-ensemble/2"     # /2: StiffnessTransformer, body-median inputs, CV+ intervals
 #: The demo model that ships with the package (trained on synthetic phantoms only).
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 
@@ -55,7 +55,7 @@ class EnsembleMeta:
     def to_dict(self) -> dict:
         return {
             "format": FORMAT, "name": self.name, "version": self.version,
-            "architecture": {"class": "StiffnessViT", **self.config.to_dict()},
+            "architecture": {"class": "StiffnessTransformer", **self.config.to_dict()},
             "input_spec": self.spec.to_dict(),
             "preprocess": {"register": self.preprocess.register, "n4": self.preprocess.n4},
             "target": "ln(stiffness in kPa), MRE at 60 Hz",
@@ -65,7 +65,7 @@ class EnsembleMeta:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EnsembleMeta":
+    def from_dict(cls, d: dict) -> EnsembleMeta:
         arch = {k: v for k, v in d["architecture"].items() if k != "class"}
         return cls(
             name=d["name"], version=d["version"], config=ModelConfig.from_dict(arch),
@@ -81,7 +81,7 @@ class EnsembleMeta:
                 "intended_use": self.intended_use, "synthetic_training_data": self.synthetic}
 
 
-def save_fold(model: StiffnessViT, path: Path) -> str:
+def save_fold(model: StiffnessTransformer, path: Path) -> str:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, path)
     return sha256(path)
@@ -105,7 +105,7 @@ def read_meta(model_dir: str | Path) -> EnsembleMeta:
     return EnsembleMeta.from_dict(d)
 
 
-def load_models(model_dir: str | Path, meta: EnsembleMeta, device: str | torch.device = "cpu") -> list[StiffnessViT]:
+def load_models(model_dir: str | Path, meta: EnsembleMeta, device: str | torch.device = "cpu") -> list[StiffnessTransformer]:
     """Load every fold after checking its SHA-256 (tensors only, no arbitrary pickle)."""
     model_dir = Path(model_dir)
     models = []
@@ -115,7 +115,7 @@ def load_models(model_dir: str | Path, meta: EnsembleMeta, device: str | torch.d
             raise InputError(f"model {model_dir}", f"weight file {fold['file']} is missing")
         if sha256(path) != fold["sha256"]:
             raise InputError(path, "SHA-256 does not match model.json (file changed or corrupt)")
-        net = StiffnessViT(meta.config)
+        net = ARCHITECTURES["StiffnessTransformer"](meta.config)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         models.append(net.to(device).eval())
     return models

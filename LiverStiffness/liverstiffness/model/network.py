@@ -1,95 +1,147 @@
-"""A multi-channel 3-D vision transformer for liver stiffness, from MONAI building blocks.
+"""A multi-channel 3-D transformer for liver stiffness, from MONAI building blocks.
 
-Tokens: [CLS] + one token per clinical covariate + a liver-summary token + one per image patch. The patch tokens come
-from MONAI's ``PatchEmbeddingBlock`` (a strided 3-D convolution with learnable position
-embedding) over the channels T1w, T2w, DWI, ADC and the liver fraction; the layers are MONAI
-``TransformerBlock``s with ``save_attn`` so that attention maps can be read out. A covariate token
-is ``value · w + type embedding``, or a learned "missing" embedding + type embedding when the
-value is unknown. The liver-summary token embeds masked statistics the network pools itself
-(per channel: mean and SD inside the liver fraction channel; the liver's share of the crop):
-global relaxation/diffusion shifts and texture are then one linear step away, and the patch
-tokens add what only a spatial model sees (surface, lobes, spleen, contrasts with neighbours).
-The output is a linear skip from the summary and covariates plus the head on the CLS token.
-Training starts the skip at the ridge solution on the fold's training exams and the head at
-zero (``init_linear_path``), so the transformer learns what the linear model misses rather than
-having to rediscover it from ~200 exams.
+Input: the liver-centred crop [C, z, y, x] with channels T1w, T2w, high-b DWI, ADC and the liver
+fraction (``preprocess.InputSpec``). A small convolutional stem (MONAI ``Convolution`` blocks)
+turns the voxels into local features at half resolution — contrasts between sequences, edges,
+regional texture — and MONAI's ``PatchEmbeddingBlock`` cuts those into patch tokens with a
+learned position embedding. Pre-norm transformer blocks (MONAI ``SABlock`` and ``MLPBlock`` with
+LayerScale) then attend over
+
+    [CLS] + one token per clinical covariate + one token per sequence (present or missing)
+          + a liver-summary token + one token per image patch,
+
+and the estimate, ln(kPa), is read from the mean of all the tokens the model was given, after
+the last layer (global average pooling). There is no linear shortcut around the transformer.
+
+Why LayerScale and the pooled readout: with ~500 training exams, a plain ViT read from its CLS
+token could not even fit 16 exams whose stiffness was planted in the spleen (60 full-batch steps:
+loss 0.225 → 0.220); every residual branch starting at a tenth of its size (LayerScale, Touvron
+et al. 2021, "Going deeper with image transformers") and a readout that sees every token fit
+them (→ 0.037), and the attention still has to find the spleen for the held-out ones.
+
+Covariate token: ``value · w + type embedding``, or a learned "missing" embedding when unknown.
+Sequence token: a learned "present" or "missing" embedding per sequence; a missing sequence's
+channel is zeroed inside the network, so dropping it at training time (sequence dropout) and at
+prediction time (a single-b DWI has no ADC; the ablations) is the same operation. The summary
+token embeds masked liver statistics the network pools itself (per channel: mean, SD, 10th/90th
+percentile; the liver's share of the crop; surface roughness and principal proportions),
+standardised by statistics of the training cohort that training stores in buffers.
+``use_image_tokens=False`` hides every patch token from attention (the "without image tokens"
+ablation, also seen in training).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
-from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
+from monai.networks.blocks import Convolution, MLPBlock, PatchEmbeddingBlock, SABlock
 from torch import nn
 
 from .covariates import COVARIATES
+
+# Input channels that are sequences (may be missing); the liver fraction is always there.
+SEQUENCE_CHANNELS = ("t1w", "t2w", "dwi", "adc")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     in_channels: int = 5
     img_size: tuple[int, int, int] = (24, 40, 64)    # z, y, x (array order of the crop)
-    patch_size: tuple[int, int, int] = (6, 8, 8)
+    stem_channels: tuple[int, int] = (8, 16)         # conv stem: full resolution, then half
+    patch_size: tuple[int, int, int] = (3, 4, 4)     # on the stem's half-resolution grid
     hidden_size: int = 64
     mlp_dim: int = 128
     num_layers: int = 4
     num_heads: int = 4
     dropout: float = 0.1
+    layer_scale: float = 0.1        # initial gain of every residual branch
     n_covariates: int = len(COVARIATES)
     mask_channel: int = 4           # index of the liver-fraction channel
 
     @property
+    def n_sequences(self) -> int:
+        return self.in_channels - 1
+
+    @property
     def n_stats(self) -> int:
-        return 4 * (self.in_channels - 1) + 1 + 4
+        return 4 * self.n_sequences + 1 + 4
+
+    @property
+    def stem_size(self) -> tuple[int, int, int]:
+        return tuple(s // 2 for s in self.img_size)
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        return tuple(i // p for i, p in zip(self.img_size, self.patch_size))
+        """Patch tokens along z, y, x."""
+        return tuple(i // p for i, p in zip(self.stem_size, self.patch_size))
 
     @property
     def n_prefix(self) -> int:
-        """Tokens before the image patches: CLS, covariates, liver summary."""
-        return 2 + self.n_covariates
+        """Tokens before the image patches: CLS, covariates, sequences, liver summary."""
+        return 2 + self.n_covariates + self.n_sequences
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
-        for k in ("img_size", "patch_size"):
+        for k in ("img_size", "patch_size", "stem_channels"):
             d[k] = tuple(d[k])
         return cls(**d)
 
 
-class StiffnessViT(nn.Module):
+class LayerScaleBlock(nn.Module):
+    """Pre-norm transformer block from MONAI's ``SABlock`` and ``MLPBlock``, each residual branch
+    multiplied by a learned per-feature gain that starts at ``init_scale`` (LayerScale)."""
+
+    def __init__(self, hidden: int, mlp_dim: int, heads: int, dropout: float, init_scale: float = 0.1):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden)
+        self.attn = SABlock(hidden, heads, dropout, qkv_bias=True, save_attn=True)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.mlp = MLPBlock(hidden, mlp_dim, dropout)
+        self.gamma1 = nn.Parameter(torch.full((hidden,), init_scale))
+        self.gamma2 = nn.Parameter(torch.full((hidden,), init_scale))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.gamma1 * self.attn(self.norm1(x), attn_mask=attn_mask)
+        return x + self.gamma2 * self.mlp(self.norm2(x))
+
+
+class StiffnessTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         h = cfg.hidden_size
+        c1, c2 = cfg.stem_channels
+        self.stem = nn.Sequential(
+            Convolution(3, cfg.in_channels, c1, kernel_size=3, act="GELU", norm=None),
+            Convolution(3, c1, c2, strides=2, kernel_size=3, act="GELU", norm=None))
         self.patch_embedding = PatchEmbeddingBlock(
-            in_channels=cfg.in_channels, img_size=cfg.img_size, patch_size=cfg.patch_size, hidden_size=h,
+            in_channels=c2, img_size=cfg.stem_size, patch_size=cfg.patch_size, hidden_size=h,
             num_heads=cfg.num_heads, proj_type="conv", pos_embed_type="learnable", dropout_rate=cfg.dropout,
             spatial_dims=3)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, h))
         self.cov_value = nn.Parameter(torch.randn(cfg.n_covariates, h) * 0.02)
         self.cov_type = nn.Parameter(torch.randn(cfg.n_covariates, h) * 0.02)
         self.cov_missing = nn.Parameter(torch.randn(cfg.n_covariates, h) * 0.02)
-        # Standardisation of the summary, set from the training cohort (saved with the weights).
+        self.seq_present = nn.Parameter(torch.randn(cfg.n_sequences, h) * 0.02)
+        self.seq_missing = nn.Parameter(torch.randn(cfg.n_sequences, h) * 0.02)
+        # Standardisation of the summary, set by training from its cohort (saved with the weights).
         self.register_buffer("stats_mean", torch.zeros(cfg.n_stats))
         self.register_buffer("stats_std", torch.ones(cfg.n_stats))
         self.stats_embed = nn.Linear(cfg.n_stats, h)
-        self.skip = nn.Linear(cfg.n_stats + 2 * cfg.n_covariates, 1)
-        self.blocks = nn.ModuleList([
-            TransformerBlock(h, cfg.mlp_dim, cfg.num_heads, cfg.dropout, qkv_bias=True, save_attn=True)
-            for _ in range(cfg.num_layers)])
+        self.blocks = nn.ModuleList([LayerScaleBlock(h, cfg.mlp_dim, cfg.num_heads, cfg.dropout, cfg.layer_scale)
+                                     for _ in range(cfg.num_layers)])
         self.norm = nn.LayerNorm(h)
         self.head = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
-        nn.init.constant_(self.head[-1].bias, 1.05)  # the cohort's typical ln(kPa) until init_linear_path
+
+    # --- the liver summary -------------------------------------------------------------------
 
     def liver_stats(self, image: torch.Tensor) -> torch.Tensor:
-        """[B, n_stats]: mean, SD, 10th and 90th percentile of every image channel inside the
-        liver (fraction > 0.5), and the liver's share of the crop."""
+        """[B, n_stats]: mean, SD, 10th and 90th percentile of every sequence channel inside the
+        liver (fraction > 0.5), the liver's share of the crop, and its shape (``shape_stats``)."""
         k = self.cfg.mask_channel
         w = image[:, k:k + 1].clamp(0, 1)
         n = w.sum(dim=(2, 3, 4)).clamp_min(1.0)
@@ -120,57 +172,67 @@ class StiffnessViT(nn.Module):
         ev = torch.linalg.eigvalsh(cov + 1e-6 * torch.eye(3, device=w.device, dtype=w.dtype))
         return torch.cat([rough[:, None], (ev / ev.sum(dim=1, keepdim=True))], dim=1)
 
+    def stats_present(self, present: torch.Tensor) -> torch.Tensor:
+        """[B, n_stats] 1 where a statistic's sequence is present (the shape stats always are)."""
+        p = present.float()
+        ones = torch.ones(p.shape[0], 5, device=p.device)      # liver share and shape
+        # liver_stats' order: means, SDs, then (p10, p90) pairs per sequence.
+        return torch.cat([p, p, p.repeat_interleave(2, dim=1), ones], dim=1)
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def sequences_present(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, n_sequences] bool: a sequence counts as present when its channel has signal inside
+        the liver (preprocessing leaves the ADC of a single-b DWI at zero)."""
+        k = self.cfg.mask_channel
+        inside = (image[:, k] > 0.5)[:, None]
+        seq = torch.cat([image[:, :k], image[:, k + 1:]], dim=1)
+        return ((seq != 0) & inside).flatten(2).any(dim=2)
+
+    def channel_gate(self, present: torch.Tensor) -> torch.Tensor:
+        """[B, C, 1, 1, 1]: 1 for present sequences and the liver fraction, 0 for missing ones."""
+        gate = torch.ones(present.shape[0], self.cfg.in_channels, device=present.device)
+        seq_idx = [c for c in range(self.cfg.in_channels) if c != self.cfg.mask_channel]
+        gate[:, seq_idx] = present.float()
+        return gate[:, :, None, None, None]
+
+    def tokens(self, image, cov, known, present, stats) -> torch.Tensor:
+        b = image.shape[0]
+        patches = self.patch_embedding(self.stem(image))                        # B, N, H
+        cov_tok = torch.where(known[..., None], cov[..., None] * self.cov_value, self.cov_missing) + self.cov_type
+        seq_tok = torch.where(present[..., None], self.seq_present, self.seq_missing)
+        z = self.norm_stats(stats) * self.stats_present(present)
+        stats_tok = self.stats_embed(z)[:, None]
+        dt = patches.dtype
+        return torch.cat([self.cls_token.expand(b, -1, -1).to(dt), cov_tok.to(dt), seq_tok.to(dt),
+                          stats_tok.to(dt), patches], dim=1)
+
     def norm_stats(self, stats: torch.Tensor) -> torch.Tensor:
         return (stats - self.stats_mean) / self.stats_std
 
-    def linear_inputs(self, stats, cov, kf) -> torch.Tensor:
-        return torch.cat([self.norm_stats(stats), cov * kf, kf], dim=1)
-
-    @torch.no_grad()
-    def init_linear_path(self, images, cov, known, y_log, alpha: float = 1.0, batch: int = 32) -> None:
-        """Fit the summary standardisation and the skip (ridge, closed form) on training exams;
-        zero the head, so training starts from the linear model's predictions."""
-        dev = self.stats_mean.device
-        stats = torch.cat([self.liver_stats(torch.as_tensor(images[s:s + batch], device=dev))
-                           for s in range(0, len(images), batch)])
-        self.stats_mean.copy_(stats.mean(0))
-        self.stats_std.copy_(stats.std(0).clamp_min(1e-4))
-        kf = torch.as_tensor(known, device=dev, dtype=stats.dtype)
-        X = self.linear_inputs(stats, torch.as_tensor(cov, device=dev, dtype=stats.dtype), kf).double()
-        y = torch.as_tensor(y_log, device=dev, dtype=torch.float64)
-        xm, ym = X.mean(0), y.mean()
-        Xc = X - xm
-        w = torch.linalg.solve(Xc.T @ Xc + alpha * torch.eye(X.shape[1], device=dev, dtype=X.dtype), Xc.T @ (y - ym))
-        self.skip.weight.copy_(w[None].float())
-        self.skip.bias.fill_(float(ym - xm @ w))
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
-
-    def tokens(self, image: torch.Tensor, cov: torch.Tensor, known: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        b = image.shape[0]
-        patches = self.patch_embedding(image)                                   # B, N, H
-        cov_tok = torch.where(known[..., None], cov[..., None] * self.cov_value, self.cov_missing) + self.cov_type
-        stats_tok = self.stats_embed(self.norm_stats(stats))[:, None]
-        return torch.cat([self.cls_token.expand(b, -1, -1), cov_tok.to(patches.dtype), stats_tok.to(patches.dtype), patches], dim=1)
-
     def forward(self, image: torch.Tensor, cov: torch.Tensor, known: torch.Tensor,
-                stats_image: torch.Tensor | None = None) -> torch.Tensor:
-        """image [B, C, z, y, x], cov [B, K], known [B, K] bool → ln(kPa) [B].
-
-        ``stats_image``: where the liver summary is taken from when it differs from ``image``
-        (training augments the patches, while the summary, robust by construction after
-        normalisation, sees the exam as acquired).
-        """
-        # The liver summary and the linear path carry most of the estimate: they stay in float32
-        # under mixed precision (bfloat16 matrix products there move results by up to 0.03 kPa).
+                present: torch.Tensor | None = None, use_image_tokens: bool | torch.Tensor = True) -> torch.Tensor:
+        """image [B, C, z, y, x], cov [B, K], known [B, K] bool, present [B, n_sequences] bool
+        (default: those with signal, ``sequences_present``) → ln(kPa) [B]. ``use_image_tokens``: bool, or [B] bool per exam."""
+        present = self.sequences_present(image) if present is None else present.bool()
+        image = image * self.channel_gate(present).to(image.dtype)
+        # The summary's quantiles and eigenvalues need float32 (also under mixed precision).
         with torch.autocast(image.device.type, enabled=False):
-            stats = self.liver_stats((image if stats_image is None else stats_image).float())
-            linear = self.skip(self.linear_inputs(stats, cov.float(), known.float()))
-        x = self.tokens(image, cov, known, stats)
+            stats = self.liver_stats(image.float())
+        x = self.tokens(image, cov, known, present, stats)
+        visible = torch.ones(x.shape[:2], dtype=torch.bool, device=image.device)
+        visible[:, self.cfg.n_prefix:] = torch.as_tensor(use_image_tokens, device=image.device).expand(x.shape[0])[:, None]
+        mask = None if bool(visible.all()) else visible
         for blk in self.blocks:
-            x = blk(x)
-        return (self.head(self.norm(x[:, 0])).float() + linear).squeeze(-1)
+            x = blk(x, attn_mask=mask)
+        w = visible[..., None].to(x.dtype)
+        pooled = (self.norm(x) * w).sum(dim=1) / w.sum(dim=1)
+        return self.head(pooled).float().squeeze(-1)
 
     def attention_matrices(self) -> list[torch.Tensor]:
         """Softmax attention of each layer from the last forward pass: [B, heads, T, T] each."""
         return [blk.attn.att_mat for blk in self.blocks]
+
+
+#: Architectures a model folder may name (``model.json`` → "architecture" → "class").
+ARCHITECTURES = {"StiffnessTransformer": StiffnessTransformer}
