@@ -25,9 +25,20 @@ def slice_stack(volume: np.ndarray, k: int, context: int) -> np.ndarray:
 
 
 def training_transforms(patch_yx, seed: int):
-    from monai.transforms import (Compose, Rand2DElasticd, RandAdjustContrastd, RandAffined, RandBiasFieldd,
-                                  RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd,
-                                  RandShiftIntensityd, RandSimulateLowResolutiond, RandSpatialCropd, SpatialPadd)
+    from monai.transforms import (
+        Compose,
+        Rand2DElasticd,
+        RandAdjustContrastd,
+        RandAffined,
+        RandBiasFieldd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandSimulateLowResolutiond,
+        RandSpatialCropd,
+        SpatialPadd,
+    )
 
     patch = tuple(int(p) for p in patch_yx)
     keys = ("image", "label")

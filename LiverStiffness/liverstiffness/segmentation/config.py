@@ -52,11 +52,11 @@ class SegNetConfig:
     norm: str = "instance"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SegNetConfig":
+    def from_dict(cls, d: dict) -> SegNetConfig:
         return cls(tuple(d["channels"]), tuple(d["strides"]), int(d["num_res_units"]), int(d["context"]),
                    d.get("norm", "instance"))
 
-    def validate(self) -> "SegNetConfig":
+    def validate(self) -> SegNetConfig:
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError("strides needs one entry fewer than channels")
         if self.context < 0:
