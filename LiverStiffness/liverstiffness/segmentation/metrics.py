@@ -17,23 +17,24 @@ def surface_distances_mm(a: sitk.Image, b: sitk.Image) -> np.ndarray:
     and anisotropic grids count in mm."""
     out = []
     for src, dst in ((a, b), (b, a)):
-        dist = sitk.GetArrayViewFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(
+        # Copies, not views: a view would outlive its temporary image.
+        dist = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(
             sitk.Cast(dst > 0, sitk.sitkUInt8), insideIsPositive=False, squaredDistance=False, useImageSpacing=True)))
-        surface = sitk.GetArrayViewFromImage(sitk.LabelContour(sitk.Cast(src > 0, sitk.sitkUInt8), fullyConnected=False)) > 0
-        out.append(np.asarray(dist[surface]))
+        surface = sitk.GetArrayFromImage(sitk.LabelContour(sitk.Cast(src > 0, sitk.sitkUInt8), fullyConnected=False)) > 0
+        out.append(dist[surface])
     return np.concatenate(out)
 
 
 def hd95_mm(a: sitk.Image, b: sitk.Image) -> float:
     """95th percentile of the symmetric surface distance (mm); inf when either mask is empty."""
-    if not sitk.GetArrayViewFromImage(a).any() or not sitk.GetArrayViewFromImage(b).any():
+    if not sitk.GetArrayFromImage(a).any() or not sitk.GetArrayFromImage(b).any():
         return float("inf")
     return float(np.percentile(surface_distances_mm(a, b), 95))
 
 
 def compare(mask: sitk.Image, reference: sitk.Image) -> dict:
     """Dice, HD95 (mm), mean surface distance (mm) and both volumes (mL) of two masks on one grid."""
-    a, b = sitk.GetArrayViewFromImage(mask) > 0, sitk.GetArrayViewFromImage(reference) > 0
+    a, b = sitk.GetArrayFromImage(mask) > 0, sitk.GetArrayFromImage(reference) > 0
     voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
     d = surface_distances_mm(mask, reference) if a.any() and b.any() else np.array([np.inf])
     return {"dice": round(dice(a, b), 4), "hd95_mm": round(float(np.percentile(d, 95)), 2),
