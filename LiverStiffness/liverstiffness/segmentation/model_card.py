@@ -47,6 +47,8 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
          f"{len(meta.folds)} fold networks (mean probability, threshold {meta.inference.threshold})."), "",
         "## Training data", "",
         f"- {CHAOS}; licence {CHAOS_LICENCE}.",
+        ("- The copy used (shared/data/real/chaos_t2spir) was preprocessed by a research group (Q-Net): intensity "
+         "clipped at the top 0.5 %, resampled to 1.25 × 1.25 × 7.7 mm, cropped to 256 × 256."),
         *[f"- {k}: {v}" for k, v in tr.items()], "",
         "## Held-out accuracy (cases never seen by the network that scored them)", "",
         meta.metrics.get("protocol", ""), "", *rows, "",
