@@ -37,7 +37,7 @@ demo-model: $(STAMP)
 
 # Re-train the shipped liver segmentation model: 15 real CHAOS T2-SPIR cases (CC BY-SA 4.0) and 6
 # synthetic exams, 3 folds (each case scored by the fold network that never saw it), the fold
-# networks together are the model. About 75 min on this project's shared 2-core CPU; uses a GPU when present.
+# networks together are the model. About 40 min on this project's shared 2-core CPU; uses a GPU when present.
 seg-model: $(STAMP)
 	$(VENV)/bin/liverstiffness synth --out build/seg_model/synthetic --n 6 --seed 7 --sites A,B,C,D --size normal --quiet
 	$(VENV)/bin/liverstiffness train-seg --data $(CHAOS) --manifest build/seg_model/synthetic/manifest.csv \
