@@ -113,6 +113,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkMaskButton.clicked.connect(self.onCheckMask)
         self.ui.qaFlagsList.itemClicked.connect(self.onFlagClicked)
         self.ui.openSegmentEditorButton.clicked.connect(self.onOpenSegmentEditor)
+        self.ui.segmentLiverButton.clicked.connect(self.onSegmentLiver)
         self.initializeParameterNode()
         self._show_model_card()
 
@@ -313,6 +314,33 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Could not save the report.", waitCursor=True):
                 files = LiverStiffnessLogic.save_report(self._result, folder)
                 slicer.util.showStatusMessage(f"Saved {len(files)} files to {folder}", 5000)
+
+    # ------------------------------------------------------------------ automatic mask
+    def onSegmentLiver(self) -> None:
+        """Propose a liver segment from the T2w; it becomes the selected mask, to check and edit."""
+        if not self._ensure_dependencies():
+            return
+        from liverstiffness.errors import InputError
+
+        result = None
+        try:
+            with slicer.util.tryWithErrorDisplay("Automatic liver segmentation failed.", waitCursor=True):
+                result = self.logic.segment_liver(self._parameterNode.t2w, device=self.ui.deviceComboBox.currentText)
+        except InputError as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle="LiverStiffness: segment liver")
+            return
+        if result is None:
+            return
+        self.ui.maskSegmentSelector.setCurrentNode(result.segmentation)
+        self.ui.maskSegmentSelector.setCurrentSegmentID(result.segment_id)
+        self._on_segment_selected()
+        c = result.info["confidence"]
+        agreement = c.get("fold_agreement_dice")
+        sure = f"mean probability {c['mean_probability']:.2f}" + (f", fold agreement {agreement:.2f}" if agreement else "")
+        check = "LOW CONFIDENCE: check it carefully" if c.get("low_confidence") else "check it"
+        self.ui.statusLabel.text = (f"Automatic liver mask: {result.info['volume_ml']:.0f} mL ({sure}); {check} "
+                                    "(Check mask, Fix in Segment Editor) before estimating.")
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.t2w)
 
     # ------------------------------------------------------------------ mask QA
     def onCheckMask(self) -> None:

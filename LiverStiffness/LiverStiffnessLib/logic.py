@@ -30,6 +30,8 @@ from liverstiffness.preprocess import ExamImages, check_exam
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
 
 RESULTS_TABLE_NAME = "LiverStiffness results"
+LIVER_SEGMENT_NAME = "liver"
+LIVER_COLOR = (221 / 255, 130 / 255, 101 / 255)   # Slicer's terminology colour for the liver
 ATTENTION_COLOR_NAME = "LiverStiffness attention"
 TABLE_COLUMNS = ("time", "T1w", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
                  "model", "device", "mask_QA_flags", "attention_node")
@@ -48,6 +50,15 @@ class ExamNodes:
     mask_labelmap: object = None
     mask_label: int | None = None
     facts: PatientFacts = field(default_factory=PatientFacts)
+
+
+@dataclass
+class AutoMaskResult:
+    """What "Segment liver" made: a new segmentation node to check and edit, and how sure it was."""
+
+    segmentation: object
+    segment_id: str
+    info: dict                           # volume, confidence, model (as in a report's "mask" entry)
 
 
 @dataclass
@@ -242,6 +253,42 @@ class LiverStiffnessLogic:
                     "it carries no information about where the model looked.")
         return (f"Unit: times the uniform share (1.0 = uniform). Peak {s['max_times_uniform']:.1f}×; its top tenth holds "
                 f"{s['top10_share']:.0%}; mean inside the liver {s.get('liver_mean_times_uniform', 0):.2f}×.")
+
+    # ------------------------------------------------------------------ automatic mask
+    def segment_liver(self, volume_node, model_dir=None, device: str = "auto", segmenter: str = "model") -> AutoMaskResult:
+        """Segment the liver in ``volume_node`` (an axial T2w) into a new segmentation node with one
+        segment, "liver", on the volume's geometry and under its parent transform, ready for
+        Segment Editor. The volume is only read; the node carries the confidence as attributes."""
+        from liverstiffness.segmentation.auto_mask import get_segmenter
+
+        if volume_node is None:
+            raise InputError("Segment liver", "select the T2w volume first (the liver model segments T2-weighted MRI)")
+        image = sitk_from_volume(volume_node, "T2w")
+        res = get_segmenter(segmenter, model_dir, device).segment(image, f"T2w {volume_node.GetName()}")
+        base = volume_node.GetName()
+        label = volume_from_sitk(res.mask, volume_node, "__liverstiffness_tmp_auto_mask", self.scene,
+                                 node_class="vtkMRMLLabelMapVolumeNode")
+        seg = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(f"{base} liver (automatic)"))
+        try:
+            seg.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+            seg.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+            logic = slicer.vtkSlicerSegmentationsModuleLogic()
+            logic.SetMRMLScene(self.scene)
+            if not logic.ImportLabelmapToSegmentationNode(label, seg):
+                raise InputError(f"Segment liver {base}", "the mask could not be imported into a segmentation")
+        except BaseException:
+            self.scene.RemoveNode(seg)  # no half-made node is left behind
+            raise
+        finally:
+            self.scene.RemoveNode(label)
+        segment_id = seg.GetSegmentation().GetNthSegmentID(0)
+        segment = seg.GetSegmentation().GetSegment(segment_id)
+        segment.SetName(LIVER_SEGMENT_NAME)
+        segment.SetColor(*LIVER_COLOR)
+        seg.CreateDefaultDisplayNodes()
+        info = res.report()
+        seg.SetAttribute("LiverStiffness.automaticMask", json.dumps(info))
+        return AutoMaskResult(seg, segment_id, info)
 
     # ------------------------------------------------------------------ mask QA
     def check_mask(self, nodes: ExamNodes, thresholds=None):

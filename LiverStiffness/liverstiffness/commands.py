@@ -1,8 +1,17 @@
-"""Registers the subcommands beyond ``synth``: train, evaluate, predict and qa.
+"""Registers the subcommands beyond ``synth``: train, evaluate, predict, qa, segment and train-seg.
 
 Each lives in its own ``*_cli`` module with its options beside the code that uses them; those
 modules import torch only inside ``run``, so ``--help`` stays fast.
 """
-from . import cli, evaluate_cli, predict_cli, qa_cli, train_cli
+from . import (
+                                                      cli,
+                                                      evaluate_cli,
+                                                      predict_cli,
+                                                      qa_cli,
+                                                      segment_cli,
+                                                      train_cli,
+                                                      train_seg_cli,
+)
 
-cli._EXTRA_COMMANDS.extend(m.register for m in (train_cli, evaluate_cli, predict_cli, qa_cli))
+cli._EXTRA_COMMANDS.extend(m.register for m in (train_cli, evaluate_cli, predict_cli, qa_cli,
+                                                      segment_cli, train_seg_cli))

@@ -7,7 +7,8 @@ Columns (paths relative to the CSV's folder)::
 
 ``sex`` is F or M, ``field_strength`` in tesla, ``dwi_b`` in s/mm² (one value for a 3-D DWI, or
 several separated by ``;`` for a 4-D DWI in the order of its volumes), ``pdff`` in percent and
-optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``.
+optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``. An empty
+``mask`` asks ``predict`` and ``qa`` for an automatic mask (training and evaluation need one).
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class ExamRecord:
     t1w: Path
     t2w: Path
     dwi: Path
-    mask: Path
+    mask: Path | None                    # None: automatic (an empty manifest cell)
     dwi_b: tuple[float, ...]
     site: str = ""
     vendor: str = ""
@@ -78,6 +79,9 @@ class ExamRecord:
             "pdff": _fmt(self.facts.pdff), "stiffness_kpa": _fmt(self.stiffness_kpa),
         }
         for col in IMAGE_COLUMNS:
+            if getattr(self, col) is None:
+                row[col] = ""
+                continue
             p = Path(getattr(self, col)).resolve()
             try:
                 row[col] = p.relative_to(base).as_posix()
@@ -158,8 +162,12 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
         seen.add(case_id)
         paths = {}
         for col in IMAGE_COLUMNS:
+            if not row[col] and col == "mask" and not require_label:
+                paths[col] = None          # automatic mask (predict, qa)
+                continue
             if not row[col]:
-                raise InputError(f"{where} ({case_id}) {col}", "is empty")
+                hint = " (automatic masks are for predict and qa; training and evaluation need a mask)" if col == "mask" else ""
+                raise InputError(f"{where} ({case_id}) {col}", f"is empty{hint}")
             p = Path(row[col])
             p = p if p.is_absolute() else base / p
             if check_files and not p.exists():

@@ -43,7 +43,7 @@ class ExamInput:
     t1w: Path
     t2w: Path
     dwi: Path
-    mask: Path
+    mask: Path | None                # None: an automatic mask, segmented on the T2w
     dwi_b: tuple[float, ...] | None = None
     facts: PatientFacts = field(default_factory=PatientFacts)
     mask_label: int | None = None
@@ -56,6 +56,8 @@ class PredictOptions:
     montage: bool = True
     qa: bool = True
     qa_thresholds: object | None = None
+    segmenter: str = "model"         # for automatic masks: "model" or "totalsegmentator"
+    seg_model: str | None = None     # segmentation model folder (default: the shipped one)
 
 
 @contextmanager
@@ -92,17 +94,28 @@ def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: Predi
     timings: dict = {}
     if on_stage:
         on_stage("read")
-    with _timed(timings, "read"):
-        images = read_exam(inp.t1w, inp.t2w, inp.dwi, inp.mask, inp.dwi_b, inp.mask_label)
-    return predict_images(images, inp.facts, ens, out_dir, opts, on_stage, timings, t_all)
+    mask_info = None
+    if inp.mask is None:  # automatic mask: segment the T2w, carry it to the T1w grid
+        from .segmentation.auto_mask import get_segmenter, read_exam_auto
+        opts = opts or PredictOptions()
+        if on_stage:
+            on_stage("segment")
+        with _timed(timings, "segment"):
+            images, mask_info = read_exam_auto(inp.t1w, inp.t2w, inp.dwi, inp.dwi_b,
+                                               get_segmenter(opts.segmenter, opts.seg_model, ens.device.type))
+    else:
+        with _timed(timings, "read"):
+            images = read_exam(inp.t1w, inp.t2w, inp.dwi, inp.mask, inp.dwi_b, inp.mask_label)
+    return predict_images(images, inp.facts, ens, out_dir, opts, on_stage, timings, t_all, mask_info)
 
 
 def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_dir: str | Path,
                    opts: PredictOptions | None = None, on_stage=None, timings: dict | None = None,
-                   t_all: float | None = None) -> dict:
+                   t_all: float | None = None, mask_info: dict | None = None) -> dict:
     """Run one exam already in memory (the Slicer module converts its nodes to ``images``).
 
     ``on_stage(name)`` is called as each stage starts (qa, preprocess, model, write).
+    ``mask_info``: how an automatic mask was made (``segmentation.auto_mask``), for the report.
     """
     opts = opts or PredictOptions()
     out_dir = Path(out_dir)
@@ -112,6 +125,9 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     facts.validate("patient")
     mask_path = images.paths.get("mask", "mask")
     qa_summary, warnings_out, transforms = None, [], None
+    if mask_info is not None:
+        from .segmentation.auto_mask import low_confidence_warning
+        warnings_out += [w for w in [low_confidence_warning(mask_info)] if w]
     if opts.qa:
         from .qa import run_qa
         stage("qa")
@@ -165,9 +181,13 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
             "dwi_b_values": list(images.dwi.b_values), "adc_available": prep.has_adc,
             "preprocessing": {"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
                               "crop": geometry(prep.crop)},
+            "mask": mask_info or {"source": "given", "path": mask_path},
             "mask_qa": qa_summary, "warnings": warnings_out, "outputs": outputs,
             "software": {"liverstiffness": __version__, "torch": torch.__version__},
         }
+        if mask_info is not None:  # the automatic mask itself, on the T1w grid, for checking
+            sitk.WriteImage(images.mask, str(tmp / "mask_auto.nii.gz"), useCompression=True)
+            outputs["mask"] = "mask_auto.nii.gz"
         if opts.montage:
             from .montage import write_montage
             write_montage(tmp / "attention_montage.png", images.t1w, rollout, prep.mask_ref,
@@ -209,8 +229,9 @@ def summary_line(report: dict) -> str:
     cov = report.get("interval_coverage")
     note = " [model trained on synthetic data: not for clinical use]" if report["model"].get("synthetic_training_data") else ""
     warn = f"; {len(report['warnings'])} warning(s)" if report.get("warnings") else ""
+    auto = " [automatic liver mask]" if (report.get("mask") or {}).get("source") == "automatic" else ""
     return (f"Liver stiffness {report['stiffness_kpa']:.2f} kPa ({cov:.0%} interval {lo:.2f}–{hi:.2f} kPa): "
-            f"{report['category']}{warn}{note}")
+            f"{report['category']}{warn}{auto}{note}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,13 +16,16 @@ def register(sub) -> None:
     one.add_argument("--t2w", help="T2-weighted image")
     one.add_argument("--dwi", help="DWI: 3-D (one b-value), 4-D, or a DICOM folder")
     one.add_argument("--dwi-b", help="b-value(s) in s/mm², e.g. 800 or 0,50,800 (DICOM carries its own)")
-    one.add_argument("--mask", help="liver mask labelmap")
+    one.add_argument("--mask", help="liver mask labelmap, or 'auto': segmented on the T2w by --segmenter and carried "
+                                    "to the T1w grid (the report says so, with the segmentation's confidence)")
     one.add_argument("--mask-label", type=int, help="label value of the liver (default: any non-zero)")
     one.add_argument("--age", type=float, help="years")
     one.add_argument("--sex", choices=("F", "M"))
     one.add_argument("--bmi", type=float, help="kg/m²")
     one.add_argument("--pdff", type=float, help="MRI proton-density fat fraction, %%")
-    p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs")
+    p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs (an empty mask: auto)")
+    from .segment_cli import add_segmenter_options
+    add_segmenter_options(p)
     p.add_argument("--workers", type=int, default=0,
                    help="batch: cases run at a time, each in its own process (default: one, in this process)")
     p.add_argument("--model", help="model folder (default: the shipped demo model)")
@@ -61,14 +64,16 @@ def run(args) -> int:
     from .predict import ExamInput, PredictOptions, predict_exam, predict_manifest, summary_line
 
     opts = PredictOptions(detail_maps=args.maps == "all", gradient_maps=args.maps != "none",
-                          montage=not args.no_montage, qa=not args.no_qa)
+                          montage=not args.no_montage, qa=not args.no_qa, segmenter=args.segmenter,
+                          seg_model=args.seg_model)
     ens = Ensemble.load(args.model, args.device)
     if args.manifest:
         rows = predict_manifest(args.manifest, ens, out, opts, progress=not args.quiet, workers=args.workers)
         bad = [r for r in rows.values() if r.get("status") != "ok"]
         print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed → {out / 'predictions.csv'}")
         return 0
-    report = predict_exam(ExamInput(Path(args.t1w), Path(args.t2w), Path(args.dwi), Path(args.mask), dwi_b, facts,
+    mask = None if args.mask == "auto" else Path(args.mask)
+    report = predict_exam(ExamInput(Path(args.t1w), Path(args.t2w), Path(args.dwi), mask, dwi_b, facts,
                                     args.mask_label), ens, out, opts,
                           on_stage=(lambda name: print(f"STAGE {name}", flush=True)) if args.stages else None)
     print(summary_line(report))

@@ -15,7 +15,7 @@ def register(sub) -> None:
         description="One exam: writes OUT/qa.json with the measurements and flags (code, message, severity, the "
                     "threshold crossed, slices/positions). A manifest: OUT/qa.csv with a row per case and "
                     "OUT/<case_id>/qa.json. Thresholds: see --thresholds.")
-    p.add_argument("--mask", help="liver mask labelmap")
+    p.add_argument("--mask", help="liver mask labelmap, or 'auto' (segmented on the --t2w; in a manifest: an empty cell)")
     p.add_argument("--mask-label", type=int, help="label value of the liver (default: any non-zero)")
     p.add_argument("--t1w", help="T1-weighted image (the mask's reference)")
     p.add_argument("--t2w", help="T2-weighted image (optional; default: T1w only)")
@@ -25,10 +25,15 @@ def register(sub) -> None:
     p.add_argument("--thresholds", help="JSON file overriding any QAThresholds value, e.g. {\"max_shift_mm\": 10}")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
+    from .segment_cli import add_segmenter_options
+    add_segmenter_options(p)
     p.set_defaults(func=run)
 
 
-def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label):
+def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label, segmenter=None):
+    """The exam to check; ``mask`` None or 'auto': made by ``segmenter()`` on the T2w (returned
+    info says how, else None)."""
+    from .errors import InputError
     from .imageio import read_dwi, read_mask, read_volume
     from .preprocess import ExamImages
 
@@ -38,15 +43,25 @@ def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label):
     if d is None:
         from .imageio import DwiData
         d = DwiData([t2], (0.0,), None)
-    exam = ExamImages(t1, t2, d, read_mask(mask, mask_label, "mask", allow_empty=True),
-                      {"t1w": str(t1w), "t2w": str(t2w or t1w), "dwi": str(dwi or t2w or t1w), "mask": str(mask)})
-    return exam
+    paths = {"t1w": str(t1w), "t2w": str(t2w or t1w), "dwi": str(dwi or t2w or t1w), "mask": str(mask)}
+    if mask is None or str(mask) == "auto":
+        if not t2w:
+            raise InputError("--mask auto", "needs --t2w (the liver model segments T2-weighted images)")
+        from .segmentation.auto_mask import auto_mask
+        return auto_mask(t1, t2, d, paths, segmenter(), register=t2 is not t1)
+    exam = ExamImages(t1, t2, d, read_mask(mask, mask_label, "mask", allow_empty=True), paths)
+    return exam, None
 
 
 def _qa_one(exam, thresholds):
     from .qa import run_qa
 
     return run_qa(exam, thresholds, register=exam.t2w is not exam.t1w)
+
+
+def _qa_json(res, auto: dict | None) -> dict:
+    """qa.json: the QA result, and how the mask was made when it was automatic."""
+    return {**res.to_dict(), "mask": auto or {"source": "given"}}
 
 
 def _row(case_id, res) -> dict:
@@ -68,6 +83,11 @@ def run(args) -> int:
 
     th = QAThresholds.from_json(args.thresholds) if args.thresholds else QAThresholds()
     out = Path(args.out)
+
+    def segmenter():
+        from .segmentation.auto_mask import get_segmenter
+        return get_segmenter(args.segmenter, args.seg_model)
+
     if args.manifest:
         if args.mask or args.t1w:
             raise InputError("qa", "give either --manifest or --mask/--t1w, not both")
@@ -76,10 +96,10 @@ def run(args) -> int:
         rows = []
         for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
             try:
-                exam = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None)
+                exam, auto = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None, segmenter)
                 res = _qa_one(exam, th)
                 (out / rec.case_id).mkdir(exist_ok=True)
-                (out / rec.case_id / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
+                (out / rec.case_id / "qa.json").write_text(json.dumps(_qa_json(res, auto), indent=2))
                 rows.append(_row(rec.case_id, res))
             except InputError as exc:
                 rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
@@ -96,10 +116,14 @@ def run(args) -> int:
     dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
     if args.dwi and dwi_b is None and not Path(args.dwi).is_dir():
         raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
-    exam = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label)
+    exam, auto = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label, segmenter)
     res = _qa_one(exam, th)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
+    (out / "qa.json").write_text(json.dumps(_qa_json(res, auto), indent=2))
+    if auto is not None:
+        import SimpleITK as sitk
+        sitk.WriteImage(exam.mask, str(out / "mask_auto.nii.gz"), useCompression=True)
+        print(f"automatic mask ({auto['segmenter']}): {auto['volume_on_t1w_ml']:.0f} mL → {out / 'mask_auto.nii.gz'}")
     if res.flags:
         for f in res.flags:
             where = f" (slices {f.slices[0]}–{f.slices[-1]})" if f.slices else ""

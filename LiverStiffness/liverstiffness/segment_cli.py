@@ -1,0 +1,65 @@
+"""``liverstiffness segment``: an automatic liver mask for one T2-weighted image."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def add_segmenter_options(p, auto_help: bool = True) -> None:
+    """--segmenter/--seg-model, shared by segment, predict and qa."""
+    p.add_argument("--segmenter", default="model", choices=("model", "totalsegmentator"),
+                   help="model: the liver model (default: the shipped one trained on CHAOS T2-SPIR); "
+                        "totalsegmentator: TotalSegmentator's total_mr liver, when it is installed"
+                   + ("; used with --mask auto" if auto_help else ""))
+    p.add_argument("--seg-model", help="segmentation model folder (default: the shipped liver model)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "segment", help="automatic liver mask of a T2-weighted MRI",
+        description="Writes a binary liver mask (1 = liver) on the image's own grid: the largest connected "
+                    "component with holes filled, and prints its volume and confidence (mean liver probability, "
+                    "agreement between the model's fold networks). Check it before use, e.g. in Slicer's Segment Editor.")
+    p.add_argument("--image", required=True, help="axial T2-weighted image (NIfTI/NRRD/MHA file or DICOM folder)")
+    p.add_argument("--model", dest="seg_model", help="segmentation model folder (default: the shipped liver model)")
+    p.add_argument("--segmenter", default="model", choices=("model", "totalsegmentator"),
+                   help="model (default) or TotalSegmentator's total_mr liver, when it is installed")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", required=True, help="mask file to write (.nii.gz, .nrrd, .mha)")
+    p.add_argument("--probability", help="also write the liver probability map (float, on the image grid) here")
+    p.add_argument("--report", help="also write the volume, confidence, model and timings as JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import SimpleITK as sitk
+
+    from .errors import InputError
+    from .imageio import read_volume
+
+    out = Path(args.out)
+    if not out.name.endswith(MASK_SUFFIXES):
+        raise InputError(f"--out {out}", f"needs one of the extensions {', '.join(MASK_SUFFIXES)}")
+    if out.is_dir():
+        raise InputError(f"--out {out}", "is a folder; give a file name")
+    image = read_volume(args.image, "image")
+    from .segmentation.auto_mask import get_segmenter
+
+    seg = get_segmenter(args.segmenter, args.seg_model, args.device)
+    res = seg.segment(image, f"image {args.image}")
+    out.parent.mkdir(parents=True, exist_ok=True)   # inputs accepted: now we may write
+    sitk.WriteImage(res.mask, str(out), useCompression=True)
+    if args.probability:
+        sitk.WriteImage(res.probability, str(args.probability), useCompression=True)
+    if args.report:
+        Path(args.report).write_text(json.dumps({"image": str(Path(args.image).resolve()), "mask": str(out.resolve()),
+                                                 **res.report()}, indent=2) + "\n")
+    c = res.confidence
+    conf = (f"mean probability {c['mean_probability']:.2f}" if c.get("mean_probability") is not None else "no probability")
+    if c.get("fold_agreement_dice") is not None:
+        conf += f", fold agreement {c['fold_agreement_dice']:.2f}"
+    warn = " LOW CONFIDENCE: check it" if c.get("low_confidence") else ""
+    print(f"Liver mask {res.volume_ml:.0f} mL ({conf}){warn} → {out}")
+    return 0

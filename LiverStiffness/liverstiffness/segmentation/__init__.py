@@ -1,0 +1,1 @@
+"""Automatic liver mask: a MONAI segmentation model for T2-weighted MRI (training, inference, post-processing)."""

@@ -1,0 +1,103 @@
+"""Training cases for the liver segmentation model, on the network grid.
+
+Two sources: a folder of ``image_N.nii.gz`` / ``label_N.nii.gz`` pairs with a liver label value
+(the CHAOS T2-SPIR copy in ``shared/data/real/chaos_t2spir``: 1 liver, 2/3 kidneys, 4 spleen),
+and a cohort manifest (``liverstiffness synth`` exams), whose liver mask lies on the T1w grid
+and is carried onto the T2w by the pipeline's own T2w → T1w registration (the phantom, like a
+patient, breathes differently between sequences).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import spatial
+from ..errors import InputError
+from .config import SegInputSpec
+from .grid import labels_to_network, to_network
+
+PAIR = re.compile(r"^image_(\w+)\.(nii\.gz|nii|nrrd|mha)$")
+
+
+@dataclass
+class SegCase:
+    case_id: str
+    source: str                      # "real" or "synthetic"
+    image_path: Path
+    label_path: Path | None          # None: ``label`` was made from a manifest exam
+    label_value: int | None
+    image: np.ndarray                # [z, y, x] float32 on the network grid, normalised
+    label: np.ndarray                # [z, y, x] uint8 0/1 on the network grid
+    kept: tuple | None = None        # (image, label) on the image's own grid when not re-readable
+
+    def originals(self) -> tuple[sitk.Image, sitk.Image]:
+        """The image and its liver label on the image's own grid (where held-out scores are taken)."""
+        if self.kept is not None:
+            return self.kept
+        return sitk.ReadImage(str(self.image_path), sitk.sitkFloat32), read_label(self.label_path, self.label_value)
+
+
+def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
+    """(case id, image, label) for every ``image_N``/``label_N`` pair in ``folder``, in a stable order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--data {folder}", "is not a folder")
+    pairs = []
+    for img in sorted(folder.iterdir()):
+        m = PAIR.match(img.name)
+        if not m:
+            continue
+        label = folder / f"label_{m.group(1)}.{m.group(2)}"
+        if label.is_file():
+            pairs.append((f"{folder.name}_{m.group(1)}", img, label))
+    if not pairs:
+        raise InputError(f"--data {folder}", "holds no image_N / label_N pairs")
+    return sorted(pairs, key=lambda p: (len(p[0]), p[0]))
+
+
+def read_label(path: Path, value: int | None) -> sitk.Image:
+    """The liver (``value``, or any non-zero when None) of a labelmap as a 0/1 image."""
+    lab = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(lab)
+    out = sitk.GetImageFromArray(((np.rint(arr) == value) if value is not None else (arr != 0)).astype(np.uint8))
+    out.CopyInformation(lab)
+    return out
+
+
+def load_pairs(folder: str | Path, label_value: int | None, spec: SegInputSpec) -> list[SegCase]:
+    cases = []
+    for case_id, img_path, lab_path in find_pairs(folder):
+        img = sitk.ReadImage(str(img_path), sitk.sitkFloat32)
+        x, grid = to_network(img, spec)
+        y = labels_to_network(read_label(lab_path, label_value), grid)
+        cases.append(SegCase(case_id, "real", img_path, lab_path, label_value, x, y))
+    return cases
+
+
+def t2w_liver_from_exam(rec) -> tuple[sitk.Image, sitk.Image]:
+    """A manifest exam's T2w and its liver mask carried from the T1w grid onto the T2w grid."""
+    from ..preprocess import read_exam, register_to_t1w
+
+    images = read_exam(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b)
+    to_t2 = register_to_t1w(images)["t2w"]          # T1w points → T2w points
+    mask = spatial.resample_like(images.mask, images.t2w, to_t2.GetInverse(), interpolation="nearest",
+                                 pixel=sitk.sitkUInt8)
+    return images.t2w, mask
+
+
+def load_manifest(manifest: str | Path, spec: SegInputSpec) -> list[SegCase]:
+    from ..manifest import read_manifest
+
+    cases = []
+    for rec in read_manifest(manifest):
+        if rec.mask is None:
+            continue
+        t2w, mask = t2w_liver_from_exam(rec)
+        x, grid = to_network(t2w, spec)
+        cases.append(SegCase(f"synthetic_{rec.case_id}", "synthetic", Path(rec.t2w), None, None, x,
+                             labels_to_network(mask, grid), kept=(t2w, mask)))
+    return cases

@@ -1,0 +1,86 @@
+"""MODEL_CARD.md and LICENSE-WEIGHTS.md for a segmentation model folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .model_folder import SegModelMeta
+
+CHAOS = ("CHAOS challenge data (Kavur et al., \"CHAOS Challenge - combined (CT-MR) healthy abdominal organ "
+         "segmentation\", Medical Image Analysis 69, 2021; zenodo.org/record/3431873), T2-SPIR MRI with manual labels")
+CHAOS_LICENCE = "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)"
+LICENCE = ("Weights: CC BY-SA 4.0, as the CHAOS training data they derive from (attribution: the CHAOS "
+           "challenge organisers, Kavur et al. 2021; share alike). The code that trains and runs them: Apache-2.0.")
+LIMITS = [
+    ("Trained on 15 healthy liver donors' abdominal MRI (CHAOS), 1.5 T Philips scanners, axial T2-SPIR only: "
+     "other sequences (T1w, DWI, non-fat-suppressed T2), 3 T, other vendors, children and diseased livers "
+     "(cirrhosis, large tumours, resections, ascites) were never seen."),
+    "A check by a person is part of its use: open the mask in Segment Editor and fix it before an estimate.",
+    "Research use only; not a medical device.",
+]
+
+
+def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
+    model_dir = Path(model_dir)
+    held = meta.metrics.get("held_out", {})
+    rows = ["| cases | n | Dice mean ± SD (min–max) | HD95 mm mean ± SD (min–max) | mean surface distance mm |",
+            "|---|---|---|---|---|"]
+    for source, m in held.items():
+        d, h, s = m["dice"], m["hd95_mm"], m["mean_surface_mm"]
+        rows.append(f"| {source} | {m['n']} | {d['mean']:.3f} ± {d['sd']:.3f} ({d['min']:.3f}–{d['max']:.3f}) | "
+                    f"{h['mean']:.1f} ± {h['sd']:.1f} ({h['min']:.1f}–{h['max']:.1f}) | {s['mean']:.2f} |")
+    tr = meta.trained_on
+    lines = [
+        f"# Model card: {meta.name} {meta.version} (automatic liver mask)", "",
+        "## What it does", "",
+        ("Segments the liver in an axial T2-weighted abdominal MRI and returns a binary mask on the image's own grid "
+         "(largest connected component, holes filled) with a confidence (mean liver probability and agreement between "
+         "the fold networks). It proposes a mask for a person to check; it does not replace that check."), "",
+        "## Input", "",
+        f"- Sequence: {meta.spec.sequence}.",
+        (f"- Resampled to {meta.spec.spacing_mm} mm (x, y, z), {meta.spec.orientation}; results are resampled back "
+         "onto the input grid."),
+        f"- Intensity: percentiles {meta.spec.percentiles} of the image mapped to 0 and 1, clipped.", "",
+        "## Architecture", "",
+        (f"MONAI UNet, 2-D with 2.5-D input: each axial slice with {meta.net.context} neighbour(s) on either side "
+         f"({meta.net.in_channels} channels) → the slice's liver logit; channels {meta.net.channels}, strides "
+         f"{meta.net.strides}, {meta.net.num_res_units} residual unit(s), {meta.net.norm} norm. An ensemble of "
+         f"{len(meta.folds)} fold networks (mean probability, threshold {meta.inference.threshold})."), "",
+        "## Training data", "",
+        f"- {CHAOS}; licence {CHAOS_LICENCE}.",
+        ("- The copy used (shared/data/real/chaos_t2spir) was preprocessed by a research group (Q-Net): intensity "
+         "clipped at the top 0.5 %, resampled to 1.25 × 1.25 × 7.7 mm, cropped to 256 × 256."),
+        *[f"- {k}: {v}" for k, v in tr.items()], "",
+        "## Held-out accuracy (cases never seen by the network that scored them)", "",
+        meta.metrics.get("protocol", ""), "", *rows, "",
+        "## Weights", "",
+        *[f"- `{f['file']}` SHA-256 `{f['sha256']}`; held out: {', '.join(f['held_out'])}" for f in meta.folds], "",
+        "## Licence", "", LICENCE, "See LICENSE-WEIGHTS.md.", "",
+        "## Limits", "", *[f"- {x}" for x in LIMITS],
+    ]
+    path = model_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    write_weights_licence(model_dir)
+    return path
+
+
+def write_weights_licence(model_dir: Path) -> Path:
+    text = f"""# Licence of the liver segmentation weights in this folder
+
+The weight files (`fold*.pt`) were trained on {CHAOS}.
+That data is licensed {CHAOS_LICENCE}; the weights are an adaptation of it and are
+therefore shared under the same licence, **CC BY-SA 4.0**:
+
+- Attribution: CHAOS challenge (A. E. Kavur, N. S. Gezer, M. Barış, et al., "CHAOS Challenge - combined
+  (CT-MR) healthy abdominal organ segmentation", Medical Image Analysis 69 (2021) 101950), and the
+  LiverStiffness developers for the training.
+- Share alike: if you redistribute these weights or weights derived from them (fine-tuned, pruned,
+  converted), do so under CC BY-SA 4.0 or a compatible licence, with this notice.
+- No warranty; research use only, not a medical device.
+
+The source code that trains and runs the weights is licensed separately under Apache-2.0 (LICENSE at
+the repository root). Synthetic phantom exams generated by `liverstiffness synth`, if used in training,
+carry no third-party terms.
+"""
+    path = Path(model_dir) / "LICENSE-WEIGHTS.md"
+    path.write_text(text)
+    return path

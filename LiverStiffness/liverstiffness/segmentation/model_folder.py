@@ -1,0 +1,126 @@
+"""A segmentation model folder: the fold networks of a k-fold run plus what describes them.
+
+::
+
+    seg_model.json       format, architecture, input spec (grid, orientation, normalisation),
+                         inference settings, the cases each fold held out, metrics, training
+                         data and licence, and the SHA-256 of every weight file
+    fold0.pt ...         state_dicts, float16 tensors only (loaded with torch.load(weights_only=True))
+    MODEL_CARD.md        the human-readable card
+    LICENSE-WEIGHTS.md   the weights' own terms (they derive from CC BY-SA 4.0 data)
+    cv_cases.csv, train_log.jsonl
+
+Weights are checked against their hash before use, so a truncated or swapped file is refused.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..model.checkpoint import sha256
+from .config import SegInputSpec, SegNetConfig
+from .network import build_network
+
+FORMAT = "liverstiffness-liverseg/1"
+#: The liver segmentation model shipped with the package (trained on CHAOS T2-SPIR, CC BY-SA 4.0).
+DEFAULT_SEG_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "liver_seg"
+
+
+@dataclass
+class SegInference:
+    """How the fold networks are run: every slice of the network grid (with its neighbours), the
+    slice padded to a multiple of the network's divisor, ``batch`` slices at a time."""
+
+    batch: int = 16
+    threshold: float = 0.5           # on the fold-mean probability
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SegInference:
+        return cls(int(d["batch"]), float(d["threshold"]))
+
+
+@dataclass
+class SegModelMeta:
+    name: str
+    version: str
+    net: SegNetConfig
+    spec: SegInputSpec
+    inference: SegInference
+    folds: list[dict]                # file, sha256, held_out (case ids), steps
+    trained_on: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    licence: str = ""
+    intended_use: str = ""
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "name": self.name, "version": self.version,
+                "architecture": {"class": "monai.networks.nets.UNet", "spatial_dims": 2,
+                                 "in_channels": self.net.in_channels, "out_channels": 1,
+                                 "input": "axial slice with its neighbours (2.5-D), on the network grid",
+                                 "output": "liver logit of the middle slice (sigmoid → probability)", **asdict(self.net)},
+                "input_spec": asdict(self.spec), "inference": asdict(self.inference), "folds": self.folds,
+                "trained_on": self.trained_on, "metrics": self.metrics, "licence": self.licence,
+                "intended_use": self.intended_use}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SegModelMeta:
+        arch = d["architecture"]
+        return cls(name=d["name"], version=d["version"], net=SegNetConfig.from_dict(arch),
+                   spec=SegInputSpec.from_dict(d["input_spec"]), inference=SegInference.from_dict(d["inference"]),
+                   folds=d["folds"], trained_on=d.get("trained_on", {}), metrics=d.get("metrics", {}),
+                   licence=d.get("licence", ""), intended_use=d.get("intended_use", ""))
+
+    def summary(self, model_dir: Path) -> dict:
+        """What a report says about the segmentation model."""
+        return {"name": self.name, "version": self.version, "path": str(model_dir),
+                "sha256": {f["file"]: f["sha256"] for f in self.folds}, "licence": self.licence}
+
+
+def save_weights(net: torch.nn.Module, path: Path) -> str:
+    """float16 tensors (half the size; the outputs agree with float32 to ~1e-3 in probability)."""
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in net.state_dict().items()}
+    torch.save(state, path)
+    return sha256(path)
+
+
+def write_meta(model_dir: Path, meta: SegModelMeta) -> None:
+    (Path(model_dir) / "seg_model.json").write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+
+
+def read_meta(model_dir: str | Path) -> SegModelMeta:
+    model_dir = Path(model_dir)
+    path = model_dir / "seg_model.json"
+    if not path.is_file():
+        raise InputError(f"segmentation model {model_dir}", "is not a segmentation model folder (no seg_model.json)")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"is not valid JSON ({exc.msg})") from None
+    if d.get("format") != FORMAT:
+        raise InputError(path, f"has format {d.get('format')!r}; expected {FORMAT}")
+    return SegModelMeta.from_dict(d)
+
+
+def load_networks(model_dir: str | Path, meta: SegModelMeta, device: torch.device | str = "cpu",
+                  folds: list[int] | None = None) -> list[torch.nn.Module]:
+    """Fold networks in eval mode, each after its SHA-256 is checked (tensors only, no pickle)."""
+    model_dir = Path(model_dir)
+    nets = []
+    for i, fold in enumerate(meta.folds):
+        if folds is not None and i not in folds:
+            continue
+        path = model_dir / fold["file"]
+        if not path.is_file():
+            raise InputError(f"segmentation model {model_dir}", f"weight file {fold['file']} is missing")
+        if sha256(path) != fold["sha256"]:
+            raise InputError(path, "SHA-256 does not match seg_model.json (file changed or corrupt)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = build_network(meta.net)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        nets.append(net.to(device).eval())
+    return nets

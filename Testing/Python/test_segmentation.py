@@ -1,0 +1,317 @@
+"""Automatic liver mask: post-processing, geometry (flipped, oblique, shifted grids), the shipped
+model on real CHAOS T2-SPIR cases it never saw, the model folder's checks, the commands, and
+--mask auto in predict, qa and batch manifests."""
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from liverstiffness.cli import main
+from liverstiffness.errors import InputError
+from liverstiffness.manifest import read_manifest
+from liverstiffness.segmentation.grid import network_grid
+from liverstiffness.segmentation.infer import LiverSegmenter
+from liverstiffness.segmentation.metrics import compare, dice, hd95_mm
+from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, read_meta
+from liverstiffness.segmentation.postprocess import (
+    clean_mask,
+    fill_holes,
+    largest_component,
+)
+
+MB = 1024 * 1024
+
+
+def chaos(real_data, n):
+    """A CHAOS case: the T2-SPIR image and its manual liver label (1) as a 0/1 image."""
+    img = sitk.ReadImage(str(real_data / "chaos_t2spir" / f"image_{n}.nii.gz"), sitk.sitkFloat32)
+    lab = sitk.ReadImage(str(real_data / "chaos_t2spir" / f"label_{n}.nii.gz"))
+    liver = sitk.Cast(lab == 1, sitk.sitkUInt8)
+    return img, liver
+
+
+def held_out_fold(case_id):
+    """Index of the fold network that never saw ``case_id`` in training."""
+    meta = read_meta(DEFAULT_SEG_MODEL_DIR)
+    return next(i for i, f in enumerate(meta.folds) if case_id in f["held_out"])
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return LiverSegmenter.load(device="cpu")
+
+
+# ---------------------------------------------------------------------------------- pieces
+
+
+def test_postprocessing_keeps_the_largest_piece_and_fills_holes():
+    m = np.zeros((10, 40, 40), bool)
+    m[2:8, 5:30, 5:30] = True          # the liver
+    m[4:6, 12:16, 12:16] = False       # an enclosed hole (a vessel)
+    m[3, 18:26, 20:24] = False         # a hole open only through neighbouring slices
+    m[3:5, 35:38, 35:38] = True        # a separate speck
+    out = clean_mask(m.astype(np.float32))
+    assert not out[3:5, 35:38, 35:38].any()
+    assert out[4:6, 12:16, 12:16].all() and out[3, 18:26, 20:24].all()
+    assert largest_component(m).sum() < m.sum() and fill_holes(m)[4, 13, 13]
+    assert not clean_mask(np.zeros((3, 4, 4))).any()
+
+
+def test_surface_metrics_match_a_hand_computation():
+    a = np.zeros((20, 40, 40), np.uint8)
+    a[5:15, 10:30, 10:30] = 1
+    b = np.roll(a, 2, axis=2)            # moved 2 voxels of 1.5 mm along x
+    ia, ib = sitk.GetImageFromArray(a), sitk.GetImageFromArray(b)
+    for im in (ia, ib):
+        im.SetSpacing((1.5, 1.0, 4.0))
+    assert dice(a, b) == pytest.approx(2 * 18 / 40)
+    assert hd95_mm(ia, ib) == pytest.approx(3.0, abs=0.01)
+    res = compare(ia, ia)
+    assert res["dice"] == 1.0 and res["hd95_mm"] == 0.0 and res["volume_ml"] == pytest.approx(4000 * 6 / 1000)
+
+
+def test_network_grid_is_axis_aligned_and_covers_an_oblique_image():
+    img = sitk.Image([40, 30, 10], sitk.sitkFloat32)
+    c, s = np.cos(np.deg2rad(30)), np.sin(np.deg2rad(30))
+    img.SetDirection((c, -s, 0, s, c, 0, 0, 0, -1))   # rotated, slices running feet-ward
+    img.SetSpacing((1.2, 1.2, 6.0))
+    img.SetOrigin((10.0, -40.0, 80.0))
+    grid = network_grid(img, (2.5, 2.5, 7.7))
+    assert grid.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1) and grid.GetSpacing() == (2.5, 2.5, 7.7)
+    for corner in [img.TransformIndexToPhysicalPoint(i) for i in ((0, 0, 0), (39, 29, 9), (39, 0, 9), (0, 29, 0))]:
+        idx = np.array(grid.TransformPhysicalPointToContinuousIndex(corner))
+        assert np.all(idx >= -0.5) and np.all(idx <= np.array(grid.GetSize()) - 0.5)
+
+
+# ---------------------------------------------------------------------------------- the shipped model
+
+
+def test_shipped_model_folder_is_small_self_describing_and_licensed():
+    meta = read_meta(DEFAULT_SEG_MODEL_DIR)
+    files = list(DEFAULT_SEG_MODEL_DIR.iterdir())
+    assert sum(f.stat().st_size for f in files) <= 20 * MB
+    assert meta.spec.spacing_mm and meta.spec.percentiles and "LPS" in meta.spec.orientation
+    assert len(meta.folds) >= 2 and all(re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) for f in meta.folds)
+    held = [c for f in meta.folds for c in f["held_out"]]
+    assert len(held) == len(set(held)) and sum(c.startswith("chaos_t2spir_") for c in held) == 15
+    card = (DEFAULT_SEG_MODEL_DIR / "MODEL_CARD.md").read_text()
+    for words in ("CHAOS", "CC BY-SA 4.0", "healthy", "1.5 T", "T2-SPIR", "Dice"):
+        assert words in card, words
+    assert "CC BY-SA 4.0" in (DEFAULT_SEG_MODEL_DIR / "LICENSE-WEIGHTS.md").read_text()
+    assert meta.metrics["held_out"]["real"]["n"] == 15
+
+
+def test_changed_weights_or_a_foreign_folder_are_refused(tmp_path):
+    copy = tmp_path / "seg"
+    shutil.copytree(DEFAULT_SEG_MODEL_DIR, copy)
+    data = bytearray((copy / "fold0.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (copy / "fold0.pt").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256 does not match"):
+        LiverSegmenter.load(copy, "cpu")
+    with pytest.raises(InputError, match="not a segmentation model folder"):
+        LiverSegmenter.load(tmp_path, "cpu")
+
+
+@pytest.mark.parametrize("n", [20, 31])
+def test_held_out_real_case_is_segmented_by_the_network_that_never_saw_it(real_data, n):
+    """The CHAOS case is scored by the one fold network it was held out from: a real test on
+    real anatomy, on the scan's own grid (y axis posterior→anterior). A regression guard set
+    below what the shipped model measured (Dice 0.910 and 0.856, HD95 8.5 and 20.9 mm; all
+    15 cases: README)."""
+    img, liver = chaos(real_data, n)
+    seg = LiverSegmenter.load(device="cpu", folds=[held_out_fold(f"chaos_t2spir_{n}")])
+    res = seg.segment(img)
+    got = compare(res.mask, liver)
+    assert got["dice"] >= 0.84, got
+    assert got["hd95_mm"] < 30, got
+    assert res.mask.GetSize() == img.GetSize() and res.mask.GetDirection() == img.GetDirection()
+    assert 0.5 < res.confidence["mean_probability"] <= 1.0 and res.confidence["fold_agreement_dice"] is None
+
+
+def test_mask_lands_on_the_input_grid_when_flipped_shifted_or_oblique(real_data, segmenter):
+    img, liver = chaos(real_data, 5)
+    base = segmenter.segment(img).mask
+    ref = sitk.GetArrayFromImage(base)
+    assert ref.any()
+
+    # The same anatomy stored with the x axis reversed (voxels mirrored, direction negated,
+    # origin at the other end): the mask must follow the voxels.
+    flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(img)[:, :, ::-1].copy())
+    flipped.SetSpacing(img.GetSpacing())
+    d = np.array(img.GetDirection()).reshape(3, 3)
+    d[:, 0] *= -1
+    flipped.SetDirection(d.ravel().tolist())
+    flipped.SetOrigin(img.TransformIndexToPhysicalPoint((img.GetSize()[0] - 1, 0, 0)))
+    fm = segmenter.segment(flipped).mask
+    assert fm.GetDirection() == flipped.GetDirection() and np.allclose(fm.GetOrigin(), flipped.GetOrigin())
+    assert dice(sitk.GetArrayFromImage(fm)[:, :, ::-1], ref) > 0.98
+
+    # A table shift in the header: the mask moves with the image, voxel for voxel.
+    shifted = sitk.Image(img)
+    shifted.SetOrigin(tuple(np.add(img.GetOrigin(), (31.0, -17.5, 23.1))))
+    sm = segmenter.segment(shifted).mask
+    assert np.allclose(sm.GetOrigin(), shifted.GetOrigin()) and dice(sitk.GetArrayFromImage(sm), ref) > 0.98
+
+    # An oblique acquisition (20° about the body axis, 10° tilt): the anatomy resampled onto it.
+    rot = sitk.Euler3DTransform()
+    rot.SetRotation(np.deg2rad(10), 0.0, np.deg2rad(20))
+    direction = np.array(rot.GetMatrix()).reshape(3, 3) @ np.array(img.GetDirection()).reshape(3, 3)
+    oblique = sitk.Image(img.GetSize(), sitk.sitkFloat32)
+    oblique.SetSpacing(img.GetSpacing())
+    oblique.SetDirection(direction.ravel().tolist())
+    centre = img.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in img.GetSize()])
+    oblique.SetOrigin(tuple(np.subtract(centre, direction @ ((np.array(img.GetSize()) - 1) / 2 * img.GetSpacing()))))
+    o_img = sitk.Resample(img, oblique, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    o_liver = sitk.Resample(liver, oblique, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    om = segmenter.segment(o_img).mask
+    assert np.allclose(om.GetDirection(), o_img.GetDirection()) and om.GetSize() == o_img.GetSize()
+    assert compare(om, o_liver)["dice"] > 0.85
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def test_segment_command_writes_the_mask_on_the_image_grid(real_data, tmp_path, capsys):
+    image = real_data / "chaos_t2spir" / "image_31.nii.gz"
+    out = tmp_path / "m" / "liver.nrrd"
+    assert main(["segment", "--image", str(image), "--out", str(out), "--report", str(tmp_path / "seg.json"),
+                 "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("Liver mask ") and "mL" in line and "mean probability" in line and "fold agreement" in line
+    mask, img = sitk.ReadImage(str(out)), sitk.ReadImage(str(image))
+    assert mask.GetSize() == img.GetSize() and np.allclose(mask.GetDirection(), img.GetDirection())
+    assert np.allclose(mask.GetOrigin(), img.GetOrigin()) and set(np.unique(sitk.GetArrayFromImage(mask))) == {0, 1}
+    rep = json.loads((tmp_path / "seg.json").read_text())
+    assert rep["source"] == "automatic" and rep["volume_ml"] > 500 and set(rep["model"]["sha256"]) >= {"fold0.pt"}
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--image", "nope.nii.gz", "--out", "m.nii.gz"], r"image nope.nii.gz: file not found"),
+    (["--out", "m.png"], r"--out m.png: needs one of the extensions"),
+    (["--model", "."], r"is not a segmentation model folder"),
+    (["--segmenter", "totalsegmentator"], r"TotalSegmentator is not installed \(pip install TotalSegmentator"),
+])
+def test_segment_command_bad_input_is_one_line_and_exit_2(real_data, tmp_path, capsys, monkeypatch, argv, pattern):
+    if "totalsegmentator" in argv:
+        import importlib.util
+        if importlib.util.find_spec("totalsegmentator") is not None:
+            pytest.skip("TotalSegmentator is installed here: its error path cannot be shown")
+    monkeypatch.chdir(tmp_path)
+    base = {"--image": str(real_data / "chaos_t2spir" / "image_31.nii.gz"), "--out": "m.nii.gz"}
+    for k in range(0, len(argv), 2):
+        base[argv[k]] = argv[k + 1]
+    assert main(["segment", *[v for kv in base.items() for v in kv]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and re.search(pattern, err), err
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, tmp_path):
+    """A tiny run (2 folds, 2 steps): the protocol, not the accuracy."""
+    data = tmp_path / "pairs"
+    data.mkdir()
+    for n in (1, 2, 3, 5):
+        for kind in ("image", "label"):
+            (data / f"{kind}_{n}.nii.gz").symlink_to(real_data / "chaos_t2spir" / f"{kind}_{n}.nii.gz")
+    out = tmp_path / "model"
+    assert main(["train-seg", "--data", str(data), "--out", str(out), "--folds", "2", "--steps", "2",
+                 "--batch-size", "2", "--patch", "64,64", "--width", "4", "--device", "cpu", "--threads", "1"]) == 0
+    meta = read_meta(out)
+    with open(out / "cv_cases.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["case_id"] for r in rows) == [f"pairs_{n}" for n in (1, 2, 3, 5)]
+    assert [sorted(f["held_out"]) for f in meta.folds] == [sorted(r["case_id"] for r in rows if r["fold"] == str(k))
+                                                           for k in range(2)]
+    assert meta.metrics["held_out"]["real"]["n"] == 4 and (out / "MODEL_CARD.md").is_file()
+    assert len(LiverSegmenter.load(out, "cpu").networks) == 2
+    assert main(["train-seg", "--data", str(data), "--out", str(out), "--patch", "60,64"]) == 2
+
+
+# ---------------------------------------------------------------------------------- --mask auto
+
+
+def test_predict_mask_auto_on_a_synthetic_exam(tiny_model, one_case, tmp_path, capsys):
+    args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
+            "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", "auto", "--model", str(tiny_model),
+            "--maps", "none", "--no-montage", "--device", "cpu", "--out", str(tmp_path / "auto")]
+    assert main(args) == 0
+    assert "[automatic liver mask]" in capsys.readouterr().out
+    rep = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert rep["mask"]["source"] == "automatic" and rep["mask"]["registered"] is True
+    assert 0 < rep["mask"]["confidence"]["mean_probability"] <= 1 and rep["mask_qa"] is not None
+    assert rep["inputs"]["mask"]["source"].startswith("automatic")
+    auto = sitk.ReadImage(str(tmp_path / "auto" / rep["outputs"]["mask"]))
+    t1 = sitk.ReadImage(str(one_case.t1w))
+    assert auto.GetSize() == t1.GetSize() and np.allclose(auto.GetOrigin(), t1.GetOrigin())
+    manual = sitk.GetArrayFromImage(sitk.ReadImage(str(one_case.mask))) > 0
+    assert dice(sitk.GetArrayFromImage(auto), manual) > 0.7
+
+
+def test_predict_mask_auto_on_a_real_chaos_scan_overlaps_the_manual_mask(tiny_model, real_data, tmp_path):
+    """Only T2 exists for CHAOS: it fills every slot (as in test_predict). The automatic mask
+    is written on the scan's own grid and overlaps the manual one there."""
+    img = real_data / "chaos_t2spir" / "image_8.nii.gz"
+    _, liver = chaos(real_data, 8)
+    assert main(["predict", "--t1w", str(img), "--t2w", str(img), "--dwi", str(img), "--dwi-b", "800",
+                 "--mask", "auto", "--model", str(tiny_model), "--maps", "none", "--no-montage", "--device", "cpu",
+                 "--out", str(tmp_path / "out")]) == 0
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["mask"]["source"] == "automatic" and rep["mask"]["registered"] is False
+    auto = sitk.ReadImage(str(tmp_path / "out" / "mask_auto.nii.gz"))
+    ref = sitk.ReadImage(str(img))
+    assert auto.GetSize() == ref.GetSize() and np.allclose(auto.GetDirection(), ref.GetDirection())
+    assert compare(auto, liver)["dice"] > 0.85
+    assert 0.5 < rep["stiffness_kpa"] < 30
+
+
+def test_manifest_empty_mask_means_auto_for_predict_and_qa_but_not_for_training(tiny_model, small_cohort, tmp_path):
+    manifest = small_cohort[0]
+    lines = manifest.read_text().splitlines()
+    cols = lines[0].split(",")
+    row = lines[1].split(",")
+    row[cols.index("mask")] = ""
+    m = manifest.parent / "automask.csv"
+    m.write_text("\n".join([lines[0], ",".join(row)]) + "\n")
+    rec = read_manifest(m)[0]
+    assert rec.mask is None
+    with pytest.raises(InputError, match="mask: is empty \\(automatic masks are for predict and qa"):
+        read_manifest(m, require_label=True)
+    assert main(["predict", "--manifest", str(m), "--model", str(tiny_model), "--maps", "none", "--no-montage",
+                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "batch")]) == 0
+    with open(tmp_path / "batch" / "predictions.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert table[0]["status"] == "ok", table[0]
+    rep = json.loads((tmp_path / "batch" / rec.case_id / "report.json").read_text())
+    assert rep["mask"]["source"] == "automatic"
+    assert main(["qa", "--manifest", str(m), "--quiet", "--out", str(tmp_path / "qa")]) == 0
+    qa = json.loads((tmp_path / "qa" / rec.case_id / "qa.json").read_text())
+    assert qa["mask"]["source"] == "automatic" and qa["measurements"]["volume_ml"] > 0
+
+
+def test_qa_mask_auto_checks_the_automatic_mask(one_case, tmp_path, capsys):
+    base = ["qa", "--t1w", str(one_case.t1w), "--mask", "auto"]
+    assert main([*base, "--t2w", str(one_case.t2w), "--out", str(tmp_path / "qa")]) == 0
+    assert "automatic mask" in capsys.readouterr().out
+    qa = json.loads((tmp_path / "qa" / "qa.json").read_text())
+    assert qa["mask"]["source"] == "automatic" and "flags" in qa and qa["measurements"]["volume_ml"] > 0
+    assert (tmp_path / "qa" / "mask_auto.nii.gz").is_file()
+    assert main([*base, "--out", str(tmp_path / "no_t2")]) == 2
+    assert "needs --t2w" in capsys.readouterr().err
+
+
+def test_totalsegmentator_missing_stops_predict_with_one_line(tiny_model, one_case, tmp_path, capsys):
+    import importlib.util
+    if importlib.util.find_spec("totalsegmentator") is not None:
+        pytest.skip("TotalSegmentator is installed here: its error path cannot be shown")
+    args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
+            "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", "auto", "--segmenter", "totalsegmentator",
+            "--model", str(tiny_model), "--out", str(tmp_path / "never")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --segmenter totalsegmentator: TotalSegmentator is not installed "
+                   "(pip install TotalSegmentator, then totalseg_download_weights -t total_mr)")
+    assert not (tmp_path / "never").exists()
