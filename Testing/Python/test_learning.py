@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 from scipy.stats import pearsonr
 
 from liverstiffness.attention import compute_maps, map_summary
@@ -62,7 +63,7 @@ def planted(small_cohort):
 @pytest.fixture(scope="module")
 def trained(planted):
     data, _ = planted
-    cfg = TrainConfig(epochs=30, min_epochs=10, patience=30, batch_size=16, lr=1e-3,
+    cfg = TrainConfig(epochs=40, min_epochs=10, patience=40, batch_size=16, lr=1e-3,
                       model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2))
     idx = np.arange(N_TRAIN)
     log = []
@@ -105,21 +106,33 @@ def test_model_reads_the_spleen_where_a_liver_ridge_cannot(trained, planted):
 
 
 def test_attention_and_gradient_maps_point_at_the_spleen(trained, planted):
-    """Pointing game: the map's share of its mass inside the spleen, against the spleen's share of
-    the crop (what a uniform map would give), and its peak inside the spleen's patches."""
+    """Pointing game (Zhang et al. 2016): does the map's hottest point fall on the spleen, within a
+    voxel's tolerance (attention: its top patch overlaps the spleen; gradient maps: the peak of the
+    map smoothed over 3 voxels)? And how much of each map lies in the spleen against the spleen's
+    share of the crop (what a uniform map would give: ratio 1)? A random peak would hit the
+    (dilated) spleen about one time in twenty. Gradient maps are |gradient × input|: where the
+    model compares the spleen with a reference tissue, that tissue lights up too, so their peak
+    is on the spleen less often than the attention's."""
     net, _ = trained
     test, spleens = _test_part(planted)
     cov, known = torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.bool)
-    ratio = {"rollout": [], "saliency_t2w": [], "gradcam": []}
-    hits = {k: 0 for k in ratio}
-    for x, spleen in zip(test.images[:12], spleens[:12]):
-        maps, extra = compute_maps([net], torch.as_tensor(x[None]), cov, known, InputSpec().channels)
-        for kind in ratio:
+    kinds = ("rollout", "saliency_t2w", "gradcam")
+    ratio, hits = {k: [] for k in kinds}, {k: 0 for k in kinds}
+    n, chance = 12, []
+    for x, spleen in zip(test.images[:n], spleens[:n]):
+        maps, _ = compute_maps([net], torch.as_tensor(x[None]), cov, known, InputSpec().channels)
+        chance.append(ndimage.binary_dilation(spleen).mean())
+        for kind in kinds:
             m = maps[kind]
             assert m.mean() == pytest.approx(1.0, rel=1e-3)     # unit: times the uniform share
             ratio[kind].append(m[spleen].mean())              # = (share in spleen) / (spleen's share)
-            hits[kind] += bool(spleen[m >= 0.999 * m.max()].any())   # the peak (a patch, for attention)
-        assert map_summary(maps["saliency_t2w"])["informative"]
-    for kind in ratio:
+            if kind == "rollout":
+                hits[kind] += bool(spleen[m >= 0.999 * m.max()].any())
+            else:
+                peak = np.unravel_index(np.argmax(ndimage.uniform_filter(m, 3)), m.shape)
+                hits[kind] += bool(ndimage.binary_dilation(spleen)[peak])
+        assert map_summary(maps["saliency_t2w"])["informative"] and map_summary(maps["rollout"])["informative"]
+    for kind in kinds:
         assert np.mean(ratio[kind]) > 2.0, (kind, np.mean(ratio[kind]))
-    assert hits["saliency_t2w"] >= 9 and hits["rollout"] >= 6, hits
+    assert np.mean(chance) < 0.1
+    assert hits["rollout"] >= 2 * n // 3 and min(hits.values()) >= n // 3, hits
