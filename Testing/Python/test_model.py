@@ -175,3 +175,24 @@ def test_torchrun_two_cpu_processes(small_cohort, tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["metrics"]["world_size"] == 2 and len(meta["folds"]) == 2
     assert all((out / f["file"]).is_file() for f in meta["folds"])
+
+
+def test_init_from_fine_tunes_the_source_model(tiny_model, small_cohort, tmp_path):
+    """--init-from: each fold starts from the source model's weights (architecture, inputs and
+    preprocessing taken over from it) instead of from random weights."""
+    import torch
+
+    from liverstiffness.cli import main
+    from liverstiffness.model.checkpoint import load_models, read_meta
+
+    out = tmp_path / "tuned"
+    assert main(["train", "--manifest", str(small_cohort[0]), "--out", str(out), "--folds", "2", "--epochs", "1",
+                 "--lr", "1e-7", "--init-from", str(tiny_model), "--workers", "1", "--batch-size", "4", "--quiet"]) == 0
+    src, new = read_meta(tiny_model), read_meta(out)
+    assert new.config == src.config and new.spec == src.spec and new.preprocess.register == src.preprocess.register
+    before, after = load_models(tiny_model, src), load_models(out, new)
+    for a, b in zip(before, after):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(p.float(), q.float(), atol=1e-3), name      # a tiny step from the source
+    settings = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])["settings"]
+    assert settings["init_from"] == str(tiny_model)
