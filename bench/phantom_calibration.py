@@ -270,6 +270,8 @@ def main(argv=None) -> int:
     lines.append(f"| ridge on the simple statistics above + covariates | {held:.2f} | {oof:.2f} |")
     held, oof = ridge_r(train, test, SIMPLE + SPATIAL + COVARIATES)
     lines.append(f"| oracle ridge: + spatial markers | {held:.2f} | {oof:.2f} |")
+    held, oof = ridge_r(train, test, SPATIAL + COVARIATES)
+    lines.append(f"| oracle ridge on the spatial markers + covariates only | {held:.2f} | {oof:.2f} |")
     ceil_tr = pearson([r["kpa_noiseless"] for r in train], kpa_tr)
     ceil_te = pearson([r["kpa_noiseless"] for r in test], kpa_te)
     lines.append(f"| label-noise ceiling (noiseless vs noisy label) | {ceil_te:.2f} | {ceil_tr:.2f} |")

@@ -49,10 +49,10 @@ T2STAR_OVER_T2 = 0.6               # ours: T2* ≈ 0.6 T2 without iron
 # literature normalises liver ADC and T1 by the spleen's). One SD of it shifts the liver by about
 # SPLANCHNIC_STAGES fibrosis stages' worth; the rest is the liver's and the spleen's own.
 SPLANCHNIC_STAGES = 1.4
-LIVER_T1_SD_MS = 12.0              # the liver's own
-LIVER_T2_SD_MS = 0.8
-LIVER_ADC_SD = 0.03
-SPLEEN_OWN_SD = 0.02               # the spleen's own T1/T2 spread, relative
+LIVER_T1_SD_MS = 10.0              # the liver's own
+LIVER_T2_SD_MS = 0.6
+LIVER_ADC_SD = 0.025
+SPLEEN_OWN_SD = 0.015              # the spleen's own T1/T2 spread, relative
 SPLEEN_ADC_SD = 0.03
 SPLEEN_VOLUME_LOG_SD = 0.30        # healthy spleens 100–300 mL
 EXAM_ADC_SD = 0.06                 # exam-level ADC calibration, all tissues (1.5 T vs 3 T wCV 11 %)
@@ -64,7 +64,7 @@ SPLEEN_GROWTH_PER_STAGE = 0.02     # mild growth before (portal pressure rises g
 CAUDATE_GROWTH_ADVANCED = 0.30     # caudate/right-lobe ratio > 0.65 in cirrhosis from ~0.45
 RIGHT_LOBE_SHRINK_ADVANCED = 0.12
 NODULARITY_MM_HEALTHY = 0.4        # LSN flat F0–F3, jumps at F4 (multi-institution LSN study)
-NODULARITY_MM_CIRRHOSIS = 4.0
+NODULARITY_MM_CIRRHOSIS = 5.0
 REGIONAL_FIBROSIS_SD = 0.5         # regional spread of the local stage, relative (patchy fibrosis)
 BAND_FIBROSIS = 1.2                # extra stage in reticular bands at F4
 MAX_STAGE_EXCESS = 1.5             # local stage at most this far above the liver's average
@@ -122,7 +122,7 @@ class PersonTraits:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> PersonTraits:
-        smooth_cirrhosis = rng.random() < 0.15
+        smooth_cirrhosis = rng.random() < 0.1
         return cls(
             splanchnic=float(rng.normal()),
             liver_t1_ms=rng.normal(0, LIVER_T1_SD_MS), liver_t2_ms=rng.normal(0, LIVER_T2_SD_MS),
