@@ -51,8 +51,9 @@ SIMPLE = [f"{s}_{k}" for s in SEQS for k in ("raw", "body_ratio", "cv", "p90_p10
     ["adc_mean", "adc_cv", "liver_volume_ml", "surface_roughness", "axis_ratio_2_1", "axis_ratio_3_1"]
 SPATIAL = ["t1w_liver_spleen", "t2w_liver_spleen", "dwi_liver_spleen", "adc_liver_spleen",
            "t1w_liver_muscle", "t2w_liver_muscle", "dwi_liver_muscle",
-           "spleen_volume_ml", "spleen_to_liver_volume", "caudate_right_lobe_ratio", "nodularity_mm",
-           "t2w_regional_cv", "t1w_regional_cv", "adc_regional_cv", "t1w_t2w_anticorrelation", "t2w_adc_anticorrelation"]
+           "spleen_volume_ml", "spleen_to_liver_volume", "caudate_right_lobe_ratio", "nodularity_mm", "perihepatic_fluid_ml",
+           "t2w_regional_cv", "t1w_regional_cv", "adc_regional_cv", "t1w_t2w_anticorrelation", "t2w_adc_anticorrelation",
+           "fibrosis_pattern_sd"]
 COVARIATES = ["age", "sex_m", "bmi", "pdff", "pdff_known"]
 
 
@@ -144,6 +145,8 @@ def measure(job) -> dict:
     out["spleen_to_liver_volume"] = out["spleen_volume_ml"] / float(truth_row["liver_volume_ml"])
     out["caudate_right_lobe_ratio"] = float(truth_row["caudate_right_lobe_ratio"])
     out["nodularity_mm"] = float(truth_row["nodularity_mm"])
+    near_liver = ndimage.distance_transform_edt(~np.isin(lab, (L["liver"], L["blood"])), sampling=sp) < 15.0
+    out["perihepatic_fluid_ml"] = float((near_liver & (lab == L["fluid"])).sum() * np.prod(sp) / 1000)
     k = tuple(max(1, round(b / s)) for b, s in zip((16.0, 16.0, 16.0), sp))
     bl = {s: _blocks(aligned[s], liver_p, k) for s in SEQS}
     bl["adc"] = _blocks(adc_al, liver_p, k) if adc_al is not None else None
@@ -153,6 +156,14 @@ def measure(job) -> dict:
     z = {s: (b - b.mean()) / (b.std() + 1e-9) for s, b in bl.items() if b is not None and len(b) > 3}
     out["t1w_t2w_anticorrelation"] = float(-np.mean(z["t1w"] * z["t2w"])) if "t2w" in z else np.nan
     out["t2w_adc_anticorrelation"] = float(-np.mean(z["t2w"] * z["adc"])) if "adc" in z else np.nan
+    # Amplitude of the regional pattern along the direction fibrosis moves a block (T2w up, T1w
+    # and ADC down), in relative units; normal perfusion patches (T2w and ADC up) and focal fat
+    # (T1w up) mostly fall outside it.
+    if bl["adc"] is not None and len(bl["t1w"]) > 3:
+        rel = {s: b / np.median(b) - 1 for s, b in bl.items()}
+        out["fibrosis_pattern_sd"] = float(np.std(rel["t2w"] - rel["t1w"] - rel["adc"]))
+    else:
+        out["fibrosis_pattern_sd"] = np.nan
     return out
 
 

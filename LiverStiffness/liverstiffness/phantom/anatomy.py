@@ -35,6 +35,8 @@ for _code, _name, _tissue in CLASSES:
 # Fat fraction of tissues that are not pure water: fat itself, and the fatty marrow of adult
 # vertebrae (30–60 %; ours: 0.45).
 FAT_FRACTION = {"fat": 1.0, "marrow": 0.45}
+# What free fluid displaces: the peritoneal contents, not the wall, organs or retroperitoneum.
+PERITONEAL = np.isin(np.arange(256), [C[n] for n in ("viscera", "visceral_fat", "bowel_gas")])
 # Classes a bulging nodular liver may push into (not other organs, bone or great vessels).
 SOFT = np.isin(np.arange(256), [C[n] for n in ("viscera", "visceral_fat", "fluid", "bowel_gas", "lung",
                                                "wall_muscle", "subcutaneous_fat", "air")])
@@ -134,6 +136,20 @@ def nodular_surface(cls: np.ndarray, grid: Grid, amplitude_mm: float, rng: np.ra
     return out
 
 
+def ascites(cls: np.ndarray, grid: Grid, rim_mm: float) -> np.ndarray:
+    """Free fluid in the peritoneal space around the liver and spleen, ``rim_mm`` thick."""
+    organs = np.isin(cls, (*LIVER_CLASSES, C["spleen"]))
+    idx = np.argwhere(organs)
+    sp = np.asarray(grid.spacing)[::-1]
+    pad = np.ceil(rim_mm / sp).astype(int) + 1
+    lo, hi = np.maximum(idx.min(0) - pad, 0), np.minimum(idx.max(0) + pad + 1, cls.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    near = ndimage.distance_transform_edt(~organs[box], sampling=sp) <= rim_mm
+    sub = cls[box]
+    sub[near & PERITONEAL[sub]] = C["fluid"]
+    return cls
+
+
 def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing_mm: float,
                   fov_mm, rng: np.random.Generator) -> Anatomy:
     """Deform the patient's template for this exam's disease state, then attach per-voxel
@@ -142,6 +158,8 @@ def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing
     morph = morphology(state, patient.traits)
     cls = Deformation(patient.body, morph).warp_labels(grid.origin, grid.spacing, grid.shape_xyz)
     cls = nodular_surface(cls, grid, morph.nodularity_mm, rng)
+    if morph.ascites_mm > 0:
+        cls = ascites(cls, grid, morph.ascites_mm)
     lab = CLASS_TO_TISSUE[cls]
     liver = np.isin(cls, LIVER_CLASSES)
 
@@ -170,6 +188,7 @@ def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing
         "spleen_length_mm": float((np.ptp(spleen_z) + 1) * spacing_mm) if len(spleen_z) else 0.0,
         "caudate_right_lobe_ratio": caudate_ratio(cls),
         "nodularity_mm": float(morph.nodularity_mm),
+        "ascites_mm": float(morph.ascites_mm),
         "liver_t1_ms": float(np.mean(m.t1)), "liver_t2_ms": float(np.mean(m.t2)), "liver_adc": float(np.mean(m.adc)),
         "liver_stage_sd": float(np.std(m.local_stage)),
         "subcutaneous_fat_mm": patient.body.fat_mm,

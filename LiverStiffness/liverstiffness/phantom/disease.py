@@ -59,16 +59,21 @@ EXAM_ADC_SD = 0.06                 # exam-level ADC calibration, all tissues (1.
 PERFUSION_ADC_SD = 0.08            # splanchnic perfusion (fasting state, IVIM share): liver and spleen ADC
 
 # --- morphology (PHANTOM.md; our simplifications) -------------------------------------------
+ADVANCED_FROM, ADVANCED_TO = 1.8, 3.4   # f where the late changes start and are complete
 SPLEEN_GROWTH_ADVANCED = 0.28      # linear size at F4 (volume ×2); spleen length > 12–13 cm in cirrhosis
 SPLEEN_GROWTH_PER_STAGE = 0.02     # mild growth before (portal pressure rises gradually)
 CAUDATE_GROWTH_ADVANCED = 0.30     # caudate/right-lobe ratio > 0.65 in cirrhosis from ~0.45
 RIGHT_LOBE_SHRINK_ADVANCED = 0.12
-NODULARITY_MM_HEALTHY = 0.4        # LSN flat F0–F3, jumps at F4 (multi-institution LSN study)
+NODULARITY_MM_HEALTHY = 0.4        # LSN flat F0–F3, jumps at F4 (multi-institution LSN study): from f 2.3 to 3.4
 NODULARITY_MM_CIRRHOSIS = 5.0
 REGIONAL_FIBROSIS_SD = 0.5         # regional spread of the local stage, relative (patchy fibrosis)
 BAND_FIBROSIS = 1.2                # extra stage in reticular bands at F4
 MAX_STAGE_EXCESS = 1.5             # local stage at most this far above the liver's average
 PERFUSION_PATCHINESS = (0.02, 0.10)  # normal regional variation, relative (ours)
+# Ascites in decompensated cirrhosis: a share of F4 livers lie in a rim of free fluid (ours; about a
+# third of cirrhotics in a referral cohort), 4–15 mm thick.
+ASCITES_AT_F4 = 0.35
+ASCITES_MM = (4.0, 15.0)
 
 
 def splanchnic_shift(s: float, field_t: float) -> tuple[float, float, float]:
@@ -80,8 +85,11 @@ def splanchnic_shift(s: float, field_t: float) -> tuple[float, float, float]:
 
 
 def advanced(f: float) -> float:
-    """0 up to F2, rising through F3 to 1 at F4: the weight of the late morphological changes."""
-    return float(np.clip((f - 2.0) / 2.0, 0.0, 1.0) ** 1.5)
+    """0 below stage 2, rising through stage 3 to 1 in cirrhosis: the weight of the late
+    morphological changes. Stages here are those of the label's bands (PHANTOM.md): with
+    kPa = 1.9 e^(0.33 f), f ≈ 2.4 reaches the F3 band (3.5 kPa and above) and f ≈ 2.9 the
+    cirrhosis band (5 kPa)."""
+    return float(np.clip((f - ADVANCED_FROM) / (ADVANCED_TO - ADVANCED_FROM), 0.0, 1.0) ** 1.5)
 
 
 @dataclass
@@ -119,10 +127,12 @@ class PersonTraits:
     focal_fat: float = 0.5          # amplitude of focal fat deposition / sparing
     perfusion_patchiness: float = 0.04   # amplitude of regional perfusion differences (relative)
     spleen_iron_share: float = 0.5  # reticulo-endothelial share of the iron (spleen darkens too)
+    ascites_draw: float = 1.0       # uniform draw: ascites when below the stage's risk
+    ascites_amount: float = 0.5     # uniform draw: how much
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> PersonTraits:
-        smooth_cirrhosis = rng.random() < 0.1
+        smooth_cirrhosis = rng.random() < 0.08
         return cls(
             splanchnic=float(rng.normal()),
             liver_t1_ms=rng.normal(0, LIVER_T1_SD_MS), liver_t2_ms=rng.normal(0, LIVER_T2_SD_MS),
@@ -132,10 +142,11 @@ class PersonTraits:
             spleen_size=float(np.exp(rng.normal(0, SPLEEN_VOLUME_LOG_SD) / 3)),
             liver_size=float(np.exp(rng.normal(0, 0.05))), caudate_size=float(np.exp(rng.normal(0, 0.08))),
             right_lobe_size=float(np.exp(rng.normal(0, 0.04))), gallbladder_size=float(np.exp(rng.normal(0.1, 0.2))),
-            nodule_gain=0.25 if smooth_cirrhosis else float(np.exp(rng.normal(0, 0.3))),
+            nodule_gain=0.25 if smooth_cirrhosis else float(np.exp(rng.normal(0, 0.25))),
             band_gain=float(np.exp(rng.normal(0, 0.35))), focal_fat=float(rng.uniform(0, 1)),
             perfusion_patchiness=float(rng.uniform(*PERFUSION_PATCHINESS)),
-            spleen_iron_share=float(rng.uniform(0.2, 1.0)))
+            spleen_iron_share=float(rng.uniform(0.2, 1.0)),
+            ascites_draw=float(rng.random()), ascites_amount=float(rng.random()))
 
 
 @dataclass
@@ -148,16 +159,21 @@ class Morphology:
     liver: float
     gallbladder: float
     nodularity_mm: float
+    ascites_mm: float = 0.0
 
 
 def morphology(state: DiseaseState, traits: PersonTraits) -> Morphology:
     f, a = state.fibrosis, advanced(state.fibrosis)
-    nod = NODULARITY_MM_HEALTHY + (NODULARITY_MM_CIRRHOSIS - NODULARITY_MM_HEALTHY) * float(np.clip((f - 2.5) / 1.5, 0, 1))
+    # The person's ascites propensity (a uniform draw) against the stage's risk.
+    ascites = traits.ascites_draw < ASCITES_AT_F4 * a
+    rim = ASCITES_MM[0] + (ASCITES_MM[1] - ASCITES_MM[0]) * traits.ascites_amount
+    nod = NODULARITY_MM_HEALTHY + (NODULARITY_MM_CIRRHOSIS - NODULARITY_MM_HEALTHY) * float(np.clip((f - 2.3) / 1.1, 0, 1))
     return Morphology(
         spleen=traits.spleen_size * (1 + SPLEEN_GROWTH_PER_STAGE * f + SPLEEN_GROWTH_ADVANCED * a),
         caudate=traits.caudate_size * (1 + CAUDATE_GROWTH_ADVANCED * a),
         right_lobe=traits.right_lobe_size * (1 - RIGHT_LOBE_SHRINK_ADVANCED * a),
-        liver=traits.liver_size, gallbladder=traits.gallbladder_size, nodularity_mm=nod * traits.nodule_gain)
+        liver=traits.liver_size, gallbladder=traits.gallbladder_size, nodularity_mm=nod * traits.nodule_gain,
+        ascites_mm=rim if ascites else 0.0)
 
 
 @dataclass
