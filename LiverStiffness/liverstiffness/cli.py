@@ -19,7 +19,8 @@ def _sites(text: str) -> tuple[str, ...]:
 def cmd_synth(args) -> int:
     from .phantom import generate_cohort
 
-    generate_cohort(args.out, n=args.n, seed=args.seed, sites=args.sites, size=args.size, progress=not args.quiet)
+    generate_cohort(args.out, n=args.n, seed=args.seed, sites=args.sites, size=args.size, progress=not args.quiet,
+                    workers=args.workers)
     return 0
 
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
     s.add_argument("--sites", type=_sites, default=("A", "B", "C", "D"), help="site profiles, e.g. A,B,C,D (A–E available)")
     s.add_argument("--size", choices=("small", "normal"), default="small", help="small: coarse grids for tests; normal: clinical grids")
+    s.add_argument("--workers", type=int, default=1,
+                   help="exams synthesised in parallel processes (the cohort is the same for any number)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
 
