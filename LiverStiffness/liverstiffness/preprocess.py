@@ -18,6 +18,12 @@ import SimpleITK as sitk
 from . import spatial
 from .errors import InputError
 from .imageio import DwiData, read_dwi, read_mask, read_volume
+from .input_checks import (
+    check_dwi_against_liver,
+    check_sequence_against_liver,
+    check_sizes,
+    liver_points,
+)
 from .registration import (
     SequenceRegistration,
     identity,
@@ -74,6 +80,7 @@ class ExamImages:
     dwi: DwiData
     mask: sitk.Image
     paths: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)   # warnings from the input checks, for the report
 
 
 @dataclass
@@ -96,7 +103,11 @@ class Prepared:
 
 
 def read_exam(t1w, t2w, dwi, mask, dwi_b=None, mask_label: int | None = None) -> ExamImages:
-    """Read the four inputs; every problem is an InputError naming the file."""
+    """Read the four inputs; every problem is an InputError naming the file. The headers are
+    checked together first, so that an exam too large for memory is refused before any voxel
+    is read (:func:`~.input_checks.check_sizes`)."""
+    check_sizes({name: Path(p) for name, p in (("t1w", t1w), ("t2w", t2w), ("dwi", dwi), ("mask", mask))
+                 if Path(p).exists()})
     images = ExamImages(
         t1w=read_volume(t1w, "t1w"), t2w=read_volume(t2w, "t2w"), dwi=read_dwi(dwi, dwi_b, "dwi"),
         mask=read_mask(mask, mask_label, "mask"),
@@ -111,21 +122,36 @@ def mask_on_reference(images: ExamImages) -> sitk.Image:
 
 
 def check_exam(images: ExamImages) -> None:
-    """Sequences must overlap physically, and the mask must sit on tissue inside the T1w."""
+    """The inputs against each other (:mod:`.input_checks`): sequences overlap physically, the
+    mask sits on tissue inside the T1w, every sequence covers the liver with no blank slice
+    through it, and the DWI's signal and ADC in the liver are physical. Warnings (a partly
+    covered liver) go to ``images.notes``."""
     ref = images.t1w
+
+    def where(name: str) -> str:
+        return f"{name} {images.paths.get(name, '')}".strip()
+
     for name, img in (("t2w", images.t2w), ("dwi", images.dwi.high_b), ("mask", images.mask)):
         frac = spatial.overlap_fraction(ref, img)
         if frac < MIN_SEQUENCE_OVERLAP:
-            raise InputError(f"{name} {images.paths.get(name, '')}".strip(),
-                             f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
+            raise InputError(where(name), f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
     m = sitk.GetArrayFromImage(mask_on_reference(images)) > 0
     if not m.any():
-        raise InputError(f"mask {images.paths.get('mask', '')}".strip(), "does not overlap the T1w image (empty after resampling to the T1w grid)")
+        raise InputError(where("mask"), "does not overlap the T1w image (empty after resampling to the T1w grid)")
     t1 = sitk.GetArrayViewFromImage(ref)
     body = np.percentile(t1, 98)
     if body <= 0 or np.median(t1[m]) < MIN_MASK_SIGNAL_FRACTION * body:
-        raise InputError(f"mask {images.paths.get('mask', '')}".strip(),
-                         "does not cover the liver in the T1w image (it lies mostly on background/air)")
+        raise InputError(where("mask"), "does not cover the liver in the T1w image (it lies mostly on background/air)")
+    pts = liver_points(images.mask)
+    notes = []
+    sequences = [("t1w", ref), ("t2w", images.t2w)] + [
+        ("dwi", im) for im in images.dwi.images]
+    for name, img in sequences:
+        note = check_sequence_against_liver(img, pts, where(name), name)
+        if note and note not in notes:
+            notes.append(note)
+    check_dwi_against_liver(images.dwi.b_values, images.dwi.images, images.dwi.adc, pts, where("dwi"))
+    images.notes = notes
 
 
 def n4_correct(img: sitk.Image, shrink: int = 4) -> sitk.Image:
