@@ -1,7 +1,6 @@
 """``liverstiffness qa``: liver-mask QA for one exam or a manifest."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -62,8 +61,16 @@ def _row(case_id, res) -> dict:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from .batch_lock import BatchLock
     from .errors import InputError
     from .manifest import parse_b_values, read_manifest
+    from .outputs import (
+        OutputError,
+        atomic_write_csv,
+        atomic_write_text,
+        case_folder,
+        writing,
+    )
     from .qa import QAThresholds
 
     th = QAThresholds.from_json(args.thresholds) if args.thresholds else QAThresholds()
@@ -72,22 +79,21 @@ def run(args) -> int:
         if args.mask or args.t1w:
             raise InputError("qa", "give either --manifest or --mask/--t1w, not both")
         records = read_manifest(args.manifest, check_files=False)
-        out.mkdir(parents=True, exist_ok=True)
         rows = []
-        for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
-            try:
-                exam = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None)
-                res = _qa_one(exam, th)
-                (out / rec.case_id).mkdir(exist_ok=True)
-                (out / rec.case_id / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
-                rows.append(_row(rec.case_id, res))
-            except InputError as exc:
-                rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
-        with open(out / "qa.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=QA_COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: r.get(k, "") for k in QA_COLUMNS})
+        with writing(f"--out {out}"), BatchLock(out):
+            for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
+                try:
+                    exam = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, rec.mask_label)
+                    res = _qa_one(exam, th)
+                    folder = case_folder(out, rec.case_id)
+                    folder.mkdir(exist_ok=True)
+                    atomic_write_text(folder / "qa.json", json.dumps(res.to_dict(), indent=2))
+                    rows.append(_row(rec.case_id, res))
+                except OutputError:
+                    raise
+                except InputError as exc:
+                    rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
+            atomic_write_csv(out / "qa.csv", QA_COLUMNS, rows)
         flagged = sum(1 for r in rows if r.get("flags"))
         print(f"QA of {len(rows)} exam(s): {flagged} flagged, {sum(r['status'] != 'ok' for r in rows)} unreadable → {out / 'qa.csv'}")
         return 0
@@ -98,8 +104,9 @@ def run(args) -> int:
         raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
     exam = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label)
     res = _qa_one(exam, th)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qa.json").write_text(json.dumps(res.to_dict(), indent=2))
+    with writing(f"--out {out}"):
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "qa.json", json.dumps(res.to_dict(), indent=2))
     if res.flags:
         for f in res.flags:
             where = f" (slices {f.slices[0]}–{f.slices[-1]})" if f.slices else ""
