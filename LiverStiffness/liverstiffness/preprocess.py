@@ -26,6 +26,7 @@ from .input_checks import (
 )
 from .registration import (
     SequenceRegistration,
+    check_not_displaced,
     identity,
     register_sequence,
     registration_target,
@@ -186,6 +187,14 @@ def register_to_t1w(images: ExamImages, t2w: sitk.Image | None = None) -> dict[s
             "dwi": register_sequence(fixed, images.dwi.images[0], region, f"dwi {images.paths.get('dwi', '')}".strip())}
 
 
+def check_sequences_in_place(images: ExamImages) -> None:
+    """InputError when T2w or the DWI shows the liver far beyond breath-hold distance from the
+    T1w's (a wrong origin): the check registration makes, for models that do not register."""
+    fixed, region = _registration_target(images)
+    for name, img in (("t2w", images.t2w), ("dwi", images.dwi.images[0])):
+        check_not_displaced(fixed, img, region, f"{name} {images.paths.get(name, '')}".strip())
+
+
 def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | None = None,
             transforms: dict | None = None) -> Prepared:
     """Register, resample, crop and normalise one exam into the model's input.
@@ -208,6 +217,8 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
         t = time.perf_counter()
         transforms = register_to_t1w(images, t2w)
         timings["register"] = time.perf_counter() - t
+    elif not options.register:
+        check_sequences_in_place(images)   # unregistered, a displaced sequence is still refused
     t = time.perf_counter()
     mask_ref = mask_on_reference(images)
     centre = spatial.centroid_mm(mask_ref)

@@ -231,6 +231,12 @@ def _as_euler(t_mm) -> sitk.Euler3DTransform:
     return tr
 
 
+def check_not_displaced(fixed: sitk.Image, moving: sitk.Image, region: sitk.Image, name: str,
+                        max_shift_mm: float = MAX_SHIFT_MM) -> None:
+    """The displacement check of :func:`register_sequence` alone (for models that do not register)."""
+    _check_not_displaced(fixed, region, _moving_grid(moving, fixed), name, max_shift_mm)
+
+
 def register_sequence(fixed: sitk.Image, moving: sitk.Image, region: sitk.Image, name: str,
                       max_shift_mm: float = MAX_SHIFT_MM) -> SequenceRegistration:
     """Register ``moving`` to ``fixed`` (a bias-flattened liver-centred T1w crop; ``region`` the
