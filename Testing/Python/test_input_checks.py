@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from liverstiffness import input_checks
 from liverstiffness.cli import main
 from liverstiffness.errors import InputError
@@ -53,7 +52,7 @@ def test_t2w_with_a_nan_slice_is_refused_not_estimated(one_case, tiny_model, tmp
     arr[k] = np.nan
     bad = _write_like(t2, arr, tmp_path / "t2w_nan.nii.gz")
     assert np.isfinite(sitk.GetArrayViewFromImage(sitk.ReadImage(str(bad)))).all()   # what ITK alone would see
-    err = refused(_args(one_case, tiny_model, t2w=bad), tmp_path / "out", capsys,
+    refused(_args(one_case, tiny_model, t2w=bad), tmp_path / "out", capsys,
                   rf"t2w .*t2w_nan\.nii\.gz: has \d+ NaN/Inf voxel\(s\); slice\(s\) {k} of")
 
 
@@ -188,9 +187,8 @@ def test_slicer_nodes_get_the_same_checks(one_case):
 
     import slicer
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
-    from test_slicer_logic import exam_nodes
-
     from LiverStiffnessLib.logic import LiverStiffnessLogic
+    from test_slicer_logic import exam_nodes
 
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene

@@ -10,7 +10,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from liverstiffness import registration
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble
@@ -32,7 +31,8 @@ def strong_bias_cohort(tmp_path_factory):
         manifest = generate_cohort(out, n=6, seed=3, sites=("S",), size="small", progress=False)
     finally:
         del SITES["S"]
-    truth = {r["case_id"]: r for r in csv.DictReader(open(out / "truth.csv"))}
+    with open(out / "truth.csv") as fh:
+        truth = {r["case_id"]: r for r in csv.DictReader(fh)}
     exams = [(rec, read_exam(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b), truth[rec.case_id])
              for rec in read_manifest(manifest)]
     return exams
@@ -95,7 +95,7 @@ def test_a_sequence_displaced_beyond_the_bound_is_refused(strong_bias_cohort, ti
 
 
 def test_mask_fit_claims_nothing_beyond_its_bound(strong_bias_cohort):
-    rec, exam, _ = strong_bias_cohort[2]
+    _, exam, _ = strong_bias_cohort[2]
     moved = sitk.Resample(exam.mask, exam.mask, sitk.TranslationTransform(3, [0.0, 0.0, -40.0]), sitk.sitkNearestNeighbor, 0)
     exam_far = type(exam)(exam.t1w, exam.t2w, exam.dwi, moved, exam.paths)
     res = run_qa(exam_far)
