@@ -166,7 +166,7 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
     last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
     tmp = staging_folder(out_dir)  # inputs accepted: now we may write
     try:
-        outputs, rollout = _write_maps(tmp, prep, maps)
+        outputs, rollout = _write_maps(tmp, prep, maps, f"--out {out_dir}")
         report = {
             "stiffness_kpa": round(kpa, 3),
             "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
@@ -202,7 +202,7 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
     return report
 
 
-def _write_maps(folder: Path, prep: Prepared, maps: dict) -> tuple[dict, sitk.Image]:
+def _write_maps(folder: Path, prep: Prepared, maps: dict, where: str = "--out") -> tuple[dict, sitk.Image]:
     """Each map back on the T1w grid, inside the mask, in [0, 1]: attention.nii.gz (rollout) and
     attention_<kind>.nii.gz for the others. Returns the outputs entry and the rollout image."""
     mask = sitk.GetArrayFromImage(prep.mask_ref)
@@ -215,7 +215,7 @@ def _write_maps(folder: Path, prep: Prepared, maps: dict) -> tuple[dict, sitk.Im
         try:
             sitk.WriteImage(img, str(folder / name), useCompression=True)
         except RuntimeError as exc:      # ITK reports a full disk as its own exception
-            raise OutputError(f"--out {folder.parent}", f"cannot be written ({_last_line(exc)})") from None
+            raise OutputError(where, f"cannot be written ({_last_line(exc)}); nothing was left half-written") from None
         written[kind], images[kind] = name, img
     return {"attention_maps": written}, images[DEFAULT_MAP]
 
