@@ -9,7 +9,7 @@ What is checked, and what happens (the README's "Input checks" lists the same):
   front–back and :data:`MAX_EXTENT_MM` along the body) — an error;
 * voxel values: any NaN or ±Inf voxel — an error (NIfTI files are scanned on disk, because
   ITK's NIfTI reader silently turns them into 0); a constant image (all zero, or one value) —
-  an error; in a sequence, a blank slice (one value throughout) where the liver is — an error
+  an error; clearly negative values (a phase or subtraction image, not magnitude) — an error; in a sequence, a blank slice (one value throughout) where the liver is — an error
   (a NaN slice written by a broken conversion reads back as such a slice);
 * size before reading the voxels: an image whose header asks for more memory than is
   available (or than :data:`MAX_VOXELS` for one image) — an error that gives the size needed;
@@ -57,7 +57,9 @@ MIN_LIVER_COVERAGE = 0.8
 WARN_LIVER_COVERAGE = 0.97
 #: Liver ADC (10⁻³ mm²/s) outside this range is not tissue: the b-values are wrong.
 PLAUSIBLE_LIVER_ADC = (0.2, 4.0)
-#: A slice counts as blank when one value fills it (NaN written as 0, a zero-filled slice).
+#: Magnitude images are ≥ 0; a little below (interpolation ringing) is tolerated, but not a 1st
+#: percentile below this share of minus the 99th (a phase, subtraction or sign-flipped image).
+NEGATIVE_FRACTION = 0.05
 MEMORY_ENV = "LIVERSTIFFNESS_MAX_MEMORY_GB"
 
 
@@ -104,6 +106,12 @@ def check_values(img: sitk.Image, where: str) -> None:
     lo, hi = float(arr.min()), float(arr.max())
     if lo == hi:
         raise InputError(where, f"is constant (every voxel is {lo:g}): it holds no image")
+    if lo < 0:
+        sample = arr.ravel()[:: max(1, arr.size // 200_000)]          # percentiles of a regular sample
+        p1, p99 = (float(v) for v in np.percentile(sample, [1, 99]))
+        if p99 <= 0 or p1 < -NEGATIVE_FRACTION * p99:
+            raise InputError(where, f"has negative values down to {lo:.4g} (1st percentile {p1:.4g}, 99th {p99:.4g}): "
+                                    "a phase or subtraction image, not an MR magnitude image")
 
 
 def _nonfinite_message(n: int, per_slice_fraction: np.ndarray) -> str:

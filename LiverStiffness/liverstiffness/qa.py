@@ -183,7 +183,10 @@ def mask_fit_shift(mask_img: sitk.Image, image: sitk.Image) -> tuple[np.ndarray,
         reg.SetInitialTransform(start, inPlace=False)
         return reg
 
-    out = method(sitk.TranslationTransform(3)).Execute(fixed, moving)
+    try:
+        out = method(sitk.TranslationTransform(3)).Execute(fixed, moving)
+    except RuntimeError:          # ITK gives up (too few samples): no fit, hence no claim
+        return np.zeros(3), 0.0
     tr = out.GetNthTransform(0) if isinstance(out, sitk.CompositeTransform) else out
     offset = sitk.TranslationTransform(tr).GetOffset()
     # Mattes MI is reported negated (lower is better).

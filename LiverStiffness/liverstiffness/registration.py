@@ -75,7 +75,12 @@ class SequenceRegistration:
 
     def warning(self, name: str) -> str | None:
         """A line for the report when the sequence had to stay where the scanner put it."""
-        if self.status != "scanner geometry" or float(np.linalg.norm(self.claimed_mm)) < WARN_REJECTED_MM:
+        if self.status != "scanner geometry":
+            return None
+        if self.reason.startswith("it failed"):
+            return (f"{name.upper()} → T1w registration {self.reason}: the {name.upper()} was used in the scanner's "
+                    "geometry, uncorrected for breath-hold differences")
+        if float(np.linalg.norm(self.claimed_mm)) < WARN_REJECTED_MM:
             return None
         return (f"{name.upper()} → T1w registration rejected ({self.reason}): the {name.upper()} was used in the "
                 "scanner's geometry, uncorrected for breath-hold differences")
@@ -244,7 +249,12 @@ def register_sequence(fixed: sitk.Image, moving: sitk.Image, region: sitk.Image,
     sequence's liver lies clearly beyond the breath-hold bound."""
     mov = _moving_grid(moving, fixed)
     _check_not_displaced(fixed, region, mov, name, max_shift_mm)
-    claim = _translation(fixed, mov, region)
+    try:
+        claim = _translation(fixed, mov, region)
+    except RuntimeError as exc:       # ITK gives up (e.g. too few samples in the region): no move
+        first = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["unknown reason"]
+        return SequenceRegistration(sitk.Euler3DTransform(), "scanner geometry",
+                                    reason=f"it failed ({first[0].strip()[:120]})")
     f = sitk.GetArrayViewFromImage(fixed)
     r = sitk.GetArrayViewFromImage(region) > 0
     sp = fixed.GetSpacing()[::-1]
