@@ -8,6 +8,7 @@ Every failure is an :class:`InputError` that names the file; what is checked is 
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from .input_checks import (
     check_label_map,
     check_sizes,
     check_values,
+    count_nonfinite,
+    nifti_float_voxels,
+    nonfinite_message,
 )
 
 # Where scanners put the b-value (s/mm²): the standard tag, then vendors' private tags.
@@ -53,10 +57,45 @@ def _read_any(path: Path, what: str) -> sitk.Image:
     try:
         if path.is_dir():
             return _read_dicom_series(path, what)
-        return sitk.ReadImage(str(path))
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            img = _read_float_nifti(path, f"{what} {path}")
+            if img is not None:
+                return img
+        img = sitk.ReadImage(str(path))
+        check_file_values(path, f"{what} {path}")     # NaN/Inf as stored (what ITK's NIfTI reader hides)
+        return img
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise InputError(f"{what} {path}", f"cannot be read as an image ({first[:160]})") from None
+
+
+def _read_float_nifti(path: Path, where: str) -> sitk.Image | None:
+    """A float NIfTI read once: its voxels as stored (checked for NaN/Inf, which ITK's reader
+    would turn into 0) with ITK's reading of the header geometry (qform/sform, orientation).
+    None when ITK should read it instead (other types, scaled values, an unusual layout)."""
+    found = nifti_float_voxels(path)
+    if found is None:
+        return None
+    vals, dims, slope, inter = found
+    if (slope not in (0.0, 1.0) and math.isfinite(slope)) or (inter != 0.0 and math.isfinite(inter)):
+        return None
+    count, per_slice = count_nonfinite(vals, dims)
+    if count:
+        raise InputError(where, nonfinite_message(count, per_slice))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(reader.GetSize())
+    trimmed = tuple(dims)
+    while len(trimmed) > len(size) and trimmed[-1] == 1:
+        trimmed = trimmed[:-1]
+    if trimmed != size or reader.GetNumberOfComponents() != 1:
+        return None
+    img = sitk.GetImageFromArray(vals.reshape(size[::-1]).astype(np.float32), isVector=False)
+    img.SetOrigin(reader.GetOrigin())
+    img.SetSpacing(reader.GetSpacing())
+    img.SetDirection(reader.GetDirection())
+    return img
 
 
 def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
@@ -71,12 +110,13 @@ def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
     return reader.Execute()
 
 
-def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
+def read_volume(path: str | Path, what: str = "image", check_size: bool = True) -> sitk.Image:
     """A 3-D scalar image as float32, with its physical geometry (LPS); checked
     (:mod:`.input_checks`): size before reading, geometry, NaN/Inf, constant."""
     path = _check_exists(Path(path), what)
     where = f"{what} {path}"
-    check_sizes({what: path})
+    if check_size:                  # read_exam checks the four files together first
+        check_sizes({what: path})
     img = _read_any(path, what)
     if img.GetDimension() == 4 and img.GetSize()[3] == 1:
         img = img[:, :, :, 0]
@@ -85,13 +125,13 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(where, f"has {img.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image")
     check_geometry(img, where)
-    check_file_values(path, where)
     img = sitk.Cast(img, sitk.sitkFloat32)
     check_values(img, where)
     return img
 
 
-def read_mask(path: str | Path, label: int | None = None, what: str = "mask", allow_empty: bool = False) -> sitk.Image:
+def read_mask(path: str | Path, label: int | None = None, what: str = "mask", allow_empty: bool = False,
+              check_size: bool = True) -> sitk.Image:
     """Liver labelmap → binary uint8 (1 = liver). ``label`` picks one value; without it the
     mask must hold a single non-zero label (several labels are an error: which is the liver?).
 
@@ -99,7 +139,8 @@ def read_mask(path: str | Path, label: int | None = None, what: str = "mask", al
     """
     path = _check_exists(Path(path), what)
     where = f"{what} {path}"
-    check_sizes({what: path})
+    if check_size:                  # read_exam checks the four files together first
+        check_sizes({what: path})
     img = _read_any(path, what)
     if img.GetDimension() == 4 and img.GetSize()[3] == 1:
         img = img[:, :, :, 0]
@@ -107,7 +148,6 @@ def read_mask(path: str | Path, label: int | None = None, what: str = "mask", al
         raise InputError(where, f"is not a 3-D label map ({img.GetDimension()} dimensions, "
                                 f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel)")
     check_geometry(img, where)
-    check_file_values(path, where)
     return binarize_mask(img, label, where, allow_empty)
 
 
@@ -173,7 +213,7 @@ def _read_dicom_dwi(folder: Path, what: str) -> tuple[list[sitk.Image], tuple[fl
     return images, tuple(b_values)
 
 
-def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool = True) -> DwiData:
+def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool = True, check_size: bool = True) -> DwiData:
     """Read a DWI as 3-D (one b-value), 4-D (one volume per b-value) or a DICOM folder.
 
     ``b_values`` (s/mm²) must match the number of volumes of a NIfTI/NRRD file; a DICOM folder
@@ -181,13 +221,13 @@ def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool =
     """
     path = _check_exists(Path(path), what)
     where = f"{what} {path}"
-    check_sizes({what: path})
+    if check_size:                  # read_exam checks the four files together first
+        check_sizes({what: path})
     if path.is_dir() and len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))) >= 1:
         images, found = _read_dicom_dwi(path, what)
         b_values = found
     else:
         img = _read_any(path, what)
-        check_file_values(path, where)
         if img.GetDimension() == 3:
             images = [sitk.Cast(img, sitk.sitkFloat32)]
         elif img.GetDimension() == 4:

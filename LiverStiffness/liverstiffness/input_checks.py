@@ -22,9 +22,9 @@ What is checked, and what happens (the README's "Input checks" lists the same):
 """
 from __future__ import annotations
 
-import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,11 @@ DIRECTION_TOLERANCE = 1e-3
 #: One image of more voxels than this is refused whatever the memory (2²⁸: 1 GB as float32,
 #: e.g. 1024 × 1024 × 256; a clinical 512 × 512 × 160 T1w is 42 M).
 MAX_VOXELS = 2 ** 28
-#: Peak memory of one exam per voxel read (bytes), measured by bench/bench_clinical.py: the
-#: images as float32, the mask, the ADC fit, QA's and the maps' copies on the T1w grid.
-BYTES_PER_VOXEL = 40
-#: Peak memory of an exam besides its voxels (bytes): the libraries and the model (measured).
+#: Peak memory of one exam per voxel in its files (bytes): the images as float32, the mask, the
+#: ADC fit, QA's and the maps' copies on the T1w grid. bench/bench_clinical.py measured 15 beyond
+#: the base on a 95 M-voxel exam (2.2 GB peak); 24 keeps a margin.
+BYTES_PER_VOXEL = 24
+#: Peak memory of an exam besides its voxels (bytes): the libraries and the model (~0.75 GB measured).
 BASE_BYTES = 900 * 2 ** 20
 #: Share of the liver mask a sequence must cover (below: error) or should cover (below: warning).
 MIN_LIVER_COVERAGE = 0.8
@@ -102,7 +103,7 @@ def check_values(img: sitk.Image, where: str) -> None:
     if arr.dtype.kind in "fc":
         bad = ~np.isfinite(arr)
         if bad.any():
-            raise InputError(where, _nonfinite_message(int(bad.sum()), bad.reshape(bad.shape[0], -1).mean(axis=1)))
+            raise InputError(where, nonfinite_message(int(bad.sum()), bad.reshape(bad.shape[0], -1).mean(axis=1)))
     lo, hi = float(arr.min()), float(arr.max())
     if lo == hi:
         raise InputError(where, f"is constant (every voxel is {lo:g}): it holds no image")
@@ -114,7 +115,7 @@ def check_values(img: sitk.Image, where: str) -> None:
                                     "a phase or subtraction image, not an MR magnitude image")
 
 
-def _nonfinite_message(n: int, per_slice_fraction: np.ndarray) -> str:
+def nonfinite_message(n: int, per_slice_fraction: np.ndarray) -> str:
     whole = np.flatnonzero(per_slice_fraction > 0.5)
     where = (f"; slice(s) {_ranges(whole)} of {len(per_slice_fraction)} almost entirely" if len(whole) else "")
     return (f"has {n} NaN/Inf voxel(s){where} (a broken conversion?); re-export the image — "
@@ -135,67 +136,88 @@ def _ranges(idx) -> str:
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
-def nifti_nonfinite(path: Path) -> tuple[int, np.ndarray] | None:
-    """Count NaN/Inf voxels of a float NIfTI-1/-2 file as stored (ITK's reader turns them into 0).
-    Returns (count, fraction non-finite per slice along the third axis, all volumes together),
-    or None when the file is not a float NIfTI. Streams: memory stays at one chunk."""
+def _head(path: Path, n: int = 540) -> bytes:
+    """The first ``n`` bytes of a file, uncompressed when it is gzip."""
+    with open(path, "rb") as fh:
+        data = fh.read(4096)
+        if data[:2] != b"\x1f\x8b":
+            return data[:n]
+        d = zlib.decompressobj(31)
+        out = d.decompress(data, n)
+        while len(out) < n and not d.eof:
+            more = fh.read(4096)
+            if not more:
+                break
+            out += d.decompress(d.unconsumed_tail + more, n - len(out))
+        return out[:n]
+
+
+def nifti_float_voxels(path: Path):
+    """(voxels as a flat array in file order, dims, scl_slope, scl_inter) of a float NIfTI-1/-2
+    file as stored, or None when it is not one (other types cannot hold NaN). The file is
+    uncompressed once, in one call (the fastest way through a gzip stream)."""
     try:
-        opener = gzip.open if _is_gzip(path) else open
-        with opener(path, "rb") as fh:
-            info = _nifti_layout(fh.read(540))
-            if info is None:
-                return None
-            dims, code, offset, endian = info
-            dtype = np.dtype(_NIFTI_FLOATS[code]).newbyteorder(endian)
-            fh.seek(offset)
-            nx, ny = dims[0], dims[1] if len(dims) > 1 else 1
-            nz = dims[2] if len(dims) > 2 else 1
-            per_slice = np.zeros(nz, np.int64)
-            count, pos = 0, 0
-            while True:
-                block = fh.read((1 << 22) * dtype.itemsize)      # 4 M voxels at a time
-                usable = len(block) - len(block) % dtype.itemsize
-                if usable == 0:
-                    break
-                vals = np.frombuffer(block[:usable], dtype)
-                bad = np.flatnonzero(~np.isfinite(vals))
-                if bad.size:
-                    count += bad.size
-                    np.add.at(per_slice, ((pos + bad) // (nx * ny)) % nz, 1)
-                pos += vals.size
-    except (OSError, EOFError, ValueError, struct.error):
-        return None        # the reader decides about unreadable files
-    if count == 0:
-        return 0, np.zeros(nz)
+        info = _nifti_layout(_head(path))
+        if info is None:
+            return None
+        dims, code, offset, endian, slope, inter = info
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = zlib.decompress(raw, 31)
+        dtype = np.dtype(_NIFTI_FLOATS[code]).newbyteorder(endian)
+        n = int(np.prod(dims, dtype=np.int64))
+        if len(raw) < offset + n * dtype.itemsize:
+            return None        # truncated: the reader says so
+        return np.frombuffer(raw, dtype, count=n, offset=offset), dims, slope, inter
+    except (OSError, EOFError, ValueError, struct.error, zlib.error):
+        return None            # the reader decides about unreadable files
+
+
+def count_nonfinite(vals: np.ndarray, dims) -> tuple[int, np.ndarray]:
+    """(NaN/Inf count, fraction per slice along the third axis, all volumes together)."""
+    nx, ny = dims[0], dims[1] if len(dims) > 1 else 1
+    nz = dims[2] if len(dims) > 2 else 1
+    per_slice = np.zeros(nz, np.int64)
+    count = 0
+    step = 1 << 22                                 # 4 M voxels at a time: small temporaries
+    for start in range(0, vals.size, step):
+        bad = np.flatnonzero(~np.isfinite(vals[start:start + step]))
+        if bad.size:
+            count += bad.size
+            np.add.at(per_slice, ((start + bad) // (nx * ny)) % nz, 1)
     n_volumes = max(1, int(np.prod(dims[3:])) if len(dims) > 3 else 1)
     return count, per_slice / float(nx * ny * n_volumes)
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
+def nifti_nonfinite(path: Path) -> tuple[int, np.ndarray] | None:
+    """Count NaN/Inf voxels of a float NIfTI file as stored (ITK's reader turns them into 0):
+    (count, fraction non-finite per slice), or None when the file is not a float NIfTI."""
+    found = nifti_float_voxels(path)
+    return None if found is None else count_nonfinite(found[0], found[1])
 
 
 def _nifti_layout(head: bytes):
-    """(dims, datatype, data offset, byte order) of a float NIfTI header, else None."""
+    """(dims, datatype, data offset, byte order, scl_slope, scl_inter) of a float NIfTI header, else None."""
     for endian in "<>":
         if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
             ndim = struct.unpack(endian + "h", head[40:42])[0]
             dims = struct.unpack(endian + "7h", head[42:56])[:max(1, min(ndim, 7))]
             code = struct.unpack(endian + "h", head[70:72])[0]
             offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            slope, inter = struct.unpack(endian + "2f", head[112:120])
             break
         if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
             code = struct.unpack(endian + "h", head[12:14])[0]
             ndim = struct.unpack(endian + "q", head[16:24])[0]
             dims = struct.unpack(endian + "7q", head[24:80])[:max(1, min(ndim, 7))]
             offset = int(struct.unpack(endian + "q", head[168:176])[0])
+            slope, inter = struct.unpack(endian + "2d", head[176:192])
             break
     else:
         return None
     if code not in _NIFTI_FLOATS or any(d < 1 for d in dims) or offset < 0:
         return None
-    return tuple(int(d) for d in dims), code, offset, endian
+    return tuple(int(d) for d in dims), code, offset, endian, float(slope), float(inter)
 
 
 def check_file_values(path: Path, where: str) -> None:
@@ -204,7 +226,7 @@ def check_file_values(path: Path, where: str) -> None:
     if path.is_file() and name.endswith((".nii", ".nii.gz")):
         found = nifti_nonfinite(path)
         if found and found[0]:
-            raise InputError(where, _nonfinite_message(*found))
+            raise InputError(where, nonfinite_message(*found))
 
 
 # -------------------------------------------------------------------------------------- size

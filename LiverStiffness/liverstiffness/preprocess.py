@@ -110,8 +110,8 @@ def read_exam(t1w, t2w, dwi, mask, dwi_b=None, mask_label: int | None = None) ->
     check_sizes({name: Path(p) for name, p in (("t1w", t1w), ("t2w", t2w), ("dwi", dwi), ("mask", mask))
                  if Path(p).exists()})
     images = ExamImages(
-        t1w=read_volume(t1w, "t1w"), t2w=read_volume(t2w, "t2w"), dwi=read_dwi(dwi, dwi_b, "dwi"),
-        mask=read_mask(mask, mask_label, "mask"),
+        t1w=read_volume(t1w, "t1w", check_size=False), t2w=read_volume(t2w, "t2w", check_size=False),
+        dwi=read_dwi(dwi, dwi_b, "dwi", check_size=False), mask=read_mask(mask, mask_label, "mask", check_size=False),
         paths={k: str(Path(v).resolve()) for k, v in (("t1w", t1w), ("t2w", t2w), ("dwi", dwi), ("mask", mask))})
     check_exam(images)
     return images

@@ -19,7 +19,7 @@ from scipy import ndimage
 from . import spatial
 from .errors import InputError
 from .preprocess import ExamImages, register_to_t1w
-from .registration import MAX_SHIFT_MM, flatten_bias, identity
+from .registration import MAX_SHIFT_MM, flatten_bias, identity, resample_near
 
 SEVERE, WARNING = "severe", "warning"
 # The mask fit divides the image by its bias field, estimated at this width (mm). Measured on 11
@@ -158,8 +158,8 @@ def mask_fit_shift(mask_img: sitk.Image, image: sitk.Image) -> tuple[np.ndarray,
     """
     centre = spatial.centroid_mm(mask_img)
     grid = spatial.centred_grid(centre, (3.0,) * 3, (90, 80, 80))  # 3 mm: the fit needs the detail
-    fixed = flatten_bias(spatial.resample_like(image, grid), MASK_FIT_BIAS_SIGMA_MM)
-    m = spatial.resample_like(sitk.Cast(mask_img, sitk.sitkFloat32), grid)
+    fixed = flatten_bias(resample_near(image, grid), MASK_FIT_BIAS_SIGMA_MM)
+    m = resample_near(sitk.Cast(mask_img, sitk.sitkFloat32), grid)
     moving = sitk.SmoothingRecursiveGaussian(m, 3.0)
     region = sitk.BinaryDilate(sitk.Cast(m > 0.5, sitk.sitkUInt8), [10, 10, 10])  # ~3 cm around the mask
 

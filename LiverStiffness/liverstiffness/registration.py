@@ -139,9 +139,15 @@ def ngf_similarity(fixed: np.ndarray, moving: np.ndarray, region: np.ndarray, sp
 
 
 def resample_near(img: sitk.Image, grid: sitk.Image, interpolation: str = "linear", pixel=sitk.sitkFloat32) -> sitk.Image:
-    """``img`` resampled onto ``grid`` (anti-aliased), cropping it to the grid's neighbourhood
-    first: the smoothing then runs on a fraction of a full field of view."""
+    """``img`` resampled onto the coarser ``grid``: cropped to the grid's neighbourhood, averaged
+    over whole blocks of voxels (a box filter of the target's size, what a larger voxel measures)
+    and then resampled, anti-aliased for what is left — several times cheaper than smoothing the
+    full-resolution image."""
     near = spatial.crop_to_cover(img, grid, margin_mm=3 * GRID_MM)
+    if interpolation != "nearest":
+        factors = [max(1, int(d // s)) for d, s in zip(grid.GetSpacing(), near.GetSpacing())]
+        if max(factors) > 1 and all(n >= 2 * f for n, f in zip(near.GetSize(), factors)):
+            near = sitk.BinShrink(sitk.Cast(near, sitk.sitkFloat32), factors)
     return spatial.resample_like(near, grid, interpolation=interpolation, pixel=pixel)
 
 
