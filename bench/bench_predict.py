@@ -56,8 +56,10 @@ def machine() -> str:
         pass
     import torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    omp = os.environ.get("OMP_NUM_THREADS")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"GPU: {gpu}")
+            f"GPU: {gpu}; load average at the end {load:.1f}" + (f"; OMP_NUM_THREADS={omp}" if omp else ""))
 
 
 def model_numbers(case, model, device: str) -> dict | None:
