@@ -1,10 +1,12 @@
-"""One batch run per output folder: an exclusive lock on ``OUT/.liverstiffness-batch.lock``.
+"""One batch run per output folder: an exclusive operating-system lock on the folder itself.
 
-The lock is an operating-system lock on an open file (``flock`` on POSIX, ``msvcrt.locking`` on
-Windows), not the file's existence: the kernel drops it the moment its process ends, however it
-ends (kill -9 included), so a lock left by a killed run never blocks the next one. The file
-keeps the holder's process id, host and start time, for the message a second run gets. Advisory
-locks on network file systems (NFS) depend on the server's lock support.
+On POSIX the lock is ``flock`` on the open ``--out`` directory; on Windows ``msvcrt.locking`` on
+``OUT/.liverstiffness-batch.lock``. Either way it belongs to the open file, not to a file's
+existence: the kernel drops it the moment its process ends, however it ends (kill -9 included),
+so a lock left by a killed run never blocks the next one. While it is held,
+``OUT/.liverstiffness-batch.lock`` names the holder (process id, host, start time) for the
+message a second run gets; the holder removes that note when it ends. Advisory locks on network
+file systems (NFS) depend on the server's lock support.
 """
 from __future__ import annotations
 
@@ -24,51 +26,66 @@ class BatchLock:
     def __init__(self, out: str | Path, what: str = "--out"):
         self.out = Path(out)
         self.what = what
-        self._fh = None
+        self._handle = None
 
     def __enter__(self) -> BatchLock:  # noqa: PYI034 - typing.Self needs Python 3.11; Slicer ships older ones
         self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / LOCK_NAME
-        fh = open(path, "a+")
+        note = self.out / LOCK_NAME
         try:
-            _lock(fh)
+            self._handle = _lock(self.out, note)
         except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+            try:
+                holder = note.read_text().strip() or "another process"
+            except OSError:
+                holder = "another process"
             raise InputError(f"{self.what} {self.out}", f"another batch run is using this folder ({holder}); "
                                                         "wait for it to end, or give another --out") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
-        self._fh = fh
+        note.write_text(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fh is not None:
+        if self._handle is not None:
             try:
-                _unlock(self._fh)
+                if os.name != "nt":
+                    (self.out / LOCK_NAME).unlink(missing_ok=True)   # the note; the lock is the folder's
             finally:
-                self._fh.close()
-                self._fh = None
+                _unlock(self._handle)
+                self._handle = None
 
 
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
-    def _lock(fh) -> None:
-        fh.seek(0)
-        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+    def _lock(folder: Path, note: Path):
+        fh = open(note, "a+")  # noqa: SIM115 - held open: the lock lives as long as the file is open
+        try:
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            fh.close()
+            raise
+        return fh
 
     def _unlock(fh) -> None:
-        fh.seek(0)
-        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        try:
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        finally:
+            fh.close()
 else:
     import fcntl
 
-    def _lock(fh) -> None:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _lock(folder: Path, note: Path) -> int:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
-    def _unlock(fh) -> None:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def _unlock(fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -309,6 +309,19 @@ def _run_case_in_worker(rec: ExamRecord, out: Path, opts: PredictOptions | None)
         return {"case_id": rec.case_id, "status": "stop", "error": str(exc), "what": exc.what, "problem": exc.problem}
 
 
+_OUR_FILES = ("attention", "report.json")   # what a case folder holds: attention*.nii.gz, the montage, the report
+
+
+def _remove_partial(folder: Path, out: Path) -> None:
+    """Remove a case folder that has no report (left by an older version's non-atomic write) —
+    but only when everything in it is ours: --out may have been pointed at a folder of inputs."""
+    foreign = [p.name for p in folder.iterdir() if not p.name.startswith(_OUR_FILES)]
+    if foreign:
+        raise InputError(f"--out {out}", f"{folder.name}/ exists, is not a finished case (no report.json) and holds "
+                                         f"other files ({', '.join(sorted(foreign)[:3])}); give an empty or earlier --out")
+    shutil.rmtree(folder)
+
+
 def _prepare_out(out: Path, records: list[ExamRecord], table: Path) -> tuple[dict, list[ExamRecord]]:
     """Clean up after a killed run and decide what is left to do (under the lock)."""
     remove_stale_staging(out)
@@ -322,7 +335,7 @@ def _prepare_out(out: Path, records: list[ExamRecord], table: Path) -> tuple[dic
                 rows[rec.case_id] = _row_from_report(rec.case_id, rep)   # the run died before its row
             continue
         if folder.exists():
-            shutil.rmtree(folder)          # a case folder without its report is a partial one
+            _remove_partial(folder, out)
         rows.pop(rec.case_id, None) if rows.get(rec.case_id, {}).get("status") == "ok" else None
         todo.append(rec)
     return rows, todo

@@ -229,3 +229,23 @@ def test_full_disk_in_a_batch_stops_it_keeps_the_last_complete_csv_and_resumes(b
     monkeypatch.setattr(outputs, "_write_and_sync", real)  # space freed
     assert main(argv) == 0
     _assert_complete(out, case_ids)
+
+
+def test_out_pointed_at_the_input_folders_is_refused_not_emptied(small_cohort, tiny_model, tmp_path, capsys):
+    """--out given as the cohort's own folder (case folders full of inputs, no report): the batch
+    must refuse, not clear them to make room."""
+    import shutil
+
+    manifest, records, _ = small_cohort
+    cohort = tmp_path / "cohort"
+    shutil.copytree(records[0].t1w.parent, cohort / records[0].case_id)
+    lines = manifest.read_text().splitlines()
+    (cohort / "manifest.csv").write_text("\n".join(lines[:2]) + "\n")
+    before = sorted(p.name for p in (cohort / records[0].case_id).iterdir())
+    capsys.readouterr()
+    assert main(["predict", "--manifest", str(cohort / "manifest.csv"), "--model", str(tiny_model), *OPTS,
+                 "--out", str(cohort)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{records[0].case_id}/ exists, is not a finished case (no report.json) and holds other files" in err
+    assert sorted(p.name for p in (cohort / records[0].case_id).iterdir()) == before
+    assert sorted(p.name for p in cohort.iterdir()) == sorted([records[0].case_id, "manifest.csv"])   # nothing left
