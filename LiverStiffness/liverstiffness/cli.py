@@ -7,6 +7,7 @@ so ``--help`` and ``synth`` start fast.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -56,11 +57,15 @@ def _load_extra_commands() -> None:
     from . import commands  # noqa: F401 - registers train, evaluate, predict, qa
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the way out cleans up."""
+
+
 def _terminate(signum, frame):
     """SIGTERM (a scheduler, the Slicer panel's Cancel) ends the run like Ctrl-C: staging folders
-    and temporary files are removed on the way out. (SIGKILL cannot be caught; a batch started
-    again cleans up after it.)"""
-    raise KeyboardInterrupt
+    and temporary files are removed on the way out, then the process ends by the same signal, as
+    the sender expects. (SIGKILL cannot be caught; a batch started again cleans up after it.)"""
+    raise _Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)     # always one line
         return EXIT_BAD_INPUT
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        sys.stderr.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)      # cleaned up: now end as the signal asked
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -280,3 +280,18 @@ def test_attention_maps_leave_nothing_behind_exam_after_exam(tiny_model):
         again = compute_maps(ens.models, x, cov, known, ch)
     assert state() == after_one
     assert all(np.allclose(first[k], again[k]) for k in first) and not any(m.training for m in ens.models)
+
+
+def test_sigterm_cleans_up_and_ends_by_the_signal(batch, tiny_model, tmp_path):
+    """SIGTERM (a scheduler, the panel's Cancel): the run removes its staging folder and lock note,
+    then ends by the signal (so the sender sees a cancelled run); started again it completes."""
+    m, case_ids = batch
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli(m, tiny_model, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: out.is_dir() and any(".partial-" in p.name for p in out.iterdir()), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []      # no staging, no lock note
+    assert main(["predict", "--manifest", str(m), "--model", str(tiny_model), *OPTS, "--out", str(out)]) == 0
+    _assert_complete(out, case_ids)
