@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := build/demo
 CASE := $(DEMO)/cohort/A2026-0000
 
-.PHONY: demo test bench demo-model clean
+.PHONY: demo test bench bench-clinical demo-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py
+
+# Memory and time at clinical resolution and over a 200-exam batch (about half an hour on 2 cores).
+bench-clinical: $(STAMP)
+	$(PY) bench/bench_clinical.py
 
 # Re-train the shipped demo model (synthetic data only; see LiverStiffness/liverstiffness/models/demo/MODEL_CARD.md).
 demo-model: $(STAMP)
