@@ -9,7 +9,7 @@ CASE := $(DEMO)/cohort/A2026-0000
 CHAOS ?= ../shared/data/real/chaos_t2spir
 SEG_MODEL := LiverStiffness/liverstiffness/models/liver_seg
 
-.PHONY: demo test bench demo-model seg-model clean
+.PHONY: demo test bench bench-clinical demo-model seg-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_predict.py
+
+# Memory and time at clinical resolution and over a 200-exam batch (about half an hour on 2 cores).
+bench-clinical: $(STAMP)
+	$(PY) bench/bench_clinical.py
 
 # Re-train the shipped demo model (synthetic data only; see LiverStiffness/liverstiffness/models/demo/MODEL_CARD.md).
 demo-model: $(STAMP)

@@ -292,6 +292,8 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                     f"<br>{report['interval_coverage']:.0%} interval {lo:.2f}–{hi:.2f} kPa")
         note = " — demo model (synthetic), not for clinical use" if report["model"].get("synthetic_training_data") else ""
         warn = "<br>".join(report.get("warnings", []))
+        if not (report.get("input_range") or {}).get("checked", False):  # older model folders carry no training ranges
+            warn += ("<br>" if warn else "") + "Out-of-range check not available for this model."
         self.ui.categoryLabel.setText(f"<b>{report['category']}</b>{note}" + (f"<br><i>{warn}</i>" if warn else ""))
         self.ui.saveReportButton.enabled = self._result is not None
 

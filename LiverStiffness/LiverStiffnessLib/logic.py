@@ -24,7 +24,9 @@ import vtk
 
 from liverstiffness.errors import InputError
 from liverstiffness.imageio import binarize_mask, dwi_from_volumes
+from liverstiffness.input_checks import check_geometry, check_values
 from liverstiffness.manifest import PatientFacts
+from liverstiffness.ood import describe as describe_range
 from liverstiffness.preprocess import ExamImages, check_exam
 
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
@@ -34,7 +36,7 @@ LIVER_SEGMENT_NAME = "liver"
 LIVER_COLOR = (221 / 255, 130 / 255, 101 / 255)   # Slicer's terminology colour for the liver
 ATTENTION_COLOR_NAME = "LiverStiffness attention"
 TABLE_COLUMNS = ("time", "T1w", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
-                 "model", "device", "mask_QA_flags", "attention_node")
+                 "model", "device", "mask_QA_flags", "input_range", "attention_node")
 
 
 @dataclass
@@ -114,14 +116,19 @@ class LiverStiffnessLogic:
             raise InputError("inputs", reason)
         t1 = sitk_from_volume(nodes.t1w, "t1w")
         t2 = sitk_from_volume(nodes.t2w, "t2w")
+        for img, what, node in ((t1, "t1w", nodes.t1w), (t2, "t2w", nodes.t2w)):
+            where = f"{what} {node.GetName()}"   # the same checks as for files (input_checks.py)
+            check_geometry(img, where)
+            check_values(img, where)
         dwi = dwi_from_volumes(_dwi_volumes(nodes), nodes.dwi_b_values, f"dwi {nodes.dwi.GetName()}")
         if nodes.mask_segmentation is not None:
             mask = labelmap_from_segment(nodes.mask_segmentation, nodes.mask_segment_id, nodes.t1w, self.scene)
             mask_name = nodes.mask_segmentation.GetName()
         else:
             mask_name = nodes.mask_labelmap.GetName()
-            mask = binarize_mask(sitk_from_volume(nodes.mask_labelmap, "liver mask"), nodes.mask_label,
-                                 f"liver mask {mask_name}", allow_empty=True)
+            label_img = sitk_from_volume(nodes.mask_labelmap, "liver mask")
+            check_geometry(label_img, f"liver mask {mask_name}")
+            mask = binarize_mask(label_img, nodes.mask_label, f"liver mask {mask_name}", allow_empty=True)
         if not sitk.GetArrayViewFromImage(mask).any():
             raise InputError(f"liver mask {mask_name}", "is empty")
         images = ExamImages(t1, t2, dwi, mask, {"t1w": nodes.t1w.GetName(), "t2w": nodes.t2w.GetName(),
@@ -218,6 +225,7 @@ class LiverStiffnessLogic:
                   "coverage": report["interval_coverage"], "category": report["category"],
                   "model": f"{report['model']['name']} {report['model']['version']}", "device": report["device"],
                   "mask_QA_flags": ";".join(f["code"] for f in (report.get("mask_qa") or {}).get("flags", [])),
+                  "input_range": describe_range(report.get("input_range") or {}),
                   "attention_node": attention["rollout"].GetName()}
         for col, value in values.items():
             table.SetCellText(row, TABLE_COLUMNS.index(col), str(value))

@@ -43,15 +43,20 @@ def sitk_from_volume(node, what: str, component: int | None = None) -> sitk.Imag
     if min(arr.shape) < 2:
         raise InputError(f"{what} {node.GetName()}", f"is not a 3-D volume (size {arr.shape[::-1]})")
     m = ijk_to_world(node)
+    if not np.all(np.isfinite(m)):
+        raise InputError(f"{what} {node.GetName()}", "has a non-finite IJK-to-RAS matrix")
     lps = RAS_TO_LPS @ m[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError(f"{what} {node.GetName()}", f"has a zero voxel spacing {tuple(spacing.round(4).tolist())} mm")
     img = sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=np.float32))  # copy: the node is never touched
     img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps / spacing).ravel().tolist())
+    try:
+        img.SetDirection((lps / spacing).ravel().tolist())
+    except RuntimeError:                 # ITK refuses a singular direction matrix
+        raise InputError(f"{what} {node.GetName()}", "has a singular IJK-to-RAS direction matrix") from None
     img.SetOrigin((RAS_TO_LPS @ m[:3, 3]).tolist())
-    if not np.isfinite(sitk.GetArrayViewFromImage(img)).all():
-        raise InputError(f"{what} {node.GetName()}", "has NaN/inf voxels")
-    return img
+    return img   # values are checked by the caller, as for files (liverstiffness.input_checks)
 
 
 def n_components(node) -> int:

@@ -7,7 +7,10 @@ so ``--help`` and ``synth`` start fast.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from .errors import EXIT_BAD_INPUT, InputError
 
@@ -57,23 +60,52 @@ def _load_extra_commands() -> None:
     from . import commands  # noqa: F401 - registers train, evaluate, predict, qa
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the way out cleans up."""
+
+
+def _terminate(signum, frame):
+    """SIGTERM (a scheduler, the Slicer panel's Cancel) ends the run like Ctrl-C: staging folders
+    and temporary files are removed on the way out, then the process ends by the same signal, as
+    the sender expects. (SIGKILL cannot be caught; a batch started again cleans up after it.)"""
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     _load_extra_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    else:
+        previous = None
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)     # always one line
         return EXIT_BAD_INPUT
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        sys.stderr.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)      # cleaned up: now end as the signal asked
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: ran out of memory; give the process more memory or resample the largest image to a coarser grid",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - one line for the user; --debug for developers
         if args.debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        print(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (run with --debug for details)",
+              file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 DWI comes as a 3-D volume at one b-value, a 4-D volume (NIfTI/NRRD) with one 3-D volume per
 b-value, or a DICOM folder whose slices carry their b-value (standard tag or a vendor's private
 one). With two or more b-values an ADC map is fitted log-linearly (S_b = S_0 e^(−b·ADC)).
-Every failure is an :class:`InputError` that names the file.
+Every failure is an :class:`InputError` that names the file; what is checked is in
+:mod:`.input_checks`.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .input_checks import (
+    check_file_values,
+    check_geometry,
+    check_label_map,
+    check_sizes,
+    check_values,
+    count_nonfinite,
+    nifti_float_voxels,
+    nonfinite_message,
+)
 
 # Where scanners put the b-value (s/mm²): the standard tag, then vendors' private tags.
 B_VALUE_TAGS = ((0x0018, 0x9087), (0x0019, 0x100C), (0x0043, 0x1039), (0x2001, 0x1003))
@@ -45,10 +57,45 @@ def _read_any(path: Path, what: str) -> sitk.Image:
     try:
         if path.is_dir():
             return _read_dicom_series(path, what)
-        return sitk.ReadImage(str(path))
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            img = _read_float_nifti(path, f"{what} {path}")
+            if img is not None:
+                return img
+        img = sitk.ReadImage(str(path))
+        check_file_values(path, f"{what} {path}")     # NaN/Inf as stored (what ITK's NIfTI reader hides)
+        return img
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise InputError(f"{what} {path}", f"cannot be read as an image ({first[:160]})") from None
+
+
+def _read_float_nifti(path: Path, where: str) -> sitk.Image | None:
+    """A float NIfTI read once: its voxels as stored (checked for NaN/Inf, which ITK's reader
+    would turn into 0) with ITK's reading of the header geometry (qform/sform, orientation).
+    None when ITK should read it instead (other types, scaled values, an unusual layout)."""
+    found = nifti_float_voxels(path)
+    if found is None:
+        return None
+    vals, dims, slope, inter = found
+    if (slope not in (0.0, 1.0) and math.isfinite(slope)) or (inter != 0.0 and math.isfinite(inter)):
+        return None
+    count, per_slice = count_nonfinite(vals, dims)
+    if count:
+        raise InputError(where, nonfinite_message(count, per_slice))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(reader.GetSize())
+    trimmed = tuple(dims)
+    while len(trimmed) > len(size) and trimmed[-1] == 1:
+        trimmed = trimmed[:-1]
+    if trimmed != size or reader.GetNumberOfComponents() != 1:
+        return None
+    img = sitk.GetImageFromArray(vals.reshape(size[::-1]).astype(np.float32), isVector=False)
+    img.SetOrigin(reader.GetOrigin())
+    img.SetSpacing(reader.GetSpacing())
+    img.SetDirection(reader.GetDirection())
+    return img
 
 
 def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
@@ -63,56 +110,52 @@ def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
     return reader.Execute()
 
 
-def check_finite(img: sitk.Image, what: str) -> None:
-    arr = sitk.GetArrayViewFromImage(img)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        n = int((~np.isfinite(arr)).sum())
-        raise InputError(what, f"has {n} NaN/inf voxel(s)")
-
-
-def _check_geometry(img: sitk.Image, what: str) -> None:
-    if min(img.GetSize()) < 2:
-        raise InputError(what, f"is not a 3-D volume (size {img.GetSize()})")
-    if min(img.GetSpacing()) <= 0 or not np.all(np.isfinite(img.GetSpacing())):
-        raise InputError(what, f"has an invalid voxel spacing {img.GetSpacing()}")
-
-
-def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
-    """A 3-D scalar image as float32, with its physical geometry (LPS)."""
+def read_volume(path: str | Path, what: str = "image", check_size: bool = True) -> sitk.Image:
+    """A 3-D scalar image as float32, with its physical geometry (LPS); checked
+    (:mod:`.input_checks`): size before reading, geometry, NaN/Inf, constant."""
     path = _check_exists(Path(path), what)
-    img = _read_any(path, what)
     where = f"{what} {path}"
+    if check_size:                  # read_exam checks the four files together first
+        check_sizes({what: path})
+    img = _read_any(path, what)
     if img.GetDimension() == 4 and img.GetSize()[3] == 1:
         img = img[:, :, :, 0]
     if img.GetDimension() != 3:
         raise InputError(where, f"is not 3-D (it has {img.GetDimension()} dimensions, size {img.GetSize()})")
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(where, f"has {img.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image")
-    _check_geometry(img, where)
+    check_geometry(img, where)
     img = sitk.Cast(img, sitk.sitkFloat32)
-    check_finite(img, where)
+    check_values(img, where)
     return img
 
 
-def read_mask(path: str | Path, label: int | None = None, what: str = "mask", allow_empty: bool = False) -> sitk.Image:
-    """Liver labelmap → binary uint8 (1 = liver). ``label`` picks one value; default any non-zero.
+def read_mask(path: str | Path, label: int | None = None, what: str = "mask", allow_empty: bool = False,
+              check_size: bool = True) -> sitk.Image:
+    """Liver labelmap → binary uint8 (1 = liver). ``label`` picks one value; without it the
+    mask must hold a single non-zero label (several labels are an error: which is the liver?).
 
     An empty mask is an input error unless ``allow_empty`` (mask QA reports it as a flag).
     """
     path = _check_exists(Path(path), what)
-    img = _read_any(path, what)
     where = f"{what} {path}"
-    if img.GetDimension() != 3:
-        raise InputError(where, f"is not 3-D (it has {img.GetDimension()} dimensions)")
-    _check_geometry(img, where)
+    if check_size:                  # read_exam checks the four files together first
+        check_sizes({what: path})
+    img = _read_any(path, what)
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(where, f"is not a 3-D label map ({img.GetDimension()} dimensions, "
+                                f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel)")
+    check_geometry(img, where)
     return binarize_mask(img, label, where, allow_empty)
 
 
 def binarize_mask(img: sitk.Image, label: int | None, where: str, allow_empty: bool = False) -> sitk.Image:
-    """A labelmap image → binary uint8 (1 = liver), same geometry; ``label`` None: any non-zero."""
+    """A labelmap image → binary uint8 (1 = liver), same geometry; checked as a label map
+    (:func:`~.input_checks.check_label_map`); ``label`` None: its single non-zero label."""
     arr = sitk.GetArrayFromImage(img)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError(where, "has NaN/inf voxels")
+    check_label_map(arr, label, where)
     binary = (np.rint(arr) == label) if label is not None else (arr != 0)
     if not binary.any() and not allow_empty:
         msg = f"has no voxel with label {label}" if label is not None else "is empty (no non-zero voxel)"
@@ -170,7 +213,7 @@ def _read_dicom_dwi(folder: Path, what: str) -> tuple[list[sitk.Image], tuple[fl
     return images, tuple(b_values)
 
 
-def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool = True) -> DwiData:
+def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool = True, check_size: bool = True) -> DwiData:
     """Read a DWI as 3-D (one b-value), 4-D (one volume per b-value) or a DICOM folder.
 
     ``b_values`` (s/mm²) must match the number of volumes of a NIfTI/NRRD file; a DICOM folder
@@ -178,6 +221,8 @@ def read_dwi(path: str | Path, b_values=None, what: str = "dwi", fit_adc: bool =
     """
     path = _check_exists(Path(path), what)
     where = f"{what} {path}"
+    if check_size:                  # read_exam checks the four files together first
+        check_sizes({what: path})
     if path.is_dir() and len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))) >= 1:
         images, found = _read_dicom_dwi(path, what)
         b_values = found
@@ -203,8 +248,10 @@ def dwi_from_volumes(images: list[sitk.Image], b_values, where: str, fit_adc: bo
     if len(b_values) != len(images):
         raise InputError(where, f"has {len(images)} volume(s) but {len(b_values)} b-value(s) were given")
     for k, im in enumerate(images):
-        _check_geometry(im, where)
-        check_finite(im, f"{where} (b = {b_values[k]:g})")
+        if im.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(where, f"has {im.GetNumberOfComponentsPerPixel()} components per voxel; expected scalar volumes")
+        check_geometry(im, where)
+        check_values(im, f"{where} (b = {b_values[k]:g})")
     order = np.argsort(b_values)
     images = [images[k] for k in order]
     b_values = tuple(float(b_values[k]) for k in order)

@@ -8,12 +8,19 @@ Columns (paths relative to the CSV's folder)::
 ``sex`` is F or M, ``field_strength`` in tesla, ``dwi_b`` in s/mm² (one value for a 3-D DWI, or
 several separated by ``;`` for a 4-D DWI in the order of its volumes), ``pdff`` in percent and
 optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``. An empty
-``mask`` asks ``predict`` and ``qa`` for an automatic mask (training and evaluation need one).
+``mask`` asks ``predict`` and ``qa`` for an automatic mask (training and evaluation need one). An
+optional ``mask_label`` column gives the liver's label in multi-label masks.
+
+Manifests travel between sites, so they are untrusted input: a ``case_id`` becomes a folder
+name, so it must be a plain name (letters, digits, ``.``, ``_``, ``-``; see :func:`check_case_id`)
+and unique, also ignoring case; image paths are resolved against the manifest's folder unless
+absolute; no column names an output place.
 """
 from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +32,12 @@ COLUMNS = (
     "mask", "age", "sex", "bmi", "pdff", "stiffness_kpa",
 )
 IMAGE_COLUMNS = ("t1w", "t2w", "dwi", "mask")
+OPTIONAL_COLUMNS = ("pdff", "mask_label")
+# A case_id is used as a folder name under the output folder: a plain, portable name only.
+SAFE_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Names the batch writes itself, and names Windows reserves for devices.
+RESERVED_NAMES = {"predictions.csv", "qa.csv", "manifest.csv", "con", "prn", "aux", "nul",
+                  *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 # Plausible ranges for patient facts; outside them the value is a typing or unit error.
 AGE_RANGE = (0.0, 120.0)        # years
@@ -68,6 +81,7 @@ class ExamRecord:
     field_strength: float | None = None
     facts: PatientFacts = field(default_factory=PatientFacts)
     stiffness_kpa: float | None = None
+    mask_label: int | None = None
 
     def as_row(self, base: Path) -> dict:
         """The CSV row, with paths relative to ``base``."""
@@ -77,6 +91,7 @@ class ExamRecord:
             "dwi_b": ";".join(_fmt(b) for b in self.dwi_b),
             "age": _fmt(self.facts.age), "sex": self.facts.sex or "", "bmi": _fmt(self.facts.bmi),
             "pdff": _fmt(self.facts.pdff), "stiffness_kpa": _fmt(self.stiffness_kpa),
+            "mask_label": _fmt(self.mask_label),
         }
         for col in IMAGE_COLUMNS:
             if getattr(self, col) is None:
@@ -131,6 +146,31 @@ def parse_b_values(text: str, what: str = "dwi_b") -> tuple[float, ...]:
     return values
 
 
+def check_case_id(case_id: str, where: str) -> str:
+    """``case_id`` if it is a safe folder name (it never leaves the output folder), else InputError."""
+    if (not SAFE_CASE_ID.fullmatch(case_id) or case_id.endswith(".")
+            or case_id.lower() in RESERVED_NAMES or case_id.split(".")[0].lower() in RESERVED_NAMES):
+        raise InputError(where, f"case_id {case_id!r} is not a safe folder name: use letters, digits, '.', '_' and '-', "
+                                "starting with a letter or digit, at most 128 characters")
+    return case_id
+
+
+def _image_path(text: str, base: Path, where: str) -> Path:
+    if "\x00" in text:
+        raise InputError(where, "contains a NUL character")
+    p = Path(text).expanduser() if text.startswith("~") else Path(text)
+    return p if p.is_absolute() else base / p
+
+
+def _label(text: str, where: str) -> int | None:
+    value = _number(text, where)
+    if value is None:
+        return None
+    if value != int(value) or not 1 <= value <= 65535:
+        raise InputError(where, f"{text!r} is not a label value (a whole number 1–65535)")
+    return int(value)
+
+
 def read_manifest(path: str | Path, require_label: bool = False, check_files: bool = True) -> list[ExamRecord]:
     """Read and validate a manifest. Raises :class:`InputError` naming the row and column."""
     path = Path(path)
@@ -144,7 +184,7 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"not a readable CSV ({exc})") from None
-    missing = [c for c in COLUMNS if c not in header and c != "pdff"]
+    missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}")
     if not rows:
@@ -157,9 +197,10 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
         case_id = row["case_id"]
         if not case_id:
             raise InputError(where, "case_id is empty")
-        if case_id in seen:
-            raise InputError(where, f"case_id {case_id!r} appears twice")
-        seen.add(case_id)
+        check_case_id(case_id, where)
+        if case_id.lower() in seen:
+            raise InputError(where, f"case_id {case_id!r} appears twice (ignoring case: folders would collide)")
+        seen.add(case_id.lower())
         paths = {}
         for col in IMAGE_COLUMNS:
             if not row[col] and col == "mask" and not require_label:
@@ -168,8 +209,7 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
             if not row[col]:
                 hint = " (automatic masks are for predict and qa; training and evaluation need a mask)" if col == "mask" else ""
                 raise InputError(f"{where} ({case_id}) {col}", f"is empty{hint}")
-            p = Path(row[col])
-            p = p if p.is_absolute() else base / p
+            p = _image_path(row[col], base, f"{where} ({case_id}) {col}")
             if check_files and not p.exists():
                 raise InputError(f"{where} ({case_id}) {col}", f"{p} not found")
             paths[col] = p
@@ -186,7 +226,8 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
         records.append(ExamRecord(
             case_id=case_id, patient_id=row["patient_id"] or case_id, site=row["site"],
             vendor=row["vendor"], field_strength=fs, dwi_b=parse_b_values(row["dwi_b"], f"{where} dwi_b"),
-            facts=facts, stiffness_kpa=stiffness, **paths,
+            facts=facts, stiffness_kpa=stiffness, mask_label=_label(row.get("mask_label", ""), f"{where} mask_label"),
+            **paths,
         ))
     return records
 
@@ -194,8 +235,9 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
 def write_manifest(path: str | Path, records: list[ExamRecord]) -> None:
     path = Path(path)
     base = path.resolve().parent
+    columns = COLUMNS + (("mask_label",) if any(r.mask_label is not None for r in records) else ())
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for rec in records:
             writer.writerow(rec.as_row(base))

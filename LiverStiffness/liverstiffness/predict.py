@@ -12,30 +12,45 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
 from . import __version__
 from .attention import compute_maps, map_summary, sequence_contributions
+from .batch_lock import BatchLock
 from .ensemble import Ensemble
 from .errors import InputError
 from .imageio import geometry
 from .manifest import ExamRecord, PatientFacts, read_manifest
 from .model.covariates import COVARIATES, encode
 from .mre import band_table, categorize
+from .ood import check_exam as check_input_range
+from .ood import describe as describe_range
+from .outputs import (
+    REPORT,
+    OutputError,
+    atomic_write_csv,
+    atomic_write_text,
+    case_folder,
+    publish_folder,
+    remove_stale_staging,
+    staging_folder,
+    writing,
+)
 from .preprocess import ExamImages, Prepared, prepare, read_exam
 
 DEFAULT_MAP = "rollout"
 MAP_UNIT = "times the uniform share over the model's crop (1.0 = uniform)"
-PREDICTIONS_COLUMNS = ("case_id", "stiffness_kpa", "interval_low_kpa", "interval_high_kpa", "category", "status", "error")
+PREDICTIONS_COLUMNS = ("case_id", "stiffness_kpa", "interval_low_kpa", "interval_high_kpa", "category", "input_range",
+                       "status", "error")
 
 
 @dataclass
@@ -124,7 +139,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     stage = on_stage or (lambda name: None)
     facts.validate("patient")
     mask_path = images.paths.get("mask", "mask")
-    qa_summary, warnings_out, transforms = None, [], None
+    qa_summary, warnings_out, transforms = None, list(images.notes), None
     if mask_info is not None:
         from .segmentation.auto_mask import low_confidence_warning
         warnings_out += [w for w in [low_confidence_warning(mask_info)] if w]
@@ -144,6 +159,11 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         prep = prepare(images, ens.meta.spec, ens.meta.preprocess, transforms)
     if not prep.has_adc:
         warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
+    warnings_out += [r["warning"] for r in prep.registration.values() if r.get("warning")]
+    input_range = check_input_range(prep.tensor, ens.meta.spec.channels, float(np.prod(ens.meta.spec.spacing_mm)) / 1000.0,
+                                    facts, ens.meta.input_statistics)
+    if input_range["checked"] and not input_range["in_range"]:
+        warnings_out.append(f"inputs {describe_range(input_range)}: the estimate is an extrapolation")
     stage("model")
     t = time.perf_counter()
     (res, attention, t_att), fallback = ens.with_cpu_fallback(lambda: _infer(ens, prep, facts, opts))
@@ -160,10 +180,20 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     cat = categorize(kpa)
     stage("write")
     t_write = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)  # inputs accepted: now we may write
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir.parent))  # same disk: the final move is atomic
+    with writing(f"--out {out_dir}"):                  # a full disk: one clear error, nothing half-written
+        return _write_result(out_dir, images, facts, ens, opts, prep, res, maps, attention, cat, kpa, qa_summary,
+                             warnings_out, input_range, timings, t_write, t_all, mask_info, mask_path)
+
+
+def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: Ensemble, opts: PredictOptions,
+                  prep: Prepared, res: dict, maps: dict, attention: dict, cat, kpa: float, qa_summary, warnings_out: list,
+                  input_range: dict, timings: dict, t_write: float, t_all: float, mask_info: dict | None,
+                  mask_path: str) -> dict:
+    """Everything into a staging folder beside ``out_dir``, then moved into place (report.json
+    last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
+    tmp = staging_folder(out_dir)  # inputs accepted: now we may write
     try:
-        outputs, rollout = _write_maps(tmp, prep, maps)
+        outputs, rollout = _write_maps(tmp, prep, maps, f"--out {out_dir}")
         report = {
             "stiffness_kpa": round(kpa, 3),
             "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
@@ -180,9 +210,9 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
                 ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.images[-1]), ("mask", images.mask))},
             "dwi_b_values": list(images.dwi.b_values), "adc_available": prep.has_adc,
             "preprocessing": {"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
-                              "crop": geometry(prep.crop)},
+                              "body_medians": prep.body_medians, "crop": geometry(prep.crop)},
             "mask": mask_info or {"source": "given", "path": mask_path},
-            "mask_qa": qa_summary, "warnings": warnings_out, "outputs": outputs,
+            "mask_qa": qa_summary, "input_range": input_range, "warnings": warnings_out, "outputs": outputs,
             "software": {"liverstiffness": __version__, "torch": torch.__version__},
         }
         if mask_info is not None:  # the automatic mask itself, on the T1w grid, for checking
@@ -196,20 +226,15 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         timings["write"] = round(time.perf_counter() - t_write, 4)
         timings["total"] = round(time.perf_counter() - t_all, 4)
         report["timings_s"] = timings
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        if out_dir.exists():
-            for f in tmp.iterdir():
-                os.replace(f, out_dir / f.name)
-            tmp.rmdir()
-        else:
-            os.replace(tmp, out_dir)
+        atomic_write_text(tmp / REPORT, json.dumps(report, indent=2))
+        publish_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written result is left behind
         raise
     return report
 
 
-def _write_maps(folder: Path, prep: Prepared, maps: dict) -> tuple[dict, sitk.Image]:
+def _write_maps(folder: Path, prep: Prepared, maps: dict, where: str = "--out") -> tuple[dict, sitk.Image]:
     """Each map back on the T1w grid, in its own unit (times the uniform share; 0 outside the
     model's crop), unstretched: attention.nii.gz (rollout) and attention_<kind>.nii.gz for the
     others, plus the liver mask on the same grid (liver_mask.nii.gz) for "inside the liver only"
@@ -218,10 +243,18 @@ def _write_maps(folder: Path, prep: Prepared, maps: dict) -> tuple[dict, sitk.Im
     for kind, arr in maps.items():
         img = prep.to_reference(arr)
         name = "attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz"
-        sitk.WriteImage(img, str(folder / name), useCompression=True)
+        try:
+            sitk.WriteImage(img, str(folder / name), useCompression=True)
+        except RuntimeError as exc:      # ITK reports a full disk as its own exception
+            raise OutputError(where, f"cannot be written ({_last_line(exc)}); nothing was left half-written") from None
         written[kind], images[kind] = name, img
     sitk.WriteImage(prep.mask_ref, str(folder / "liver_mask.nii.gz"), useCompression=True)
     return {"attention_maps": written, "liver_mask": "liver_mask.nii.gz"}, images[DEFAULT_MAP]
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:160]
 
 
 def summary_line(report: dict) -> str:
@@ -230,42 +263,65 @@ def summary_line(report: dict) -> str:
     note = " [model trained on synthetic data: not for clinical use]" if report["model"].get("synthetic_training_data") else ""
     warn = f"; {len(report['warnings'])} warning(s)" if report.get("warnings") else ""
     auto = " [automatic liver mask]" if (report.get("mask") or {}).get("source") == "automatic" else ""
+    if (report.get("input_range") or {}).get("in_range") is False:
+        warn += "; inputs outside the model's training range"
     return (f"Liver stiffness {report['stiffness_kpa']:.2f} kPa ({cov:.0%} interval {lo:.2f}–{hi:.2f} kPa): "
             f"{report['category']}{warn}{auto}{note}")
 
 
 # ----------------------------------------------------------------------------------------------
 # Batches
+#
+# OUT/<case_id>/ holds one finished case (it appears whole, by one rename, with report.json);
+# OUT/predictions.csv a row per case (rewritten whole, atomically, after every case). A run holds
+# OUT/.liverstiffness-batch.lock, so a second run on the same OUT is refused; a killed run's lock
+# goes with its process. Starting again resumes: staging folders a killed run left are removed,
+# a case folder with a report.json counts as done (its row is rebuilt from the report if the run
+# died before writing it), anything else is run again. A full disk stops the batch with one line.
 
 
 def _read_rows(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
-    with open(path, newline="") as fh:
-        return {row["case_id"]: row for row in csv.DictReader(fh)}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return {row["case_id"]: row for row in csv.DictReader(fh) if row.get("case_id")}
+    except (csv.Error, UnicodeDecodeError, KeyError):
+        return {}          # not ours or damaged: the case folders say what is done
 
 
 def _write_rows(path: Path, rows: dict[str, dict], order: list[str]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=PREDICTIONS_COLUMNS)
-        w.writeheader()
-        for cid in order:
-            if cid in rows:
-                w.writerow({k: rows[cid].get(k, "") for k in PREDICTIONS_COLUMNS})
-    os.replace(tmp, path)
+    atomic_write_csv(path, PREDICTIONS_COLUMNS, [rows[cid] for cid in order if cid in rows])
+
+
+def _row_from_report(case_id: str, rep: dict) -> dict:
+    rng = rep.get("input_range") or {}
+    return {"case_id": case_id, "stiffness_kpa": rep["stiffness_kpa"],
+            "interval_low_kpa": rep["interval_kpa"][0], "interval_high_kpa": rep["interval_kpa"][1],
+            "category": rep["category"], "input_range": describe_range(rng) if rng else "not checked",
+            "status": "ok", "error": ""}
+
+
+def _finished(case_dir: Path) -> dict | None:
+    """The report of a finished case folder, or None (no folder, or no readable report)."""
+    try:
+        rep = json.loads((case_dir / REPORT).read_text(encoding="utf-8"))
+        return rep if isinstance(rep, dict) and "stiffness_kpa" in rep else None
+    except (OSError, ValueError):
+        return None
 
 
 def _run_case(rec: ExamRecord, ens: Ensemble, out: Path, opts: PredictOptions | None) -> dict:
-    """One manifest row → its predictions.csv row (a bad case is an error row, not a stop)."""
-    inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts)
+    """One manifest row → its predictions.csv row (a bad case is an error row, not a stop; a full
+    disk is an OutputError, which stops the batch)."""
+    inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts, rec.mask_label)
     try:
-        rep = predict_exam(inp, ens, out / rec.case_id, opts)
+        rep = predict_exam(inp, ens, case_folder(out, rec.case_id), opts)
+    except OutputError:
+        raise
     except InputError as exc:
         return {"case_id": rec.case_id, "status": "error", "error": str(exc)}
-    return {"case_id": rec.case_id, "stiffness_kpa": rep["stiffness_kpa"],
-            "interval_low_kpa": rep["interval_kpa"][0], "interval_high_kpa": rep["interval_kpa"][1],
-            "category": rep["category"], "status": "ok", "error": ""}
+    return _row_from_report(rec.case_id, rep)
 
 
 _worker_ensemble: Ensemble | None = None
@@ -280,13 +336,49 @@ def _start_worker(model_dir: str, device: str, threads: int) -> None:
 
 
 def _run_case_in_worker(rec: ExamRecord, out: Path, opts: PredictOptions | None) -> dict:
-    return _run_case(rec, _worker_ensemble, out, opts)
+    try:
+        return _run_case(rec, _worker_ensemble, out, opts)
+    except OutputError as exc:       # sent back as a row: the parent stops the batch with it
+        return {"case_id": rec.case_id, "status": "stop", "error": str(exc), "what": exc.what, "problem": exc.problem}
+
+
+_OUR_FILES = ("attention", "report.json")   # what a case folder holds: attention*.nii.gz, the montage, the report
+
+
+def _remove_partial(folder: Path, out: Path) -> None:
+    """Remove a case folder that has no report (left by an older version's non-atomic write) —
+    but only when everything in it is ours: --out may have been pointed at a folder of inputs."""
+    foreign = [p.name for p in folder.iterdir() if not p.name.startswith(_OUR_FILES)]
+    if foreign:
+        raise InputError(f"--out {out}", f"{folder.name}/ exists, is not a finished case (no report.json) and holds "
+                                         f"other files ({', '.join(sorted(foreign)[:3])}); give an empty or earlier --out")
+    shutil.rmtree(folder)
+
+
+def _prepare_out(out: Path, records: list[ExamRecord], table: Path) -> tuple[dict, list[ExamRecord]]:
+    """Clean up after a killed run and decide what is left to do (under the lock)."""
+    remove_stale_staging(out)
+    rows = _read_rows(table)
+    todo = []
+    for rec in records:
+        folder = case_folder(out, rec.case_id)
+        rep = _finished(folder)
+        if rep is not None:
+            if rows.get(rec.case_id, {}).get("status") != "ok":
+                rows[rec.case_id] = _row_from_report(rec.case_id, rep)   # the run died before its row
+            continue
+        if folder.exists():
+            _remove_partial(folder, out)
+        rows.pop(rec.case_id, None) if rows.get(rec.case_id, {}).get("status") == "ok" else None
+        todo.append(rec)
+    return rows, todo
 
 
 def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts: PredictOptions | None = None,
                      progress: bool = True, workers: int = 0) -> dict[str, dict]:
     """Every manifest row into ``out/<case_id>/``; ``out/predictions.csv`` has a row per case with
-    its status. A bad case is recorded and skipped; run again on the same ``out`` to resume.
+    its status and whether its inputs were within the training range. A bad case is recorded and
+    skipped; run again on the same ``out`` to resume (see the notes above).
 
     ``workers`` > 1 runs that many cases at a time, each in its own process with the ensemble
     loaded there (on ``ens``'s device) and the cores split between them: one exam keeps only
@@ -294,28 +386,35 @@ def predict_manifest(manifest: str | Path, ens: Ensemble, out: str | Path, opts:
     """
     records = read_manifest(manifest, check_files=False)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = out / "predictions.csv"
-    rows = _read_rows(table)
-    order = [r.case_id for r in records]
-    todo = [r for r in records if not (rows.get(r.case_id, {}).get("status") == "ok"
-                                        and (out / r.case_id / "report.json").is_file())]
-    bar = tqdm(total=len(todo), desc="predict", unit="exam", disable=not progress)
-    if workers > 1 and len(todo) > 1:
-        # spawn, not fork: a forked copy of a process that already runs torch's threads can hang.
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                 initargs=(str(ens.model_dir), ens.device.type, threads)) as pool:
-            for done in as_completed([pool.submit(_run_case_in_worker, rec, out, opts) for rec in todo]):
-                row = done.result()
-                rows[row["case_id"]] = row
-                _write_rows(table, rows, order)  # after every case, so an interruption loses nothing
-                bar.update()
-    else:
-        for rec in todo:
-            rows[rec.case_id] = _run_case(rec, ens, out, opts)
-            _write_rows(table, rows, order)
+    with writing(f"--out {out}"), BatchLock(out):
+        table = out / "predictions.csv"
+        rows, todo = _prepare_out(out, records, table)
+        order = [r.case_id for r in records]
+        _write_rows(table, rows, order)
+        bar = tqdm(total=len(todo), desc="predict", unit="exam", disable=not progress)
+
+        def record(row: dict) -> None:
+            if row.get("status") == "stop":
+                raise OutputError(row["what"], row["problem"])
+            rows[row["case_id"]] = row
+            _write_rows(table, rows, order)  # after every case, so an interruption loses nothing
             bar.update()
-    bar.close()
-    _write_rows(table, rows, order)
-    return rows
+
+        if workers > 1 and len(todo) > 1:
+            # spawn, not fork: a forked copy of a process that already runs torch's threads can hang.
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                     initargs=(str(ens.model_dir), ens.device.type, threads)) as pool:
+                futures = [pool.submit(_run_case_in_worker, rec, out, opts) for rec in todo]
+                try:
+                    for done in as_completed(futures):
+                        record(done.result())
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        else:
+            for rec in todo:
+                record(_run_case(rec, ens, out, opts))
+        bar.close()
+        return rows

@@ -10,7 +10,8 @@ def register(sub) -> None:
         description="One exam: writes OUT/report.json (kPa, interval, MRE category, per-fold values, model, "
                     "timings, inputs, mask QA), attention NIfTIs on the T1w grid and a PNG montage, and prints a "
                     "one-line summary. A manifest: one folder per case and OUT/predictions.csv; a failing case "
-                    "is recorded in its row, and running again on the same OUT resumes.")
+                    "is recorded in its row, and running again on the same OUT resumes (also after a crash or "
+                    "kill); a second run on the same OUT at once is refused.")
     one = p.add_argument_group("one exam")
     one.add_argument("--t1w", help="T1-weighted image (NIfTI/NRRD/MHA file or DICOM folder)")
     one.add_argument("--t2w", help="T2-weighted image")
@@ -70,7 +71,9 @@ def run(args) -> int:
     if args.manifest:
         rows = predict_manifest(args.manifest, ens, out, opts, progress=not args.quiet, workers=args.workers)
         bad = [r for r in rows.values() if r.get("status") != "ok"]
-        print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed → {out / 'predictions.csv'}")
+        outside = sum(1 for r in rows.values() if str(r.get("input_range", "")).startswith("outside"))
+        note = f", {outside} with inputs outside the training range" if outside else ""
+        print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed{note} → {out / 'predictions.csv'}")
         return 0
     mask = None if args.mask == "auto" else Path(args.mask)
     report = predict_exam(ExamInput(Path(args.t1w), Path(args.t2w), Path(args.dwi), mask, dwi_b, facts,

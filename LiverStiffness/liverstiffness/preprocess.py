@@ -1,9 +1,10 @@
 """From an exam's files to the model-ready tensor, in physical space.
 
 Pipeline: read (``imageio``) → check the inputs against each other → optional N4 bias-field
-correction → optional rigid registration of T2w and DWI to T1w (separate breath-holds) → one
-resampling of every channel onto a liver-centred, axis-aligned crop at the spec's spacing →
-intensity normalisation by the body's median signal in the crop (``normalise_to_body``). ``Prepared`` keeps the crop geometry and the T1w
+correction → optional registration of T2w and DWI to T1w (separate breath-holds; bounded and
+checked, see ``registration``) → one resampling of every channel onto a liver-centred,
+axis-aligned crop at the spec's spacing → intensity normalisation by the body's median signal in
+the crop (``normalise_to_body``). ``Prepared`` keeps the crop geometry and the T1w
 geometry, so anything computed on the crop (attention maps) can be mapped back to the T1w grid.
 """
 from __future__ import annotations
@@ -18,6 +19,19 @@ import SimpleITK as sitk
 from . import spatial
 from .errors import InputError
 from .imageio import DwiData, read_dwi, read_mask, read_volume
+from .input_checks import (
+    check_dwi_against_liver,
+    check_sequence_against_liver,
+    check_sizes,
+    liver_points,
+)
+from .registration import (
+    SequenceRegistration,
+    check_not_displaced,
+    identity,
+    register_sequence,
+    registration_target,
+)
 
 CHANNELS = ("t1w", "t2w", "dwi", "adc", "mask")
 # Below this fraction of bounding-box overlap two sequences cannot be of the same abdomen.
@@ -55,7 +69,8 @@ class InputSpec:
 
 # Bump when preprocessing produces different tensors from the same inputs and options (e.g. new
 # registration settings): caches made by an earlier version are then not reused.
-PREPROCESS_VERSION = 3
+# 3: bounded, checked translation on bias-flattened images; 4: body-median normalisation.
+PREPROCESS_VERSION = 4
 
 
 @dataclass
@@ -74,6 +89,7 @@ class ExamImages:
     dwi: DwiData
     mask: sitk.Image
     paths: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)   # warnings from the input checks, for the report
 
 
 @dataclass
@@ -97,10 +113,14 @@ class Prepared:
 
 
 def read_exam(t1w, t2w, dwi, mask, dwi_b=None, mask_label: int | None = None) -> ExamImages:
-    """Read the four inputs; every problem is an InputError naming the file."""
+    """Read the four inputs; every problem is an InputError naming the file. The headers are
+    checked together first, so that an exam too large for memory is refused before any voxel
+    is read (:func:`~.input_checks.check_sizes`)."""
+    check_sizes({name: Path(p) for name, p in (("t1w", t1w), ("t2w", t2w), ("dwi", dwi), ("mask", mask))
+                 if Path(p).exists()})
     images = ExamImages(
-        t1w=read_volume(t1w, "t1w"), t2w=read_volume(t2w, "t2w"), dwi=read_dwi(dwi, dwi_b, "dwi"),
-        mask=read_mask(mask, mask_label, "mask"),
+        t1w=read_volume(t1w, "t1w", check_size=False), t2w=read_volume(t2w, "t2w", check_size=False),
+        dwi=read_dwi(dwi, dwi_b, "dwi", check_size=False), mask=read_mask(mask, mask_label, "mask", check_size=False),
         paths={k: str(Path(v).resolve()) for k, v in (("t1w", t1w), ("t2w", t2w), ("dwi", dwi), ("mask", mask))})
     check_exam(images)
     return images
@@ -112,21 +132,36 @@ def mask_on_reference(images: ExamImages) -> sitk.Image:
 
 
 def check_exam(images: ExamImages) -> None:
-    """Sequences must overlap physically, and the mask must sit on tissue inside the T1w."""
+    """The inputs against each other (:mod:`.input_checks`): sequences overlap physically, the
+    mask sits on tissue inside the T1w, every sequence covers the liver with no blank slice
+    through it, and the DWI's signal and ADC in the liver are physical. Warnings (a partly
+    covered liver) go to ``images.notes``."""
     ref = images.t1w
+
+    def where(name: str) -> str:
+        return f"{name} {images.paths.get(name, '')}".strip()
+
     for name, img in (("t2w", images.t2w), ("dwi", images.dwi.high_b), ("mask", images.mask)):
         frac = spatial.overlap_fraction(ref, img)
         if frac < MIN_SEQUENCE_OVERLAP:
-            raise InputError(f"{name} {images.paths.get(name, '')}".strip(),
-                             f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
+            raise InputError(where(name), f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
     m = sitk.GetArrayFromImage(mask_on_reference(images)) > 0
     if not m.any():
-        raise InputError(f"mask {images.paths.get('mask', '')}".strip(), "does not overlap the T1w image (empty after resampling to the T1w grid)")
+        raise InputError(where("mask"), "does not overlap the T1w image (empty after resampling to the T1w grid)")
     t1 = sitk.GetArrayViewFromImage(ref)
     body = np.percentile(t1, 98)
     if body <= 0 or np.median(t1[m]) < MIN_MASK_SIGNAL_FRACTION * body:
-        raise InputError(f"mask {images.paths.get('mask', '')}".strip(),
-                         "does not cover the liver in the T1w image (it lies mostly on background/air)")
+        raise InputError(where("mask"), "does not cover the liver in the T1w image (it lies mostly on background/air)")
+    pts = liver_points(images.mask)
+    notes = []
+    sequences = [("t1w", ref), ("t2w", images.t2w)] + [
+        ("dwi", im) for im in images.dwi.images]
+    for name, img in sequences:
+        note = check_sequence_against_liver(img, pts, where(name), name)
+        if note and note not in notes:
+            notes.append(note)
+    check_dwi_against_liver(images.dwi.b_values, images.dwi.images, images.dwi.adc, pts, where("dwi"))
+    images.notes = notes
 
 
 def n4_correct(img: sitk.Image, shrink: int = 4) -> sitk.Image:
@@ -141,56 +176,32 @@ def n4_correct(img: sitk.Image, shrink: int = 4) -> sitk.Image:
     return sitk.Cast(img / sitk.Exp(log_field), sitk.sitkFloat32)
 
 
-def register_rigid(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image | None = None) -> sitk.Euler3DTransform:
-    """Rigid (Euler 3-D) registration by Mattes mutual information, multi-resolution.
-
-    The transform maps fixed (T1w) points to moving points, as ``sitk.Resample`` wants.
-    """
-    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
-    # Only the part of the moving image near the fixed crop can match it; the metric filters the
-    # whole moving image at every level, so cropping it first saves a third of the time. (The
-    # 30 mm margin covers the search and the smoothing: transforms agree with the uncropped
-    # registration to 0.01 mm typically, 0.3 mm at most.)
-    moving = sitk.Cast(spatial.crop_to_cover(moving, fixed, margin_mm=30.0), sitk.sitkFloat32)
-    init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                             sitk.CenteredTransformInitializerFilter.GEOMETRY)
-    init.SetTranslation((0.0, 0.0, 0.0))  # same scanner frame: start from the header geometry
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(24)   # T1w vs T2w/DWI: different contrasts
-    reg.SetMetricSamplingStrategy(reg.NONE)       # small liver region: use every voxel
-    if fixed_mask is not None:
-        reg.SetMetricFixedMask(fixed_mask)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 0.05, 60, relaxationFactor=0.5)  # stop at 0.05 mm steps
-    reg.SetOptimizerScalesFromPhysicalShift()     # balances radians against millimetres
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(init, inPlace=False)
-    out = reg.Execute(fixed, moving)
-    return sitk.Euler3DTransform(out.GetNthTransform(0) if isinstance(out, sitk.CompositeTransform) else out)
+def _registration_target(images: ExamImages):
+    """The bias-flattened liver-centred 4 mm T1w crop and the region (liver + ~2 cm) where
+    registration is judged (see :mod:`.registration`)."""
+    return registration_target(images.t1w, images.mask)
 
 
-def _registration_target(images: ExamImages, spacing: float = 4.0):
-    """A liver-centred 4 mm crop (240 × 210 × 210 mm) of T1w and a dilated liver mask, where
-    registration is judged (4 mm: breath-hold shifts are mm-scale, slices 5–8 mm thick)."""
-    centre = spatial.centroid_mm(images.mask)
-    grid = spatial.centred_grid(centre, (spacing,) * 3, (60, 52, 52))
-    fixed = spatial.resample_like(images.t1w, grid)
-    mask = spatial.resample_like(images.mask, grid, interpolation="nearest", pixel=sitk.sitkUInt8)
-    region = sitk.BinaryDilate(mask, [6, 6, 4])  # liver and ~2 cm around its edge
-    return fixed, region
-
-
-def register_to_t1w(images: ExamImages, t2w: sitk.Image | None = None) -> dict[str, sitk.Euler3DTransform]:
-    """Rigid T2w → T1w and DWI → T1w transforms (separate breath-holds), judged around the liver.
+def register_to_t1w(images: ExamImages, t2w: sitk.Image | None = None) -> dict[str, SequenceRegistration]:
+    """T2w → T1w and DWI → T1w (separate breath-holds), judged around the liver, bounded to
+    what breath-holds explain and checked against the scanner geometry (:mod:`.registration`).
 
     The DWI is registered by its lowest b-value, which shows anatomy best. ``t2w`` replaces the
-    T2w image as read (e.g. an N4-corrected copy).
+    T2w image as read (e.g. an N4-corrected copy). InputError when a sequence shows the liver
+    far beyond the bound.
     """
     fixed, region = _registration_target(images)
-    return {"t2w": register_rigid(fixed, images.t2w if t2w is None else t2w, region),
-            "dwi": register_rigid(fixed, images.dwi.images[0], region)}
+    return {"t2w": register_sequence(fixed, images.t2w if t2w is None else t2w, region,
+                                     f"t2w {images.paths.get('t2w', '')}".strip()),
+            "dwi": register_sequence(fixed, images.dwi.images[0], region, f"dwi {images.paths.get('dwi', '')}".strip())}
+
+
+def check_sequences_in_place(images: ExamImages) -> None:
+    """InputError when T2w or the DWI shows the liver far beyond breath-hold distance from the
+    T1w's (a wrong origin): the check registration makes, for models that do not register."""
+    fixed, region = _registration_target(images)
+    for name, img in (("t2w", images.t2w), ("dwi", images.dwi.images[0])):
+        check_not_displaced(fixed, img, region, f"{name} {images.paths.get(name, '')}".strip())
 
 
 def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | None = None,
@@ -210,11 +221,13 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
         timings["n4"] = time.perf_counter() - t0
     # QA's registrations were made on the uncorrected images: reuse them unless N4 changed those.
     reuse = transforms is not None and options.register and not options.n4
-    transforms = dict(transforms) if reuse else {"t2w": sitk.Euler3DTransform(), "dwi": sitk.Euler3DTransform()}
+    transforms = dict(transforms) if reuse else {"t2w": identity(), "dwi": identity()}
     if options.register and not reuse:
         t = time.perf_counter()
         transforms = register_to_t1w(images, t2w)
         timings["register"] = time.perf_counter() - t
+    elif not options.register:
+        check_sequences_in_place(images)   # unregistered, a displaced sequence is still refused
     t = time.perf_counter()
     mask_ref = mask_on_reference(images)
     centre = spatial.centroid_mm(mask_ref)
@@ -224,8 +237,8 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
     inside = liver > 0.5
     if inside.sum() < 8:
         raise InputError("mask", "covers fewer than 8 voxels of the model's grid (is it a liver mask?)")
-    sources = {"t1w": (t1w, None), "t2w": (t2w, transforms["t2w"]), "dwi": (dwi_high, transforms["dwi"]),
-               "adc": (adc, transforms["dwi"])}
+    sources = {"t1w": (t1w, None), "t2w": (t2w, transforms["t2w"].transform), "dwi": (dwi_high, transforms["dwi"].transform),
+               "adc": (adc, transforms["dwi"].transform)}
     raw = {}
     for name in spec.channels:
         img, tr = sources.get(name, (None, None))
@@ -249,9 +262,7 @@ def prepare(images: ExamImages, spec: InputSpec, options: PreprocessOptions | No
     return Prepared(
         tensor=np.stack(channels).astype(np.float32), crop=fraction, reference=images.t1w, mask_ref=mask_ref,
         spec=spec, has_adc=adc is not None,
-        registration={k: {"translation_mm": [round(v, 2) for v in tr.GetTranslation()],
-                          "rotation_deg": [round(float(np.rad2deg(a)), 2) for a in (tr.GetAngleX(), tr.GetAngleY(), tr.GetAngleZ())]}
-                      for k, tr in transforms.items()},
+        registration={k: reg.to_dict(k) for k, reg in transforms.items()},
         liver_medians=liver_medians, body_medians=body_medians, timings_s=timings)
 
 

@@ -1,7 +1,6 @@
 """``liverstiffness qa``: liver-mask QA for one exam or a manifest."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -77,8 +76,16 @@ def _row(case_id, res) -> dict:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from .batch_lock import BatchLock
     from .errors import InputError
     from .manifest import parse_b_values, read_manifest
+    from .outputs import (
+        OutputError,
+        atomic_write_csv,
+        atomic_write_text,
+        case_folder,
+        writing,
+    )
     from .qa import QAThresholds
 
     th = QAThresholds.from_json(args.thresholds) if args.thresholds else QAThresholds()
@@ -92,22 +99,21 @@ def run(args) -> int:
         if args.mask or args.t1w:
             raise InputError("qa", "give either --manifest or --mask/--t1w, not both")
         records = read_manifest(args.manifest, check_files=False)
-        out.mkdir(parents=True, exist_ok=True)
         rows = []
-        for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
-            try:
-                exam, auto = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, None, segmenter)
-                res = _qa_one(exam, th)
-                (out / rec.case_id).mkdir(exist_ok=True)
-                (out / rec.case_id / "qa.json").write_text(json.dumps(_qa_json(res, auto), indent=2))
-                rows.append(_row(rec.case_id, res))
-            except InputError as exc:
-                rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
-        with open(out / "qa.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=QA_COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: r.get(k, "") for k in QA_COLUMNS})
+        with writing(f"--out {out}"), BatchLock(out):
+            for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
+                try:
+                    exam, auto = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, rec.mask_label, segmenter)
+                    res = _qa_one(exam, th)
+                    folder = case_folder(out, rec.case_id)
+                    folder.mkdir(exist_ok=True)
+                    atomic_write_text(folder / "qa.json", json.dumps(_qa_json(res, auto), indent=2))
+                    rows.append(_row(rec.case_id, res))
+                except OutputError:
+                    raise
+                except InputError as exc:
+                    rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
+            atomic_write_csv(out / "qa.csv", QA_COLUMNS, rows)
         flagged = sum(1 for r in rows if r.get("flags"))
         print(f"QA of {len(rows)} exam(s): {flagged} flagged, {sum(r['status'] != 'ok' for r in rows)} unreadable → {out / 'qa.csv'}")
         return 0
@@ -118,11 +124,13 @@ def run(args) -> int:
         raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
     exam, auto = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label, segmenter)
     res = _qa_one(exam, th)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qa.json").write_text(json.dumps(_qa_json(res, auto), indent=2))
+    with writing(f"--out {out}"):
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "qa.json", json.dumps(_qa_json(res, auto), indent=2))
+        if auto is not None:
+            import SimpleITK as sitk
+            sitk.WriteImage(exam.mask, str(out / "mask_auto.nii.gz"), useCompression=True)
     if auto is not None:
-        import SimpleITK as sitk
-        sitk.WriteImage(exam.mask, str(out / "mask_auto.nii.gz"), useCompression=True)
         print(f"automatic mask ({auto['segmenter']}): {auto['volume_on_t1w_ml']:.0f} mL → {out / 'mask_auto.nii.gz'}")
     if res.flags:
         for f in res.flags:

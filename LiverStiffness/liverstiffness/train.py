@@ -41,6 +41,7 @@ from .folds import inner_split, make_folds
 from .manifest import read_manifest
 from .model.checkpoint import EnsembleMeta, load_models, read_meta, save_fold, write_meta
 from .model.network import ModelConfig, StiffnessTransformer
+from .ood import summarise_cohort
 from .preprocess import InputSpec, PreprocessOptions
 from .uncertainty import calibrate
 
@@ -310,7 +311,8 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
         calibration=calibration, folds=fold_meta, trained_on=cohort_summary(records),
         metrics={"cross_validation": cv, "training_time_s": round(time.perf_counter() - t_start, 1),
                  "device": str(device), "world_size": info.world},
-        intended_use=SYNTHETIC_USE if synthetic else CLINICAL_USE, synthetic=synthetic)
+        intended_use=SYNTHETIC_USE if synthetic else CLINICAL_USE, synthetic=synthetic,
+        input_statistics=summarise_cohort(data.images, cfg.spec.channels, voxel_ml, [r.facts for r in data.records]))
     write_meta(out, meta)
     with open(out / "oof_predictions.csv", "w") as fh:
         fh.write("case_id,patient_id,site,fold,stiffness_kpa,predicted_kpa,baseline_kpa\n")

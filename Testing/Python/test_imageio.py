@@ -32,9 +32,10 @@ def test_4d_dwi_with_b_values_gives_adc_close_to_truth(tmp_path):
     ref.SetSpacing((2.0, 2.0, 5.0))
     adc_true = np.full((6, 20, 20), 1.4e-3)
     adc_true[:, :, 10:] = 0.9e-3
+    s0 = 1000.0 + np.arange(20.0)[None, None, :]          # an image varies (a constant one is refused)
     vols = []
     for b in (0.0, 50.0, 800.0):
-        v = sitk.GetImageFromArray((1000.0 * np.exp(-b * adc_true)).astype(np.float32))
+        v = sitk.GetImageFromArray((s0 * np.exp(-b * adc_true)).astype(np.float32))
         v.CopyInformation(ref)
         vols.append(v)
     path = tmp_path / "dwi.nii.gz"
@@ -91,7 +92,7 @@ def test_bad_files_name_the_file_and_problem(tmp_path, one_case):
     bad = sitk.GetImageFromArray(arr)
     bad.CopyInformation(img)
     sitk.WriteImage(bad, str(tmp_path / "nan.nrrd"))
-    with pytest.raises(InputError, match="NaN/inf"):
+    with pytest.raises(InputError, match="NaN/Inf"):
         read_volume(tmp_path / "nan.nrrd", "t1w")
     with pytest.raises(InputError, match="2 volume"):
         read_dwi(one_case.dwi, (0, 500, 1000))
@@ -100,3 +101,30 @@ def test_bad_files_name_the_file_and_problem(tmp_path, one_case):
     sitk.WriteImage(empty, str(tmp_path / "empty.nrrd"))
     with pytest.raises(InputError, match="empty"):
         read_mask(tmp_path / "empty.nrrd")
+
+
+def test_nifti_read_once_gives_exactly_what_itk_reads(one_case, tmp_path):
+    """Float NIfTI files are read once (to see NaN/Inf as stored) with ITK's header geometry: the
+    image must be ITK's own, for every orientation, float64 and 4-D."""
+    from liverstiffness.imageio import _read_float_nifti
+
+    rng = np.random.default_rng(0)
+    rot = tuple(sitk.Euler3DTransform((0, 0, 0), 0.2, -0.1, 0.3).GetMatrix())
+    images = [sitk.ReadImage(str(p)) for p in (one_case.t1w, one_case.t2w, one_case.dwi)]
+    for direction in [(1, 0, 0, 0, 1, 0, 0, 0, -1), (0, 1, 0, 1, 0, 0, 0, 0, -1), rot]:
+        for dtype in (np.float32, np.float64):
+            img = sitk.GetImageFromArray(rng.random((7, 9, 11)).astype(dtype))
+            img.SetDirection(direction)
+            img.SetSpacing((1.1, 2.2, 3.3))
+            img.SetOrigin((5.0, -7.0, 9.0))
+            images.append(img)
+    for i, img in enumerate(images):
+        for ext in (".nii", ".nii.gz"):
+            path = tmp_path / f"x{i}{ext}"
+            sitk.WriteImage(img, str(path))
+            ours, itk = _read_float_nifti(path, "x"), sitk.ReadImage(str(path))
+            assert ours is not None and ours.GetSize() == itk.GetSize(), (i, ext)
+            assert np.allclose(ours.GetOrigin(), itk.GetOrigin()) and np.allclose(ours.GetSpacing(), itk.GetSpacing())
+            assert np.allclose(ours.GetDirection(), itk.GetDirection())
+            assert np.array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(itk).astype(np.float32))
+    assert _read_float_nifti(one_case.mask, "mask") is None                  # integer labels: ITK reads them

@@ -159,6 +159,8 @@ def test_estimate_creates_outputs_on_the_t1w_geometry_and_leaves_inputs_unchange
     table = result.table
     assert table.GetName() == "LiverStiffness results" and table.GetNumberOfRows() == 1
     assert float(table.GetCellText(0, 2)) == pytest.approx(result.report["stiffness_kpa"])
+    from LiverStiffnessLib.logic import TABLE_COLUMNS
+    assert table.GetCellText(0, TABLE_COLUMNS.index("input_range")) == "in range"   # the model's training ranges
     logic.estimate(nodes, tiny_model, "cpu", tmp_path / "run2", maps="none")
     assert table.GetNumberOfRows() == 2                          # one row per run, to compare runs
     assert {"gradcam", "saliency_t2w"} <= set(result.attention)
