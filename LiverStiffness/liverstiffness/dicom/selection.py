@@ -131,10 +131,11 @@ def _instances_for(role: str, series: Series, rules: Rules) -> list[Instance]:
 
 
 def select_series(index: StudyIndex, rules: Rules | None = None, overrides: dict | None = None,
-                  need_mask: bool = False, mask_override: str | None = None) -> StudySelection:
+                  need_mask: bool = False, mask_override: str | None = None, find_mask: bool = False) -> StudySelection:
     """Apply ``rules`` to every series of ``index``; ``overrides`` maps a role to a series UID or
     number chosen by the user. Raises :class:`SelectionError` with the table when a role has no
-    candidate or a tie. ``need_mask``: the liver mask must come from a SEG in the study."""
+    candidate or a tie. ``need_mask``: the liver mask must come from a SEG in the study;
+    ``find_mask``: use one when there is one."""
     rules = rules or load_rules()
     overrides = {k: v for k, v in (overrides or {}).items() if v}
     verdicts = {s.uid: {role: judge(s, rules, role) for role in ROLES} for s in index.series}
@@ -162,7 +163,8 @@ def select_series(index: StudyIndex, rules: Rules | None = None, overrides: dict
         runner = f"; next best {cands[1][1].label()} {cands[1][0].points:+g}" if len(cands) > 1 else "; the only candidate"
         chosen[role] = RoleChoice(role, s, _instances_for(role, s, rules), "rules",
                                   f"{verdict.points:+g} points ({'; '.join(verdict.reasons) or 'no preference met'}){runner}")
-    mask_series = _liver_seg(index, mask_override, problems) if (need_mask or mask_override) else None
+    mask_series = (_liver_seg(index, mask_override, problems if need_mask else [])
+                   if (need_mask or find_mask or mask_override) else None)
     if problems:
         table = format_table(index, verdicts, chosen, mask_series)
         raise SelectionError(f"study {index.folder}", "; ".join(problems) + f"\n{table}")
@@ -210,6 +212,7 @@ def format_table(index: StudyIndex, verdicts: dict, chosen: dict, mask_series: S
 
 
 def select_study(folder: str | Path, rules_path=None, overrides: dict | None = None, need_mask: bool = False,
-                 mask_override: str | None = None, study_uid: str | None = None) -> StudySelection:
+                 mask_override: str | None = None, study_uid: str | None = None, find_mask: bool = False) -> StudySelection:
     """Index ``folder`` and choose its series (the one call the command line makes)."""
-    return select_series(index_study(folder, study_uid), load_rules(rules_path), overrides, need_mask, mask_override)
+    return select_series(index_study(folder, study_uid), load_rules(rules_path), overrides, need_mask, mask_override,
+                         find_mask)
