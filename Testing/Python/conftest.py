@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from liverstiffness.cli import main
+from liverstiffness.dicom.synthetic_study import write_exam_study
 from liverstiffness.manifest import read_manifest
 from liverstiffness.phantom import generate_cohort
 
@@ -31,6 +33,22 @@ def real_data():
     if not REAL.is_dir():
         pytest.fail(f"real test data not found at {REAL} (../shared/data/real beside the checkout)")
     return REAL
+
+
+@pytest.fixture(scope="session")
+def dicom_studies(small_cohort, tmp_path_factory):
+    """One DICOM study per vendor layout: sites A, B, C of the shared small cohort written as studies,
+    and sites D and E made by `liverstiffness synth --format dicom`. Returns manifest records."""
+    records = []
+    for rec in read_manifest(small_cohort[0])[:3]:      # sites A (GE 1.5 T), B (Siemens 3 T), C (Philips 1.5 T)
+        rec.study = write_exam_study(rec, tmp_path_factory.mktemp(f"study_{rec.case_id}"))
+        records.append(rec)
+    out = tmp_path_factory.mktemp("synth_dicom")
+    assert main(["synth", "--out", str(out), "--n", "2", "--seed", "5", "--sites", "D,E", "--format", "dicom", "--quiet"]) == 0
+    records += read_manifest(out / "manifest.csv")
+    assert {(r.vendor, float(r.field_strength)) for r in records} == {
+        ("GE", 1.5), ("Siemens", 3.0), ("Philips", 1.5), ("Siemens", 1.5), ("GE", 3.0)}
+    return records
 
 
 @pytest.fixture(scope="session")

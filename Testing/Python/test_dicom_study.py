@@ -15,12 +15,11 @@ from liverstiffness.dicom.index import index_study
 from liverstiffness.dicom.rules import DEFAULT_RULES, load_rules, parse_rules
 from liverstiffness.dicom.selection import SelectionError, select_study
 from liverstiffness.dicom.study_input import patient_facts_from_header, read_study_exam, sorted_instances
-from liverstiffness.dicom.synthetic_study import write_exam_study
 from liverstiffness.errors import InputError
-from liverstiffness.manifest import read_manifest
 from liverstiffness.mre import MRE_BANDS
 
-# What the default rules must pick in each synthetic vendor layout (vendor, field strength T).
+# What the default rules must pick in each synthetic vendor layout (vendor, field strength T);
+# the studies are conftest's ``dicom_studies``.
 EXPECTED = {
     ("GE", 1.5): ("Ax DUAL ECHO", "Ax SSFSE", "Ax DWI"),
     ("Siemens", 3.0): ("t1_vibe_dixon_tra_bh_in", "t2_haste_tra_mbh", "ep2d_diff_tra_p2"),
@@ -28,22 +27,6 @@ EXPECTED = {
     ("Siemens", 1.5): ("t1_fl2d_opp-in_tra_bh", "t2_haste_tra_mbh", "ep2d_diff_tra_p2"),
     ("GE", 3.0): ("Ax LAVA-Flex InPhase", "Ax SSFSE", "Ax DWI"),
 }
-
-
-@pytest.fixture(scope="session")
-def dicom_studies(small_cohort, tmp_path_factory):
-    """One study per vendor layout: sites A, B, C of the shared small cohort written as studies,
-    and sites D and E made by `liverstiffness synth --format dicom`. Returns manifest records."""
-    records = []
-    for rec in small_cohort[1][:3]:                     # sites A (GE 1.5 T), B (Siemens 3 T), C (Philips 1.5 T)
-        rec = read_manifest(small_cohort[0])[small_cohort[1].index(rec)]
-        rec.study = write_exam_study(rec, tmp_path_factory.mktemp(f"study_{rec.case_id}"))
-        records.append(rec)
-    out = tmp_path_factory.mktemp("synth_dicom")
-    assert main(["synth", "--out", str(out), "--n", "2", "--seed", "5", "--sites", "D,E", "--format", "dicom", "--quiet"]) == 0
-    records += read_manifest(out / "manifest.csv")
-    assert {(r.vendor, float(r.field_strength)) for r in records} == set(EXPECTED)
-    return records
 
 
 def test_synth_dicom_manifest_points_to_the_studies(dicom_studies):
@@ -197,7 +180,8 @@ def test_cutoff_tables_edges_and_files(tmp_path):
     assert nafld.categorize(3.139).label.startswith("below") and nafld.categorize(3.14).label.startswith(">=F2")
     assert nafld.categorize(3.53).label.startswith(">=F3") and nafld.categorize(9.0).label == "F4 (cirrhosis)"
     assert nafld.categorize(4.45).high_kpa is None
-    table = {"name": "site-x", "reference": "local audit", "bands": [{"low_kpa": 0, "label": "low"}, {"low_kpa": 3, "label": "high"}]}
+    table = {"name": "site-x", "reference": "local audit",
+             "bands": [{"low_kpa": 0, "label": "low"}, {"low_kpa": 3, "label": "high"}]}
     (tmp_path / "t.json").write_text(json.dumps(table))
     assert load_cutoffs(str(tmp_path / "t.json")).categorize(3.0).label == "high"
     table["bands"] = [{"low_kpa": 1, "label": "x"}]
