@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,19 @@ def tiny_model(small_cohort, tmp_path_factory):
     cfg = TrainConfig(folds=2, epochs=2, seed=0, register=False, workers=1, batch_size=4,
                       model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2))
     return train_cv(small_cohort[0], out, cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def study_case(dicom_studies):
+    """The Siemens 1.5 T study: a dual-echo T1w, a fat-suppressed T2w distractor, three b-values."""
+    return next(r for r in dicom_studies if r.vendor == "Siemens" and r.field_strength == 1.5)
+
+
+@pytest.fixture(scope="session")
+def predicted(study_case, tiny_model, tmp_path_factory):
+    """`predict --study --dicom-out` on the Siemens 1.5 T study with the NAFLD table: (report, folder)."""
+    out = tmp_path_factory.mktemp("pred_study")
+    code = main(["predict", "--study", str(study_case.study), "--model", str(tiny_model), "--device", "cpu",
+                 "--cutoffs", "nafld-liang-2023", "--out", str(out / "result"), "--dicom-out", str(out / "dicom")])
+    assert code == 0
+    return json.loads((out / "result" / "report.json").read_text()), out

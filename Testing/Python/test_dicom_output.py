@@ -13,7 +13,6 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from liverstiffness.cli import main
 from liverstiffness.cutoffs import load_cutoffs
 from liverstiffness.dicom.results import FILES
 from liverstiffness.dicom.seg import read_seg_mask
@@ -23,21 +22,6 @@ from liverstiffness.dicom.study_input import sorted_instances
 from liverstiffness.ensemble import Ensemble
 from liverstiffness.manifest import write_manifest
 from liverstiffness.predict import ExamInput, PredictOptions, predict_exam, predict_manifest
-
-
-@pytest.fixture(scope="module")
-def study_case(dicom_studies):
-    """The Siemens 1.5 T study: a dual-echo T1w, a fat-suppressed T2w distractor, three b-values."""
-    return next(r for r in dicom_studies if r.vendor == "Siemens" and r.field_strength == 1.5)
-
-
-@pytest.fixture(scope="module")
-def predicted(study_case, tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pred_study")
-    code = main(["predict", "--study", str(study_case.study), "--model", str(tiny_model), "--device", "cpu",
-                 "--cutoffs", "nafld-liang-2023", "--out", str(out / "result"), "--dicom-out", str(out / "dicom")])
-    assert code == 0
-    return json.loads((out / "result" / "report.json").read_text()), out
 
 
 def dciodvfy(path) -> list[str]:
