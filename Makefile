@@ -9,7 +9,7 @@ CASE := $(DEMO)/cohort/A2026-0000
 CHAOS ?= ../shared/data/real/chaos_t2spir
 SEG_MODEL := LiverStiffness/liverstiffness/models/liver_seg
 
-.PHONY: demo test bench bench-clinical demo-model seg-model clean
+.PHONY: demo test bench bench-clinical demo-model seg-model clean dicom-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ demo: $(STAMP)
 	    --dwi $(CASE)/dwi.nii.gz --dwi-b 0,500 --mask $(CASE)/mask.nii.gz \
 	    --age 58 --sex F --bmi 31 --pdff 9 --out $(DEMO)/result
 
-test: $(STAMP)
+# Debian's dicom3tools: its dciodvfy checks every DICOM object the tests write (SEG, Parametric Map, SR).
+dicom-tools:
+	@command -v dciodvfy >/dev/null || { command -v apt-get >/dev/null && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq dicom3tools; } ; } || \
+	    { echo "dciodvfy is missing: install Debian's dicom3tools (apt-get install dicom3tools)"; exit 1; }
+
+test: $(STAMP) dicom-tools
 	$(PY) -m pytest -q Testing/Python
 
 bench: $(STAMP)

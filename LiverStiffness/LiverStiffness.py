@@ -114,6 +114,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.qaFlagsList.itemClicked.connect(self.onFlagClicked)
         self.ui.openSegmentEditorButton.clicked.connect(self.onOpenSegmentEditor)
         self.ui.segmentLiverButton.clicked.connect(self.onSegmentLiver)
+        self.ui.loadStudyButton.clicked.connect(self.onLoadStudy)
         self.initializeParameterNode()
         self._show_model_card()
 
@@ -316,6 +317,41 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Could not save the report.", waitCursor=True):
                 files = LiverStiffnessLogic.save_report(self._result, folder)
                 slicer.util.showStatusMessage(f"Saved {len(files)} files to {folder}", 5000)
+
+    # ------------------------------------------------------------------ DICOM study
+    def onLoadStudy(self) -> None:
+        """Load the T1w, T2w, DWI (and liver SEG) a study's rules choose, and select them as inputs."""
+        if not self._ensure_dependencies():
+            return
+        from liverstiffness.errors import InputError
+
+        folder = self.ui.studyPathLineEdit.currentPath
+        try:
+            with slicer.util.tryWithErrorDisplay("Could not load the DICOM study.", waitCursor=True):
+                nodes, selection = self.logic.load_study(folder)
+        except InputError as exc:  # a missing or ambiguous series: the message holds the candidate table
+            print(exc)
+            slicer.util.errorDisplay(str(exc).splitlines()[0], windowTitle="LiverStiffness: DICOM study",
+                                     detailedText=str(exc))
+            return
+        print(selection.format_table())
+        p = self._parameterNode
+        p.t1w, p.t2w, p.dwi = nodes.t1w, nodes.t2w, nodes.dwi
+        p.dwiBValues = ",".join(f"{b:g}" for b in nodes.dwi_b_values)
+        if nodes.mask_segmentation is not None:
+            self.ui.maskSegmentSelector.setCurrentNode(nodes.mask_segmentation)
+            self.ui.maskSegmentSelector.setCurrentSegmentID(nodes.mask_segment_id)
+            self._on_segment_selected()
+        f = nodes.facts
+        if f.age is not None:
+            p.age = f.age
+        if f.sex is not None:
+            p.sex = f.sex
+        if f.bmi is not None:
+            p.bmi = f.bmi
+        chosen = "; ".join(f"{r.upper()} {c.series.label()}" for r, c in selection.chosen.items())
+        self.ui.statusLabel.text = f"Study loaded: {chosen} (the reasons are in the Python console)."
+        slicer.util.setSliceViewerLayers(background=nodes.t1w)
 
     # ------------------------------------------------------------------ automatic mask
     def onSegmentLiver(self) -> None:

@@ -18,6 +18,7 @@ REQUIREMENTS = {
     "matplotlib": ("matplotlib>=3.7", "9 MB"),
     "tqdm": ("tqdm>=4.60", "<1 MB"),
     "pydicom": ("pydicom>=2.4", "2 MB"),
+    "highdicom": ("highdicom>=0.28", "1 MB"),
 }
 TORCH_REQUIREMENT = "torch>=2.2"
 TORCH_SIZE = "200 MB (CPU) to 2.5 GB (CUDA)"

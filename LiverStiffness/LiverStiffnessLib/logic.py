@@ -137,6 +137,13 @@ class LiverStiffnessLogic:
         nodes.facts.validate("patient")
         return images
 
+    def load_study(self, folder, rules=None, overrides: dict | None = None):
+        """A DICOM study folder → new T1w, T2w, DWI (and liver SEG) nodes chosen by the selection
+        rules, as ``ExamNodes`` ready for ``estimate``; and the selection (``format_table()``)."""
+        from .dicom_nodes import load_study_nodes
+
+        return load_study_nodes(folder, self.scene, rules, overrides)
+
     # ------------------------------------------------------------------ running
     def estimate(self, nodes: ExamNodes, model_dir=None, device: str = "auto", output_dir=None,
                  on_stage=None, maps: str = "default") -> ResultNodes:

@@ -22,8 +22,12 @@ def _sites(text: str) -> tuple[str, ...]:
 def cmd_synth(args) -> int:
     from .phantom import generate_cohort
 
-    generate_cohort(args.out, n=args.n, seed=args.seed, sites=args.sites, size=args.size, progress=not args.quiet,
-                    workers=args.workers)
+    manifest = generate_cohort(args.out, n=args.n, seed=args.seed, sites=args.sites, size=args.size,
+                               progress=not args.quiet, workers=args.workers)
+    if args.format == "dicom":  # each exam also as a multi-series DICOM study (manifest column "study")
+        from .dicom.synthetic_study import write_cohort_studies
+
+        write_cohort_studies(manifest, progress=not args.quiet)
     return 0
 
 
@@ -44,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", choices=("small", "normal"), default="small", help="small: coarse grids for tests; normal: clinical grids")
     s.add_argument("--workers", type=int, default=1,
                    help="exams synthesised in parallel processes (the cohort is the same for any number)")
+    s.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
+                   help="dicom: also write each exam as a DICOM study with vendor-like series and distractors "
+                        "(<case>/dicom, manifest column 'study')")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
 

@@ -5,6 +5,10 @@ Columns (paths relative to the CSV's folder)::
     case_id, patient_id, site, vendor, field_strength, t1w, t2w, dwi, dwi_b, mask,
     age, sex, bmi, pdff, stiffness_kpa
 
+An optional ``study`` column names a DICOM study folder: ``predict`` and ``qa`` then read the
+exam from it (series chosen by the selection rules, the mask from the study's liver SEG when the
+``mask`` cell is empty) and ``t1w``, ``t2w``, ``dwi`` and ``dwi_b`` may be empty.
+
 ``sex`` is F or M, ``field_strength`` in tesla, ``dwi_b`` in s/mm² (one value for a 3-D DWI, or
 several separated by ``;`` for a 4-D DWI in the order of its volumes), ``pdff`` in percent and
 optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``. An empty
@@ -33,6 +37,7 @@ COLUMNS = (
 )
 IMAGE_COLUMNS = ("t1w", "t2w", "dwi", "mask")
 OPTIONAL_COLUMNS = ("pdff", "mask_label")
+STUDY_COLUMN = "study"           # optional: a DICOM study folder
 # A case_id is used as a folder name under the output folder: a plain, portable name only.
 SAFE_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Names the batch writes itself, and names Windows reserves for devices.
@@ -82,6 +87,7 @@ class ExamRecord:
     facts: PatientFacts = field(default_factory=PatientFacts)
     stiffness_kpa: float | None = None
     mask_label: int | None = None
+    study: Path | None = None            # a DICOM study folder (the images come from it)
 
     def as_row(self, base: Path) -> dict:
         """The CSV row, with paths relative to ``base``."""
@@ -93,7 +99,7 @@ class ExamRecord:
             "pdff": _fmt(self.facts.pdff), "stiffness_kpa": _fmt(self.stiffness_kpa),
             "mask_label": _fmt(self.mask_label),
         }
-        for col in IMAGE_COLUMNS:
+        for col in IMAGE_COLUMNS + ((STUDY_COLUMN,) if self.study is not None else ()):
             if getattr(self, col) is None:
                 row[col] = ""
                 continue
@@ -202,9 +208,14 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
             raise InputError(where, f"case_id {case_id!r} appears twice (ignoring case: folders would collide)")
         seen.add(case_id.lower())
         paths = {}
+        study = row.get(STUDY_COLUMN, "")
+        if study:
+            paths[STUDY_COLUMN] = _image_path(study, base, f"{where} ({case_id}) study")
+            if check_files and not paths[STUDY_COLUMN].is_dir():
+                raise InputError(f"{where} ({case_id}) study", f"{paths[STUDY_COLUMN]} is not a folder")
         for col in IMAGE_COLUMNS:
-            if not row[col] and col == "mask" and not require_label:
-                paths[col] = None          # automatic mask (predict, qa)
+            if not row[col] and (col == "mask" or study) and not require_label:
+                paths[col] = None          # automatic mask (predict, qa), or read from the study
                 continue
             if not row[col]:
                 hint = " (automatic masks are for predict and qa; training and evaluation need a mask)" if col == "mask" else ""
@@ -225,7 +236,8 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
         _check_range(fs, FIELD_RANGE, f"{where} ({case_id}) field_strength", "T")
         records.append(ExamRecord(
             case_id=case_id, patient_id=row["patient_id"] or case_id, site=row["site"],
-            vendor=row["vendor"], field_strength=fs, dwi_b=parse_b_values(row["dwi_b"], f"{where} dwi_b"),
+            vendor=row["vendor"], field_strength=fs,
+            dwi_b=parse_b_values(row["dwi_b"], f"{where} dwi_b") if row["dwi_b"] or not study else (),
             facts=facts, stiffness_kpa=stiffness, mask_label=_label(row.get("mask_label", ""), f"{where} mask_label"),
             **paths,
         ))
@@ -235,7 +247,8 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
 def write_manifest(path: str | Path, records: list[ExamRecord]) -> None:
     path = Path(path)
     base = path.resolve().parent
-    columns = COLUMNS + (("mask_label",) if any(r.mask_label is not None for r in records) else ())
+    columns = COLUMNS + (("mask_label",) if any(r.mask_label is not None for r in records) else ()) \
+        + ((STUDY_COLUMN,) if any(r.study is not None for r in records) else ())
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -31,7 +31,7 @@ from .errors import InputError
 from .imageio import geometry
 from .manifest import ExamRecord, PatientFacts, read_manifest
 from .model.covariates import COVARIATES, encode
-from .mre import band_table, categorize
+from .cutoffs import STIFFNESS_LABEL, load_cutoffs
 from .ood import check_exam as check_input_range
 from .ood import describe as describe_range
 from .outputs import (
@@ -73,6 +73,9 @@ class PredictOptions:
     qa_thresholds: object | None = None
     segmenter: str = "model"         # for automatic masks: "model" or "totalsegmentator"
     seg_model: str | None = None     # segmentation model folder (default: the shipped one)
+    cutoffs: str | None = None       # cut-off table: a name in cutoffs.TABLES or a JSON file (default mayo-60hz)
+    rules: str | None = None         # batch rows with a DICOM study: series selection rules (default: shipped)
+    dicom_out: str | None = None     # batch rows with a DICOM study: write SEG/PM/SR under <dicom_out>/<case_id>
 
 
 @contextmanager
@@ -126,13 +129,15 @@ def predict_exam(inp: ExamInput, ens: Ensemble, out_dir: str | Path, opts: Predi
 
 def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_dir: str | Path,
                    opts: PredictOptions | None = None, on_stage=None, timings: dict | None = None,
-                   t_all: float | None = None, mask_info: dict | None = None) -> dict:
+                   t_all: float | None = None, mask_info: dict | None = None, report_extra: dict | None = None) -> dict:
     """Run one exam already in memory (the Slicer module converts its nodes to ``images``).
 
     ``on_stage(name)`` is called as each stage starts (qa, preprocess, model, write).
     ``mask_info``: how an automatic mask was made (``segmentation.auto_mask``), for the report.
+    ``report_extra``: more report.json entries (e.g. the DICOM study's series selection).
     """
     opts = opts or PredictOptions()
+    cutoffs = load_cutoffs(opts.cutoffs)
     out_dir = Path(out_dir)
     timings = {} if timings is None else timings
     t_all = time.perf_counter() if t_all is None else t_all
@@ -177,28 +182,31 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     timings.update(t_att)
 
     kpa = float(res["kpa"][0])
-    cat = categorize(kpa)
+    cat = cutoffs.categorize(kpa)
     stage("write")
     t_write = time.perf_counter()
     with writing(f"--out {out_dir}"):                  # a full disk: one clear error, nothing half-written
         return _write_result(out_dir, images, facts, ens, opts, prep, res, maps, attention, cat, kpa, qa_summary,
-                             warnings_out, input_range, timings, t_write, t_all, mask_info, mask_path)
+                             warnings_out, input_range, timings, t_write, t_all, mask_info, mask_path,
+                             cutoffs, report_extra)
 
 
 def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: Ensemble, opts: PredictOptions,
                   prep: Prepared, res: dict, maps: dict, attention: dict, cat, kpa: float, qa_summary, warnings_out: list,
                   input_range: dict, timings: dict, t_write: float, t_all: float, mask_info: dict | None,
-                  mask_path: str) -> dict:
+                  mask_path: str, cutoffs, report_extra: dict | None) -> dict:
     """Everything into a staging folder beside ``out_dir``, then moved into place (report.json
     last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
     tmp = staging_folder(out_dir)  # inputs accepted: now we may write
     try:
         outputs, rollout = _write_maps(tmp, prep, maps, f"--out {out_dir}")
         report = {
+            "stiffness_label": STIFFNESS_LABEL,
             "stiffness_kpa": round(kpa, 3),
             "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
             "interval_coverage": res["coverage"],
-            "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": band_table(),
+            "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": cutoffs.band_table(),
+            "cutoff_table": cutoffs.as_dict(),
             "fold_predictions_kpa": [round(float(v), 3) for v in res["fold_kpa"][:, 0]],
             "ensemble_sd_log": round(float(res["sd_log"][0]), 4),
             "sequence_contributions_kpa": attention.pop("sequence_contributions_kpa"),
@@ -214,6 +222,7 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
             "mask": mask_info or {"source": "given", "path": mask_path},
             "mask_qa": qa_summary, "input_range": input_range, "warnings": warnings_out, "outputs": outputs,
             "software": {"liverstiffness": __version__, "torch": torch.__version__},
+            **(report_extra or {}),
         }
         if mask_info is not None:  # the automatic mask itself, on the T1w grid, for checking
             sitk.WriteImage(images.mask, str(tmp / "mask_auto.nii.gz"), useCompression=True)
@@ -226,6 +235,8 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
         timings["write"] = round(time.perf_counter() - t_write, 4)
         timings["total"] = round(time.perf_counter() - t_all, 4)
         report["timings_s"] = timings
+        from .report_page import write_report_page
+        outputs["report_page"] = write_report_page(tmp / "report.html", report, tmp, Path(ens.model_dir)).name
         atomic_write_text(tmp / REPORT, json.dumps(report, indent=2))
         publish_folder(tmp, out_dir)
     except BaseException:
@@ -265,8 +276,9 @@ def summary_line(report: dict) -> str:
     auto = " [automatic liver mask]" if (report.get("mask") or {}).get("source") == "automatic" else ""
     if (report.get("input_range") or {}).get("in_range") is False:
         warn += "; inputs outside the model's training range"
-    return (f"Liver stiffness {report['stiffness_kpa']:.2f} kPa ({cov:.0%} interval {lo:.2f}–{hi:.2f} kPa): "
-            f"{report['category']}{warn}{auto}{note}")
+    table = (report.get("cutoff_table") or {}).get("name", "mayo-60hz")
+    return (f"{report.get('stiffness_label', 'MRE-equivalent liver stiffness')} {report['stiffness_kpa']:.2f} kPa "
+            f"({cov:.0%} interval {lo:.2f}–{hi:.2f} kPa): {report['category']} [cut-offs {table}]{warn}{auto}{note}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +328,11 @@ def _run_case(rec: ExamRecord, ens: Ensemble, out: Path, opts: PredictOptions | 
     disk is an OutputError, which stops the batch)."""
     inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts, rec.mask_label)
     try:
-        rep = predict_exam(inp, ens, case_folder(out, rec.case_id), opts)
+        if rec.study is not None:       # a DICOM study: series chosen by the rules
+            from .dicom.study_run import predict_study_record
+            rep = predict_study_record(rec, ens, case_folder(out, rec.case_id), opts or PredictOptions())
+        else:
+            rep = predict_exam(inp, ens, case_folder(out, rec.case_id), opts)
     except OutputError:
         raise
     except InputError as exc:

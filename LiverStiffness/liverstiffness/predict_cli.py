@@ -25,6 +25,10 @@ def register(sub) -> None:
     one.add_argument("--bmi", type=float, help="kg/m²")
     one.add_argument("--pdff", type=float, help="MRI proton-density fat fraction, %%")
     p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs (an empty mask: auto)")
+    from .dicom.study_run import add_study_options
+    add_study_options(p)
+    p.add_argument("--cutoffs", help="category cut-off table: mayo-60hz (default), nafld-liang-2023, or a JSON file "
+                                     "(see liverstiffness/cutoffs.py); the report names the table used")
     from .segment_cli import add_segmenter_options
     add_segmenter_options(p)
     p.add_argument("--workers", type=int, default=0,
@@ -44,15 +48,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .dicom.study_run import check_study_args
     from .errors import InputError
     from .manifest import PatientFacts, parse_b_values
 
+    check_study_args(args)
     single = [args.t1w, args.t2w, args.dwi, args.mask]
-    if args.manifest and any(single):
+    if args.study:
+        pass                            # the mask is optional: a liver SEG in the study
+    elif args.manifest and any(single):
         raise InputError("predict", "give either --manifest or the single-exam inputs, not both")
-    if not args.manifest and not all(single):
+    if not args.manifest and not args.study and not all(single):
         missing = [n for n, v in zip(("--t1w", "--t2w", "--dwi", "--mask"), single) if not v]
-        raise InputError("predict", f"missing {', '.join(missing)} (or give --manifest)")
+        raise InputError("predict", f"missing {', '.join(missing)} (or give --manifest or --study)")
     if args.workers < 0:
         raise InputError("--workers", f"must be 0 or more, got {args.workers}")
     facts = PatientFacts(args.age, args.sex, args.bmi, args.pdff).validate("patient")
@@ -66,8 +74,19 @@ def run(args) -> int:
 
     opts = PredictOptions(detail_maps=args.maps == "all", gradient_maps=args.maps != "none",
                           montage=not args.no_montage, qa=not args.no_qa, segmenter=args.segmenter,
-                          seg_model=args.seg_model)
+                          seg_model=args.seg_model, cutoffs=args.cutoffs, rules=args.rules, dicom_out=args.dicom_out)
+    from .cutoffs import load_cutoffs
+    load_cutoffs(args.cutoffs)          # a bad table is an input error before anything runs
     ens = Ensemble.load(args.model, args.device)
+    if args.study:
+        from .dicom.study_run import overrides, predict_study
+        report = predict_study(args.study, ens, out, opts, facts, args.mask, args.mask_label, args.rules,
+                               overrides(args), args.mask_series, args.study_uid, args.dicom_out, quiet=args.quiet,
+                               on_stage=(lambda name: print(f"STAGE {name}", flush=True)) if args.stages else None)
+        print(summary_line(report))
+        if report.get("dicom_outputs"):
+            print(f"DICOM SEG, Parametric Map and SR → {report['dicom_outputs']['folder']}")
+        return 0
     if args.manifest:
         rows = predict_manifest(args.manifest, ens, out, opts, progress=not args.quiet, workers=args.workers)
         bad = [r for r in rows.values() if r.get("status") != "ok"]

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     from .segment_cli import add_segmenter_options
     add_segmenter_options(p)
+    from .dicom.study_run import add_study_options
+    add_study_options(p, outputs=False)
     p.set_defaults(func=run)
 
 
@@ -52,15 +54,26 @@ def _exam(t1w, t2w, dwi, dwi_b, mask, mask_label, segmenter=None):
     return exam, None
 
 
+def _study_exam(study, mask, mask_label, segmenter, args=None, quiet=True):
+    """A DICOM study's exam for QA (series by the rules) and the qa.json entries saying how."""
+    from .dicom.study_run import overrides, select, study_exam
+
+    roles = overrides(args) if args is not None else None
+    selection = select(study, getattr(args, "rules", None), roles, mask, getattr(args, "mask_series", None),
+                       getattr(args, "study_uid", None), quiet, auto_without_seg=args is None)
+    exam, auto, _, _ = study_exam(selection, mask, mask_label, segmenter, fit_adc=False)
+    return exam, auto, {"study": selection.report()}
+
+
 def _qa_one(exam, thresholds):
     from .qa import run_qa
 
     return run_qa(exam, thresholds, register=exam.t2w is not exam.t1w)
 
 
-def _qa_json(res, auto: dict | None) -> dict:
+def _qa_json(res, auto: dict | None, extra: dict | None = None) -> dict:
     """qa.json: the QA result, and how the mask was made when it was automatic."""
-    return {**res.to_dict(), "mask": auto or {"source": "given"}}
+    return {**res.to_dict(), "mask": auto or {"source": "given"}, **(extra or {})}
 
 
 def _row(case_id, res) -> dict:
@@ -103,11 +116,15 @@ def run(args) -> int:
         with writing(f"--out {out}"), BatchLock(out):
             for rec in tqdm(records, desc="qa", unit="exam", disable=args.quiet):
                 try:
-                    exam, auto = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, rec.mask_label, segmenter)
+                    extra = None
+                    if rec.study is not None:
+                        exam, auto, extra = _study_exam(rec.study, rec.mask, None, segmenter)
+                    else:
+                        exam, auto = _exam(rec.t1w, rec.t2w, rec.dwi, rec.dwi_b, rec.mask, rec.mask_label, segmenter)
                     res = _qa_one(exam, th)
                     folder = case_folder(out, rec.case_id)
                     folder.mkdir(exist_ok=True)
-                    atomic_write_text(folder / "qa.json", json.dumps(_qa_json(res, auto), indent=2))
+                    atomic_write_text(folder / "qa.json", json.dumps(_qa_json(res, auto, extra), indent=2))
                     rows.append(_row(rec.case_id, res))
                 except OutputError:
                     raise
@@ -117,16 +134,22 @@ def run(args) -> int:
         flagged = sum(1 for r in rows if r.get("flags"))
         print(f"QA of {len(rows)} exam(s): {flagged} flagged, {sum(r['status'] != 'ok' for r in rows)} unreadable → {out / 'qa.csv'}")
         return 0
-    if not (args.mask and args.t1w):
-        raise InputError("qa", "needs --mask and --t1w (or --manifest)")
-    dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
-    if args.dwi and dwi_b is None and not Path(args.dwi).is_dir():
-        raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
-    exam, auto = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label, segmenter)
+    from .dicom.study_run import check_study_args
+    check_study_args(args)
+    extra = None
+    if args.study:
+        exam, auto, extra = _study_exam(args.study, args.mask, args.mask_label, segmenter, args, quiet=args.quiet)
+    else:
+        if not (args.mask and args.t1w):
+            raise InputError("qa", "needs --mask and --t1w (or --manifest, or --study)")
+        dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
+        if args.dwi and dwi_b is None and not Path(args.dwi).is_dir():
+            raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")
+        exam, auto = _exam(args.t1w, args.t2w, args.dwi, dwi_b, args.mask, args.mask_label, segmenter)
     res = _qa_one(exam, th)
     with writing(f"--out {out}"):
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "qa.json", json.dumps(_qa_json(res, auto), indent=2))
+        atomic_write_text(out / "qa.json", json.dumps(_qa_json(res, auto, extra), indent=2))
         if auto is not None:
             import SimpleITK as sitk
             sitk.WriteImage(exam.mask, str(out / "mask_auto.nii.gz"), useCompression=True)

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 
+from liverstiffness.cli import main
+from liverstiffness.dicom.synthetic_study import write_exam_study
 from liverstiffness.manifest import read_manifest
 from liverstiffness.phantom import generate_cohort
 
@@ -34,6 +37,22 @@ def real_data():
 
 
 @pytest.fixture(scope="session")
+def dicom_studies(small_cohort, tmp_path_factory):
+    """One DICOM study per vendor layout: sites A, B, C of the shared small cohort written as studies,
+    and sites D and E made by `liverstiffness synth --format dicom`. Returns manifest records."""
+    records = []
+    for rec in read_manifest(small_cohort[0])[:3]:      # sites A (GE 1.5 T), B (Siemens 3 T), C (Philips 1.5 T)
+        rec.study = write_exam_study(rec, tmp_path_factory.mktemp(f"study_{rec.case_id}"))
+        records.append(rec)
+    out = tmp_path_factory.mktemp("synth_dicom")
+    assert main(["synth", "--out", str(out), "--n", "2", "--seed", "5", "--sites", "D,E", "--format", "dicom", "--quiet"]) == 0
+    records += read_manifest(out / "manifest.csv")
+    assert {(r.vendor, float(r.field_strength)) for r in records} == {
+        ("GE", 1.5), ("Siemens", 3.0), ("Philips", 1.5), ("Siemens", 1.5), ("GE", 3.0)}
+    return records
+
+
+@pytest.fixture(scope="session")
 def tiny_model(small_cohort, tmp_path_factory):
     """A 2-fold, 2-epoch model of a small transformer: fast, for pipeline tests (not accuracy)."""
     from liverstiffness.model.network import ModelConfig
@@ -43,3 +62,19 @@ def tiny_model(small_cohort, tmp_path_factory):
     cfg = TrainConfig(folds=2, epochs=2, seed=0, register=False, workers=1, batch_size=4,
                       model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2))
     return train_cv(small_cohort[0], out, cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def study_case(dicom_studies):
+    """The Siemens 1.5 T study: a dual-echo T1w, a fat-suppressed T2w distractor, three b-values."""
+    return next(r for r in dicom_studies if r.vendor == "Siemens" and r.field_strength == 1.5)
+
+
+@pytest.fixture(scope="session")
+def predicted(study_case, tiny_model, tmp_path_factory):
+    """`predict --study --dicom-out` on the Siemens 1.5 T study with the NAFLD table: (report, folder)."""
+    out = tmp_path_factory.mktemp("pred_study")
+    code = main(["predict", "--study", str(study_case.study), "--model", str(tiny_model), "--device", "cpu",
+                 "--cutoffs", "nafld-liang-2023", "--out", str(out / "result"), "--dicom-out", str(out / "dicom")])
+    assert code == 0
+    return json.loads((out / "result" / "report.json").read_text()), out

@@ -242,7 +242,7 @@ def test_cli_predict_one_exam_and_bad_inputs(tiny_model, one_case, tmp_path, cap
             "--age", "50", "--sex", "F", "--model", str(tiny_model), "--maps", "none", "--no-montage"]
     assert main(args + ["--out", str(tmp_path / "ok")]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("Liver stiffness ") and "kPa" in line and "not for clinical use" in line
+    assert line.startswith("MRE-equivalent liver stiffness ") and "kPa" in line and "not for clinical use" in line
     cases = [
         (["--t1w", str(tmp_path / "nope.nii.gz")], "t1w .*nope.nii.gz: file not found"),
         (["--age", "250"], "patient age: 250.0 years is outside"),

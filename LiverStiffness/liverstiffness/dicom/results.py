@@ -1,0 +1,87 @@
+"""``--dicom-out``: a prediction's results as DICOM objects a PACS can store, in the source study.
+
+From a finished prediction folder (report.json, liver_mask.nii.gz and attention.nii.gz on the
+T1w grid) and the study's series selection, writes into one folder:
+
+- ``liver_seg.dcm``: the liver mask used, as a SEG on the T1w images;
+- ``attention_pm.dcm``: the attention rollout as a Parametric Map on the T1w images;
+- ``stiffness_sr.dcm``: the TID 1500 Comprehensive 3D SR with the estimate, referencing the SEG.
+
+Each is a new series (numbers after the study's highest) in the source study, with the patient
+and study attributes of the source images, referencing the T1w, T2w and DWI it was made from.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import __version__
+from ..errors import InputError
+from .selection import StudySelection
+from .study_input import sorted_instances
+
+MANUFACTURER = "LiverStiffness"
+FILES = {"seg": "liver_seg.dcm", "parametric_map": "attention_pm.dcm", "sr": "stiffness_sr.dcm"}
+
+
+def _headers(instances) -> list:
+    import pydicom
+
+    return [pydicom.dcmread(str(i.path), stop_before_pixels=True) for i in instances]
+
+
+def _check_grid(image: sitk.Image, source: list, what: str) -> None:
+    first = np.asarray(source[0].ImagePositionPatient, float)
+    if image.GetSize() != (int(source[0].Columns), int(source[0].Rows), len(source)) or \
+            not np.allclose(image.GetOrigin(), first, atol=0.01):
+        raise InputError(what, "is not on the grid of the T1w series it should be written on")
+
+
+def write_dicom_results(report: dict, result_dir: str | Path, selection: StudySelection, out: str | Path) -> dict:
+    """Write SEG, Parametric Map and SR for the prediction in ``result_dir``; returns what was
+    written (file names and UIDs), which is also added to report.json as ``dicom_outputs``."""
+    result_dir, out = Path(result_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t1 = _headers(sorted_instances(selection.chosen["t1w"].instances, "T1w series"))
+    mask = sitk.ReadImage(str(result_dir / report["outputs"]["liver_mask"]))
+    attention = sitk.ReadImage(str(result_dir / report["outputs"]["attention_maps"]["rollout"]))
+    _check_grid(mask, t1, "liver mask")
+    _check_grid(attention, t1, "attention map")
+    first_number = max((s.number or 0 for s in selection.index.series), default=0) + 1
+    model_name = str(report["model"].get("name", "liverstiffness"))
+    mask_info = report.get("mask") or {}
+    algorithm = None
+    if mask_info.get("source") == "automatic":
+        seg_model = mask_info.get("model") or {}
+        algorithm = (str(seg_model.get("name", "liver segmentation")), str(seg_model.get("version", "")))
+
+    from .parametric_map import write_attention_map
+    from .seg import write_liver_seg
+    from .sr import write_report_sr
+
+    seg = write_liver_seg(mask, t1, out / FILES["seg"], series_number=first_number, manufacturer=MANUFACTURER,
+                          software_version=__version__, algorithm=algorithm,
+                          series_description="Liver mask (LiverStiffness)")
+    pm = write_attention_map(attention, t1, out / FILES["parametric_map"], series_number=first_number + 1,
+                             manufacturer=MANUFACTURER, model_name=model_name, software_version=__version__)
+    evidence = t1 + [ds for role in ("t2w", "dwi") for ds in _headers(selection.chosen[role].instances)] + [seg, pm]
+    sr = write_report_sr(report, evidence, seg, out / FILES["sr"], series_number=first_number + 2,
+                         software_version=__version__)
+    written = {"folder": str(out.resolve()), "study_uid": selection.index.study_uid}
+    for key, ds in (("seg", seg), ("parametric_map", pm), ("sr", sr)):
+        written[key] = {"file": FILES[key], "series_uid": str(ds.SeriesInstanceUID), "sop_uid": str(ds.SOPInstanceUID),
+                        "series_number": int(ds.SeriesNumber)}
+    _add_to_report(result_dir / "report.json", written)
+    return written
+
+
+def _add_to_report(path: Path, written: dict) -> None:
+    report = json.loads(path.read_text())
+    report["dicom_outputs"] = written
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,133 @@
+"""A one-page, self-contained HTML report for people: the key numbers, the category with the
+cut-off table used, mask QA, the montage, the series used and the model card's disclaimer.
+
+It prints on one A4 page; the montage is embedded, so the file can be mailed or archived alone.
+Everything shown comes from report.json (the numbers are not recomputed).
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+from pathlib import Path
+
+
+def model_card_disclaimer(model_dir: Path | None) -> str:
+    """The model card's warning block (its '>' lines) and intended use, as plain text."""
+    card = Path(model_dir) / "MODEL_CARD.md" if model_dir else None
+    if card is None or not card.is_file():
+        return ""
+    lines = card.read_text(encoding="utf-8").splitlines()
+    quote = " ".join(line.lstrip("> ").strip() for line in lines if line.startswith(">"))
+    intended, take = [], False
+    for line in lines:
+        if line.startswith("## "):
+            take = line.strip() == "## Intended use"
+            continue
+        if take and line.strip():
+            intended.append(line.strip())
+    text = " ".join(part for part in (quote, " ".join(intended)) if part)
+    return text.replace("**", "").replace("`", "")
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _bands_rows(report: dict) -> str:
+    rows = []
+    chosen = report.get("category")
+    for b in report.get("mre_bands", []):
+        high = f"{b['high_kpa']:g}" if b.get("high_kpa") is not None else ""
+        mark = ' class="here"' if b["label"] == chosen else ""
+        rows.append(f"<tr{mark}><td>{b['low_kpa']:g}</td><td>{high}</td><td>{_e(b['label'])}</td></tr>")
+    return "".join(rows)
+
+
+def _qa_lines(report: dict) -> str:
+    qa = report.get("mask_qa") or {}
+    flags = qa.get("flags", [])
+    if report.get("mask_qa") is None:
+        return "<li>Mask QA was skipped.</li>"
+    if not flags:
+        return "<li>No mask QA flag.</li>"
+    return "".join(f"<li><b>{_e(f.get('code'))}</b> ({_e(f.get('severity'))}): {_e(f.get('message'))}</li>" for f in flags)
+
+
+def _series_rows(report: dict) -> str:
+    study = report.get("study")
+    if not study:
+        return "".join(f"<tr><td>{_e(k.upper())}</td><td colspan=2>{_e(v.get('source', ''))}</td></tr>"
+                       for k, v in report.get("inputs", {}).items())
+    rows = []
+    for role, c in study.get("chosen", {}).items():
+        rows.append(f"<tr><td>{_e(role.upper())}</td><td>#{_e(c.get('series_number'))} {_e(c.get('description'))}</td>"
+                    f"<td>{_e(c.get('how'))}</td></tr>")
+    mask = report.get("mask", {})
+    rows.append(f"<tr><td>Mask</td><td colspan=2>{_e(mask.get('source', ''))} {_e(mask.get('path', '') or '')}</td></tr>")
+    return "".join(rows)
+
+
+def write_report_page(path: Path, report: dict, folder: Path, model_dir: Path | None = None) -> Path:
+    """Write the HTML page for ``report`` (its montage looked up in ``folder``); returns ``path``."""
+    path = Path(path)
+    montage = Path(folder) / report.get("outputs", {}).get("montage", "attention_montage.png")
+    img = ""
+    if montage.is_file():
+        data = base64.b64encode(montage.read_bytes()).decode("ascii")
+        img = (f'<img alt="Attention rollout over the T1w, liver outlined" src="data:image/png;base64,{data}">'
+               f"<p class=small>Where the model looked (attention rollout, {_e(report.get('attention', {}).get('unit', ''))}); "
+               "the liver is outlined. It explains the estimate; it is not a stiffness map.</p>")
+    lo, hi = report["interval_kpa"]
+    table = report.get("cutoff_table") or {"name": "mayo-60hz", "reference": ""}
+    model = report.get("model", {})
+    disclaimer = model_card_disclaimer(model_dir)
+    synthetic = model.get("synthetic_training_data")
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in report.get("warnings", []))
+    facts = report.get("patient", {})
+    facts_text = ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None) or "none given"
+    hashes = "; ".join(f"{_e(f)} {_e(h[:12])}…" for f, h in model.get("sha256", {}).items())
+    label = report.get("stiffness_label", "MRE-equivalent liver stiffness")
+    if disclaimer:
+        disclaimer_html = f"<p class={'warn' if synthetic else 'small'}>{_e(disclaimer)}</p>"
+    else:
+        disclaimer_html = ""
+    version = _e(report.get("software", {}).get("liverstiffness", ""))
+    mask_source = _e((report.get("mask") or {}).get("source", "given"))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(label)}: {report['stiffness_kpa']:.2f} kPa</title>
+<style>
+@page {{ size: A4; margin: 12mm; }}
+body {{ font: 10.5pt/1.35 system-ui, sans-serif; max-width: 190mm; margin: auto; color: #111; }}
+h1 {{ font-size: 14pt; margin: 0 0 4px; }} h2 {{ font-size: 11pt; margin: 10px 0 3px; }}
+.warn {{ border: 2px solid #b00; background: #fff3f3; padding: 6px 8px; font-weight: 600; }}
+.key {{ display: flex; gap: 18px; align-items: baseline; margin: 8px 0; }}
+.kpa {{ font-size: 26pt; font-weight: 700; }} .cat {{ font-size: 14pt; }}
+table {{ border-collapse: collapse; font-size: 9.5pt; }} td, th {{ border: 1px solid #bbb; padding: 1px 6px; text-align: left; }}
+tr.here td {{ background: #ffe9a8; font-weight: 600; }}
+img {{ width: 100%; }} .small {{ font-size: 8.5pt; color: #444; margin: 2px 0; }}
+.cols {{ display: flex; gap: 14px; }} .cols > div {{ flex: 1; }} ul {{ margin: 2px 0; padding-left: 18px; }}
+</style></head><body>
+<h1>{_e(label)}</h1>
+{disclaimer_html}
+<div class=key><span class=kpa>{report['stiffness_kpa']:.2f} kPa</span>
+<span>{report.get('interval_coverage', 0):.0%} interval {lo:.2f}–{hi:.2f} kPa</span>
+<span class=cat>{_e(report['category'])}</span></div>
+<p class=small>The value estimates what 60 Hz MR elastography would measure (shear stiffness). It is not a transient-elastography
+(FibroScan) kPa, which is a different, larger quantity. Category from the cut-off table <b>{_e(table['name'])}</b>:
+{_e(table.get('reference', ''))}.</p>
+<div class=cols><div><h2>Cut-off table {_e(table['name'])}</h2>
+<table><tr><th>from kPa</th><th>below kPa</th><th>category</th></tr>{_bands_rows(report)}</table></div>
+<div><h2>Liver mask</h2><ul><li>{mask_source} mask</li>{_qa_lines(report)}</ul>
+{f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}</div></div>
+{img}
+<div class=cols><div><h2>Series used</h2><table>{_series_rows(report)}</table>
+<p class=small>Patient facts used: {_e(facts_text)}.</p></div>
+<div><h2>Model</h2><p class=small>{_e(model.get('name', ''))} {_e(model.get('version', ''))}; weights {hashes}<br>
+{_e(model.get('intended_use', ''))}</p></div></div>
+<p class=small>LiverStiffness {version}, {datetime.datetime.now():%Y-%m-%d %H:%M};
+full details in report.json.</p>
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return path
