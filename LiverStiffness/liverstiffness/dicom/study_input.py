@@ -14,7 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..imageio import DwiData, check_finite, dwi_from_volumes, read_mask
+from ..imageio import DwiData, dwi_from_volumes, read_mask
+from ..input_checks import check_geometry, check_values
 from ..manifest import AGE_RANGE, BMI_RANGE, PatientFacts
 from ..preprocess import ExamImages, check_exam
 from .index import SEG_SOP_CLASS, Instance
@@ -46,7 +47,8 @@ def read_instances(instances: list[Instance], where: str) -> sitk.Image:
     except RuntimeError as exc:
         raise InputError(where, f"cannot be read ({str(exc).strip().splitlines()[-1][:160]})") from None
     img = sitk.Cast(img, sitk.sitkFloat32)
-    check_finite(img, where)
+    check_geometry(img, where)      # the same checks as files get (input_checks)
+    check_values(img, where)
     return img
 
 
