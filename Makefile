@@ -31,7 +31,9 @@ dicom-tools:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq dicom3tools; } ; } || \
 	    { echo "dciodvfy is missing: install Debian's dicom3tools (apt-get install dicom3tools)"; exit 1; }
 
+# Lint first (ruff, the linter MONAI and Slicer use; settings in pyproject.toml), then every test.
 test: $(STAMP) dicom-tools
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q Testing/Python
 
 bench: $(STAMP)

@@ -14,8 +14,7 @@ import qt
 import slicer
 import vtk
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from LiverStiffnessLib import dependencies
@@ -139,8 +138,9 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(LiverStiffnessParameterNode(slicer.mrmlScene.GetSingletonNode("LiverStiffness", "vtkMRMLScriptedModuleNode")
-                                                          or self._new_parameter_node()))
+        self.setParameterNode(LiverStiffnessParameterNode(
+            slicer.mrmlScene.GetSingletonNode("LiverStiffness", "vtkMRMLScriptedModuleNode")
+            or self._new_parameter_node()))
 
     def _new_parameter_node(self):
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
@@ -434,8 +434,8 @@ class LiverStiffnessTest(ScriptedLoadableModuleTest):
     def test_estimate_on_synthetic_case(self):
         import tempfile
 
-        from liverstiffness.phantom import generate_cohort
         from liverstiffness.manifest import read_manifest
+        from liverstiffness.phantom import generate_cohort
 
         self.delayDisplay("Generating a synthetic exam")
         folder = Path(tempfile.mkdtemp())

@@ -77,7 +77,8 @@ def model_numbers(case, model, device: str) -> dict | None:
 
     ens = Ensemble.load(model, device)
     sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
-    prep = prepare(read_exam(case["t1w"], case["t2w"], case["dwi"], case["mask"], case["dwi_b"]), ens.meta.spec, ens.meta.preprocess)
+    prep = prepare(read_exam(case["t1w"], case["t2w"], case["dwi"], case["mask"], case["dwi_b"]),
+                   ens.meta.spec, ens.meta.preprocess)
     cov, known = encode(case["facts"])
     x = torch.as_tensor(prep.tensor[None], device=ens.device)
     c, k = torch.as_tensor(cov[None], device=ens.device), torch.as_tensor(known[None], device=ens.device)
@@ -187,7 +188,8 @@ def main() -> int:
         f"- CPU end to end ≤ 10 s on site {sites[0]}: {e:.2f} s — {ok(e <= 10)}.",
     ]
     if gpu:
-        lines += [f"- GPU model + attention ≤ 0.2 s per exam: {gpu['model_attention_s']:.3f} s — {ok(gpu['model_attention_s'] <= 0.2)}.",
+        lines += [f"- GPU model + attention ≤ 0.2 s per exam: {gpu['model_attention_s']:.3f} s — "
+                  f"{ok(gpu['model_attention_s'] <= 0.2)}.",
                   f"- GPU batch throughput ≥ 10 exams/s: {gpu['batch_exams_per_s']:.1f} — {ok(gpu['batch_exams_per_s'] >= 10)}."]
     else:
         lines += ["- GPU targets: not measured on this machine (no CUDA device)."]

@@ -46,15 +46,19 @@ def panel(path: Path) -> None:
         ax.text(0.3, y - 0.8, "▼ " + title, fontsize=9, weight="bold", va="center")
         y -= 3
         for w in sec.iter("widget"):
-            if w is sec or w.get("class") == "QLabel" and w.get("name", "").endswith("Label") and w.get("name") not in ("statusLabel", "resultLabel", "categoryLabel", "deviceInfoLabel"):
+            if (w is sec or w.get("class") == "QLabel" and w.get("name", "").endswith("Label")
+                    and w.get("name") not in ("statusLabel", "resultLabel", "categoryLabel", "deviceInfoLabel")):
                 continue
             name, cls = w.get("name"), w.get("class")
-            label = next((l.find("property/string").text for l in sec.iter("widget") if l.get("name") == name + "Label"), "")
-            text = {"resultLabel": "3.42 kPa   (90% interval 2.9–4.0)", "categoryLabel": "stage 1-2 fibrosis — demo model, not for clinical use",
+            label = next((lw.find("property/string").text for lw in sec.iter("widget") if lw.get("name") == name + "Label"), "")
+            text = {"resultLabel": "3.42 kPa   (90% interval 2.9–4.0)",
+                    "categoryLabel": "stage 1-2 fibrosis — demo model, not for clinical use",
                     "statusLabel": "Ready.", "deviceInfoLabel": "no CUDA GPU found: CPU"}.get(name, "")
             if cls == "QPushButton":
-                ax.add_patch(FancyBboxPatch((0.5, y - 1.2), 9.0, 1.6, boxstyle="round,pad=0.05", fc="#3a7bd5" if name == "applyButton" else "#f0f0f0", ec="#666"))
-                ax.text(5, y - 0.4, w.find("property/string").text, ha="center", va="center", fontsize=8, color="white" if name == "applyButton" else "black")
+                ax.add_patch(FancyBboxPatch((0.5, y - 1.2), 9.0, 1.6, boxstyle="round,pad=0.05",
+                                            fc="#3a7bd5" if name == "applyButton" else "#f0f0f0", ec="#666"))
+                ax.text(5, y - 0.4, w.find("property/string").text, ha="center", va="center", fontsize=8,
+                        color="white" if name == "applyButton" else "black")
             elif cls == "QListWidget":
                 ax.add_patch(FancyBboxPatch((0.5, y - 3.2), 9.0, 3.6, boxstyle="square,pad=0", fc="white", ec="#666"))
                 ax.text(0.7, y - 0.4, "WARNING LEAKS: the mask includes tissue that is not liver ...", fontsize=6.5)
@@ -65,12 +69,17 @@ def panel(path: Path) -> None:
                     ax.text(0.5, y - 0.4, label, fontsize=7.5, va="center")
                 box_x = 4.0 if label else 0.5
                 size = 15 if name == "resultLabel" else 7.5
-                ax.add_patch(FancyBboxPatch((box_x, y - 1.0), 9.5 - box_x, 1.3, boxstyle="square,pad=0", fc="white" if cls != "QLabel" else "none", ec="#999" if cls != "QLabel" else "none"))
-                ax.text(box_x + 0.2, y - 0.35, text or {"qMRMLNodeComboBox": "T1w ▾" if "t1w" in name else "select ▾", "qMRMLSegmentSelectorWidget": "liver seg ▾ / Liver ▾",
-                                                       "QComboBox": "auto ▾" if "device" in name else "▾", "ctkSliderWidget": "━━━━●━━━━ 0.50",
-                                                       "QCheckBox": "☑ " + (w.find("property/string").text if w.find("property/string") is not None else ""),
-                                                       "QTextBrowser": "Model card: liverstiffness-vit-demo (synthetic) ..."}.get(cls, ""),
-                        fontsize=size if name == "resultLabel" else 7, va="center", weight="bold" if name == "resultLabel" else None)
+                ax.add_patch(FancyBboxPatch((box_x, y - 1.0), 9.5 - box_x, 1.3, boxstyle="square,pad=0",
+                                            fc="white" if cls != "QLabel" else "none", ec="#999" if cls != "QLabel" else "none"))
+                ax.text(box_x + 0.2, y - 0.35,
+                        text or {"qMRMLNodeComboBox": "T1w ▾" if "t1w" in name else "select ▾",
+                                 "qMRMLSegmentSelectorWidget": "liver seg ▾ / Liver ▾",
+                                 "QComboBox": "auto ▾" if "device" in name else "▾", "ctkSliderWidget": "━━━━●━━━━ 0.50",
+                                 "QCheckBox": "☑ " + (w.find("property/string").text
+                                                      if w.find("property/string") is not None else ""),
+                                 "QTextBrowser": "Model card: liverstiffness-vit-demo (synthetic) ..."}.get(cls, ""),
+                        fontsize=size if name == "resultLabel" else 7, va="center",
+                        weight="bold" if name == "resultLabel" else None)
             y -= 1.9
         y -= 0.6
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -276,7 +276,8 @@ def main(argv=None) -> int:
               "|---|---|---|"]
     if not args.no_project_ridge:
         (held, oof), opts = project_ridge(train_m, test_m, args.work / "cache", not args.no_register, args.workers)
-        lines.append(f"| project ridge baseline (`liverstiffness.baseline`, crops with register={opts.register}) | {held:.2f} | {oof:.2f} |")
+        lines.append(f"| project ridge baseline (`liverstiffness.baseline`, crops with register={opts.register}) "
+                     f"| {held:.2f} | {oof:.2f} |")
     held, oof = ridge_r(train, test, SIMPLE + COVARIATES)
     lines.append(f"| ridge on the simple statistics above + covariates | {held:.2f} | {oof:.2f} |")
     held, oof = ridge_r(train, test, SIMPLE + SPATIAL + COVARIATES)

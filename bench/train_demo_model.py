@@ -68,7 +68,8 @@ def main() -> int:
 
         write_model_card(DEST, read_meta(DEST))       # now with the site-E section
     print(json.dumps({"seconds": {k: round(v) for k, v in seconds.items()},
-                      "external_E": {"ablation": m.get("ablation"), "interval_coverage": m["transformer"].get("interval_coverage"),
+                      "external_E": {"ablation": m.get("ablation"),
+                                     "interval_coverage": m["transformer"].get("interval_coverage"),
                                      "residual_bias": {k: round(v["p_value"], 3) for k, v in m["residual_bias"].items()}}},
                      indent=1))
     return 0

@@ -158,7 +158,7 @@ class LiverStiffnessLogic:
         predict_images(images, nodes.facts, ens, out, opts, on_stage)
         return self.load_results(out, nodes)
 
-    def start_background(self, nodes: ExamNodes, model_dir=None, device: str = "auto", maps: str = "default") -> "BackgroundRun":
+    def start_background(self, nodes: ExamNodes, model_dir=None, device: str = "auto", maps: str = "default") -> BackgroundRun:
         """Write the converted inputs to a temporary folder and start ``liverstiffness predict``
         there, so the application stays responsive and Cancel can stop it."""
         images = self.exam_images(nodes)
@@ -168,7 +168,8 @@ class LiverStiffnessLogic:
             files[name] = work / f"{name}.nii.gz"
             sitk.WriteImage(img, str(files[name]))
         files["dwi"] = work / "dwi.nii.gz"
-        sitk.WriteImage(sitk.JoinSeries(images.dwi.images) if len(images.dwi.images) > 1 else images.dwi.images[0], str(files["dwi"]))
+        sitk.WriteImage(sitk.JoinSeries(images.dwi.images) if len(images.dwi.images) > 1 else images.dwi.images[0],
+                        str(files["dwi"]))
         cmd = [python_executable(), "-m", "liverstiffness", "predict", "--stages", "--quiet",
                "--t1w", str(files["t1w"]), "--t2w", str(files["t2w"]), "--dwi", str(files["dwi"]),
                "--dwi-b", ",".join(f"{b:g}" for b in images.dwi.b_values), "--mask", str(files["mask"]),
@@ -374,7 +375,7 @@ class BackgroundRun:
         return (self.STAGES.index(self.stage) + 0.5) / len(self.STAGES) if self.stage in self.STAGES else 0.0
 
     def error(self) -> str:
-        lines = [l for l in (self.proc.stderr.read() or "").splitlines() if l.strip()]
+        lines = [line for line in (self.proc.stderr.read() or "").splitlines() if line.strip()]
         return lines[-1].removeprefix("error: ") if lines else "the estimate failed"
 
     def cancel(self) -> None:

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, required=True, help="number of exams")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
     s.add_argument("--sites", type=_sites, default=("A", "B", "C", "D"), help="site profiles, e.g. A,B,C,D (A–E available)")
-    s.add_argument("--size", choices=("small", "normal"), default="small", help="small: coarse grids for tests; normal: clinical grids")
+    s.add_argument("--size", choices=("small", "normal"), default="small",
+                   help="small: coarse grids for tests; normal: clinical grids")
     s.add_argument("--workers", type=int, default=1,
                    help="exams synthesised in parallel processes (the cohort is the same for any number)")
     s.add_argument("--format", choices=("nifti", "dicom"), default="nifti",

@@ -34,7 +34,7 @@ class CohortArrays:
     def log_kpa(self) -> np.ndarray:
         return np.log(np.array([r.stiffness_kpa for r in self.records], np.float32))
 
-    def subset(self, idx) -> "CohortArrays":
+    def subset(self, idx) -> CohortArrays:
         idx = np.asarray(idx)
         return CohortArrays(self.images[idx], self.cov[idx], self.known[idx], [self.records[i] for i in idx], {})
 

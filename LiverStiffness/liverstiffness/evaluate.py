@@ -165,7 +165,9 @@ def plots(records, pred_kpa, out_dir: Path, baseline_kpa=None) -> list[Path]:
            title=f"Predicted vs reference (r = {_r(y, p):.2f})" if _r(y, p) is not None else "Predicted vs reference")
     ax.legend(fontsize=8)
     paths.append(out_dir / "predicted_vs_reference.png")
-    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
 
     m, d = (p + y) / 2, p - y
     sd = np.std(d, ddof=1)
@@ -176,11 +178,14 @@ def plots(records, pred_kpa, out_dir: Path, baseline_kpa=None) -> list[Path]:
     ax.set(xlabel="mean of predicted and MRE (kPa)", ylabel="predicted − MRE (kPa)",
            title=f"Bland-Altman: bias {d.mean():.2f}, LoA {d.mean() - 1.96 * sd:.2f} to {d.mean() + 1.96 * sd:.2f} kPa")
     paths.append(out_dir / "bland_altman.png")
-    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
 
     res = np.log(p) - np.log(y)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
-    for ax, (name, v) in zip(axes, (("age (years)", [r.facts.age for r in records]), ("BMI (kg/m²)", [r.facts.bmi for r in records]),
+    for ax, (name, v) in zip(axes, (("age (years)", [r.facts.age for r in records]),
+                                    ("BMI (kg/m²)", [r.facts.bmi for r in records]),
                                     ("PDFF (%)", [r.facts.pdff for r in records]))):
         v = np.array([np.nan if x is None else x for x in v], float)
         ax.scatter(v, res, s=12, alpha=0.7)
@@ -192,7 +197,9 @@ def plots(records, pred_kpa, out_dir: Path, baseline_kpa=None) -> list[Path]:
     axes[0].set_ylabel("ln(predicted / MRE)")
     fig.suptitle("Residuals against patient facts")
     paths.append(out_dir / "residuals_vs_covariates.png")
-    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
     return paths
 
 

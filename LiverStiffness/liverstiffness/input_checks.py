@@ -9,7 +9,8 @@ What is checked, and what happens (the README's "Input checks" lists the same):
   front–back and :data:`MAX_EXTENT_MM` along the body) — an error;
 * voxel values: any NaN or ±Inf voxel — an error (NIfTI files are scanned on disk, because
   ITK's NIfTI reader silently turns them into 0); a constant image (all zero, or one value) —
-  an error; clearly negative values (a phase or subtraction image, not magnitude) — an error; in a sequence, a blank slice (one value throughout) where the liver is — an error
+  an error; clearly negative values (a phase or subtraction image, not magnitude) — an error;
+  in a sequence, a blank slice (one value throughout) where the liver is — an error
   (a NaN slice written by a broken conversion reads back as such a slice);
 * size before reading the voxels: an image whose header asks for more memory than is
   available (or than :data:`MAX_VOXELS` for one image) — an error that gives the size needed;

@@ -61,7 +61,7 @@ class PatientFacts:
     bmi: float | None = None
     pdff: float | None = None
 
-    def validate(self, where: str = "patient") -> "PatientFacts":
+    def validate(self, where: str = "patient") -> PatientFacts:
         _check_range(self.age, AGE_RANGE, f"{where} age", "years")
         _check_range(self.bmi, BMI_RANGE, f"{where} BMI", "kg/m²")
         _check_range(self.pdff, PDFF_RANGE, f"{where} PDFF", "%")

@@ -53,7 +53,8 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         "dropout so that the ablations below are inputs the model has seen.", "",
         "## Training cohort", "",
         f"- {tr.get('n_exams')} exams of {tr.get('n_patients')} patients.",
-        f"- By site: {tr.get('by_site')}; by vendor: {tr.get('by_vendor')}; by field strength (T): {tr.get('by_field_strength_T')}.",
+        f"- By site: {tr.get('by_site')}; by vendor: {tr.get('by_vendor')}; "
+        f"by field strength (T): {tr.get('by_field_strength_T')}.",
         f"- Stiffness (kPa): median {tr.get('stiffness_kpa', {}).get('median')}, 5th–95th percentile "
         f"{tr.get('stiffness_kpa', {}).get('p5')}–{tr.get('stiffness_kpa', {}).get('p95')}.", "",
         "## Cross-validation (out-of-fold, patient-grouped, site-balanced)", "",

@@ -26,12 +26,12 @@ from tqdm import tqdm
 from . import __version__
 from .attention import compute_maps, map_summary, sequence_contributions
 from .batch_lock import BatchLock
+from .cutoffs import STIFFNESS_LABEL, load_cutoffs
 from .ensemble import Ensemble
 from .errors import InputError
 from .imageio import geometry
 from .manifest import ExamRecord, PatientFacts, read_manifest
 from .model.covariates import COVARIATES, encode
-from .cutoffs import STIFFNESS_LABEL, load_cutoffs
 from .ood import check_exam as check_input_range
 from .ood import describe as describe_range
 from .outputs import (

@@ -144,7 +144,8 @@ def check_exam(images: ExamImages) -> None:
     for name, img in (("t2w", images.t2w), ("dwi", images.dwi.high_b), ("mask", images.mask)):
         frac = spatial.overlap_fraction(ref, img)
         if frac < MIN_SEQUENCE_OVERLAP:
-            raise InputError(where(name), f"does not overlap the T1w image physically ({frac:.0%} of its extent; check origin/orientation)")
+            raise InputError(where(name), f"does not overlap the T1w image physically "
+                                          f"({frac:.0%} of its extent; check origin/orientation)")
     m = sitk.GetArrayFromImage(mask_on_reference(images)) > 0
     if not m.any():
         raise InputError(where("mask"), "does not overlap the T1w image (empty after resampling to the T1w grid)")

@@ -67,7 +67,7 @@ class QAThresholds:
     shift_search_mm: float = MAX_SHIFT_MM + 4.0
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "QAThresholds":
+    def from_json(cls, path: str | Path) -> QAThresholds:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -210,7 +210,8 @@ def _leak_regions(images: dict[str, np.ndarray], core: np.ndarray, th: QAThresho
     if t2 is not None:
         kinds["kidney, spleen, bile or fluid (bright on T2w)"] = t2 > th.bright_t2_ratio
         if dwi is not None:
-            kinds["spleen (bright on T2w and DWI)"] = (t2 > th.spleen_t2_ratio) & (dwi > th.spleen_dwi_ratio) & (t2 <= th.bright_t2_ratio)
+            kinds["spleen (bright on T2w and DWI)"] = ((t2 > th.spleen_t2_ratio) & (dwi > th.spleen_dwi_ratio)
+                                                       & (t2 <= th.bright_t2_ratio))
     if t1 is not None:
         kinds["fat (bright on T1w)"] = t1 > th.fat_t1_ratio
         if t2 is not None:
@@ -305,7 +306,8 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     if extra:
         sel = np.isin(labels, [i + 1 for i in extra])
         flags.append(Flag("MULTIPLE_COMPONENTS", WARNING,
-                          f"{len(extra)} piece(s) separate from the main liver ({', '.join(f'{vols[i]:.1f}' for i in extra)} mL).",
+                          f"{len(extra)} piece(s) separate from the main liver "
+                          f"({', '.join(f'{vols[i]:.1f}' for i in extra)} mL).",
                           {"min_extra_component_ml": th.min_extra_component_ml}, [k + z0 for k in _slices_of(sel)],
                           _positions(ref_box, labels, [i + 1 for i in extra])))
 
@@ -316,7 +318,8 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     if big:
         sel = np.isin(hl, [i + 1 for i in big])
         flags.append(Flag("HOLES", WARNING, f"{len(big)} enclosed hole(s) in the mask ({sum(hv[i] for i in big):.1f} mL).",
-                          {"min_hole_ml": th.min_hole_ml}, [k + z0 for k in _slices_of(sel)], _positions(ref_box, hl, [i + 1 for i in big])))
+                          {"min_hole_ml": th.min_hole_ml}, [k + z0 for k in _slices_of(sel)],
+                          _positions(ref_box, hl, [i + 1 for i in big])))
 
     # Truncation: liver cross-section on the first/last slice or on the in-plane field-of-view edge.
     area_cm2 = {"first slice": m[0].sum() * sp[0] * sp[1] / 100, "last slice": m[-1].sum() * sp[0] * sp[1] / 100}
@@ -329,7 +332,9 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     if cut:
         sl = ([0] if "first slice" in cut else []) + ([m.shape[0] - 1] if "last slice" in cut else [])
         sl += _slices_of(edge) if "in-plane edge" in cut else []
-        flags.append(Flag("TRUNCATED", WARNING, f"The mask reaches the {' and the '.join(cut)} of the T1w image: part of the liver is probably outside the field of view.",
+        flags.append(Flag("TRUNCATED", WARNING,
+                          f"The mask reaches the {' and the '.join(cut)} of the T1w image: "
+                          "part of the liver is probably outside the field of view.",
                           {"max_boundary_area_cm2": th.max_boundary_area_cm2}, sorted(set(sl))))
 
     # Each sequence on the T1w grid. T2w/DWI are registered to T1w (rigid, as predict does), so
@@ -340,9 +345,11 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     meas["registration_to_t1w"] = {k: reg.to_dict(k) for k, reg in transforms.items()}
     on_ref = {k: spatial.resample_like(img, ref_box, tr) for k, (img, tr) in seqs.items()}
     arrays = {k: sitk.GetArrayFromImage(v) for k, v in on_ref.items()}
-    meas["intensity_in_mask"] = {k: {"median": round(float(np.median(a[m_box])), 3), "p5": round(float(np.percentile(a[m_box], 5)), 3),
+    meas["intensity_in_mask"] = {k: {"median": round(float(np.median(a[m_box])), 3),
+                                     "p5": round(float(np.percentile(a[m_box], 5)), 3),
                                      "p95": round(float(np.percentile(a[m_box], 95)), 3),
-                                     "iqr": round(float(np.subtract(*np.percentile(a[m_box], [75, 25]))), 3)} for k, a in arrays.items()}
+                                     "iqr": round(float(np.subtract(*np.percentile(a[m_box], [75, 25]))), 3)}
+                                 for k, a in arrays.items()}
 
     # Misregistration: where does the mask fit the liver best, in T1w and (through the
     # registration) in each other sequence?
@@ -372,7 +379,8 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
         note = "" if "t1w" in off else " (a breath-hold difference between sequences; predict's registration corrects it)"
         flags.append(Flag("MISREGISTERED", WARNING,
                           f"The mask sits {off[worst]['offset_mm']:.0f} mm off the liver seen in "
-                          f"{', '.join(k.upper() for k in off)}: it fits when moved by {off[worst]['mask_offset_mm']} mm (LPS){note}.",
+                          f"{', '.join(k.upper() for k in off)}: "
+                          f"it fits when moved by {off[worst]['mask_offset_mm']} mm (LPS){note}.",
                           {"max_shift_mm": th.max_shift_mm, "min_fit_gain": th.min_fit_gain}, _slices_of(m), sequence=worst))
     if "t1w" not in off:
         shift = np.zeros(3)  # the mask is where it should be on its own grid
@@ -384,7 +392,7 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     meas["leak_volume_ml"] = {k: round(float(sum(lv[i] for i in big)), 1) for k, (ll, big, lv) in leaks.items()}
     if leaks:
         slices, pos = set(), []
-        for ll, big, lv in leaks.values():
+        for ll, big, _lv in leaks.values():
             slices.update(k + z0 for k in _slices_of(np.isin(ll, [i + 1 for i in big])))
             pos += _positions(ref_box, ll, [i + 1 for i in big])
         flags.append(Flag("LEAKS", WARNING, "The mask includes tissue that is not liver: " +

@@ -132,7 +132,8 @@ def run(args) -> int:
                     rows.append({"case_id": rec.case_id, "status": "error", "error": str(exc)})
             atomic_write_csv(out / "qa.csv", QA_COLUMNS, rows)
         flagged = sum(1 for r in rows if r.get("flags"))
-        print(f"QA of {len(rows)} exam(s): {flagged} flagged, {sum(r['status'] != 'ok' for r in rows)} unreadable → {out / 'qa.csv'}")
+        print(f"QA of {len(rows)} exam(s): {flagged} flagged, "
+              f"{sum(r['status'] != 'ok' for r in rows)} unreadable → {out / 'qa.csv'}")
         return 0
     from .dicom.study_run import check_study_args
     check_study_args(args)

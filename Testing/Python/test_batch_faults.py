@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from liverstiffness import outputs
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble

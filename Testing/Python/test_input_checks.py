@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from liverstiffness import input_checks
 from liverstiffness.cli import main
 from liverstiffness.errors import InputError
@@ -74,7 +75,8 @@ def test_non_finite_voxels_in_any_format_and_in_the_mask(one_case, tmp_path, ext
 def test_constant_image_is_refused(one_case, tiny_model, tmp_path, capsys, fill):
     t1 = sitk.ReadImage(str(one_case.t1w))
     flat = _write_like(t1, np.full(sitk.GetArrayViewFromImage(t1).shape, fill, np.float32), tmp_path / "flat.nii.gz")
-    refused(_args(one_case, tiny_model, t1w=flat), tmp_path / "out", capsys, rf"t1w .*flat\.nii\.gz: is constant \(every voxel is {fill:g}\)")
+    refused(_args(one_case, tiny_model, t1w=flat), tmp_path / "out", capsys,
+            rf"t1w .*flat\.nii\.gz: is constant \(every voxel is {fill:g}\)")
 
 
 def test_blank_slice_through_the_liver_is_refused(one_case, tmp_path):
@@ -187,8 +189,9 @@ def test_slicer_nodes_get_the_same_checks(one_case):
 
     import slicer
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
-    from LiverStiffnessLib.logic import LiverStiffnessLogic
     from test_slicer_logic import exam_nodes
+
+    from LiverStiffnessLib.logic import LiverStiffnessLogic
 
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene

@@ -56,7 +56,8 @@ def test_checkpoint_round_trip_reproduces_out_of_fold_predictions(tiny_model, sm
            for row in (tiny_model / "oof_predictions.csv").read_text().splitlines()[1:]}
     for i, rec in enumerate(data.records):
         fold, pred = oof[rec.case_id]
-        again = np.exp(predict_log([ens.models[fold]], data.images[i:i + 1], data.cov[i:i + 1], data.known[i:i + 1], ens.device)[0, 0])
+        again = np.exp(predict_log([ens.models[fold]], data.images[i:i + 1], data.cov[i:i + 1], data.known[i:i + 1],
+                                   ens.device)[0, 0])
         assert again == pytest.approx(pred, rel=1e-3)
     log = [json.loads(line) for line in (tiny_model / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["settings"]["folds"] == 2 and "torch" in log[0]["settings"]

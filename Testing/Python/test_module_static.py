@@ -42,6 +42,7 @@ def test_extension_files_reference_existing_paths():
         assert (ROOT / "LiverStiffness" / rel.replace("${MODULE_NAME}", "LiverStiffness")).is_file()
     s4ext = dict(line.split(" ", 1) for line in (ROOT / "LiverStiffness.s4ext").read_text().splitlines()
                  if line and not line.startswith("#") and " " in line)
-    for key in ("scm", "scmurl", "depends", "build_subdirectory", "homepage", "category", "iconurl", "screenshoturls", "status", "enabled"):
+    for key in ("scm", "scmurl", "depends", "build_subdirectory", "homepage", "category", "iconurl", "screenshoturls",
+                "status", "enabled"):
         assert key in s4ext, key
     assert "slicer_add_python_unittest" in (ROOT / "Testing" / "CMakeLists.txt").read_text()

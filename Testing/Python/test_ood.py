@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+
 from liverstiffness import ood
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble
@@ -64,7 +65,8 @@ def test_an_exam_unlike_the_training_cohort_is_flagged_everywhere(tiny_model, sm
     assert "inputs outside the model's training range" in capsys.readouterr().out
     rep = json.loads((tmp_path / "one" / "report.json").read_text())
     flagged = {o["feature"] for o in rep["input_range"]["outside"]}
-    assert rep["input_range"]["in_range"] is False and "age" in flagged and flagged & {"t2w_liver_p90", "t2w_context_mean", "t2w_liver_p10"}
+    assert (rep["input_range"]["in_range"] is False and "age" in flagged
+            and flagged & {"t2w_liver_p90", "t2w_context_mean", "t2w_liver_p10"})
     assert any(w.startswith("inputs outside the training range: ") for w in rep["warnings"])
     lines = manifest.read_text().splitlines()
     cols = lines[0].split(",")

@@ -161,7 +161,8 @@ def test_fibrosis_is_visible_in_the_acquired_images(tmp_path):
         mask = sitk.GetArrayFromImage(mask_img) > 0
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "truth_labels.nii.gz")))
         dwi = read_dwi(d / "dwi.nii.gz", SITES["A"].b_values)
-        on_t1 = lambda img: sitk.GetArrayFromImage(sitk.Resample(img, mask_img, sitk.Transform(), sitk.sitkLinear))  # noqa: E731
+        on_t1 = lambda img, mask_img=mask_img: sitk.GetArrayFromImage(  # noqa: E731
+            sitk.Resample(img, mask_img, sitk.Transform(), sitk.sitkLinear))
         adc, t2 = on_t1(dwi.adc), on_t1(sitk.ReadImage(str(d / "t2w.nii.gz")))
         spleen = labels == TISSUES["spleen"].label
         out[f] = (np.median(adc[mask]), np.median(t2[mask]) / np.median(t2[spleen]))

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from liverstiffness.cli import main
 
 SETTINGS = {"deadline": None, "derandomize": True, "database": None,

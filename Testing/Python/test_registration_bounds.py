@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from liverstiffness import registration
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from liverstiffness.cli import main
 from liverstiffness.errors import InputError
 from liverstiffness.manifest import read_manifest

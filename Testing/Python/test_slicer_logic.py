@@ -6,15 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 import slicer  # noqa: E402 - PyPI slicer-core, installed by `make test`: a missing one must fail, not skip
 import vtk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
+from liverstiffness.errors import InputError  # noqa: E402
 from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inputs  # noqa: E402
 from LiverStiffnessLib.mrml_convert import sitk_from_volume  # noqa: E402
-
-from liverstiffness.errors import InputError  # noqa: E402
 
 
 @pytest.fixture

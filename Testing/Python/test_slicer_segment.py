@@ -11,11 +11,12 @@ import slicer  # PyPI slicer-core: a missing one must fail, not skip
 import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
+from test_slicer_logic import load_volume, matrix, scene  # noqa: F401 - the scene fixture
+
 from liverstiffness.errors import InputError
 from liverstiffness.segmentation.metrics import dice
 from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic
 from LiverStiffnessLib.mrml_convert import labelmap_from_segment, sitk_from_volume
-from test_slicer_logic import load_volume, matrix, scene  # noqa: F401 - the scene fixture
 
 
 def test_segment_liver_makes_an_editable_segment_on_the_t2w_geometry(scene, real_data):  # noqa: F811

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble
 from liverstiffness.errors import InputError

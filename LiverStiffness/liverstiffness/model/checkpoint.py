@@ -122,7 +122,8 @@ def read_meta(model_dir: str | Path) -> EnsembleMeta:
         newer = family == FORMAT.rpartition("/")[0] and version.isdigit() and int(version) > int(FORMAT.rpartition("/")[2])
         raise InputError(path, f"has format {fmt!r}, " + ("newer than this version of liverstiffness reads "
                                                           f"({', '.join(READABLE_FORMATS)}); update liverstiffness"
-                                                          if newer else f"which is not a liverstiffness model ({FORMAT} expected)"))
+                                                          if newer
+                                                          else f"which is not a liverstiffness model ({FORMAT} expected)"))
     arch = (d.get("architecture") or {}).get("class") if isinstance(d.get("architecture"), dict) else None
     if arch not in ARCHITECTURES:
         raise InputError(path, f"asks for architecture {arch!r}, which this version does not know "
@@ -155,7 +156,8 @@ def load_models(model_dir: str | Path, meta: EnsembleMeta, device: str | torch.d
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - an unpickling refusal or a damaged archive: one line
-            raise InputError(path, f"is not a tensors-only checkpoint ({type(exc).__name__}); refused without running it") from None
+            raise InputError(path, f"is not a tensors-only checkpoint ({type(exc).__name__}); "
+                                   "refused without running it") from None
         net = ARCHITECTURES[meta.architecture](meta.config)
         try:
             net.load_state_dict(state)
