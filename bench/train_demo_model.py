@@ -37,9 +37,10 @@ def run(*args: str) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-train", type=int, default=480)
-    ap.add_argument("--n-external", type=int, default=100)
+    ap.add_argument("--n-train", type=int, default=300)
+    ap.add_argument("--n-external", type=int, default=90)
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=8, help="8: twice the optimiser steps of 16 per epoch")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--build", type=Path, default=BUILD)
     ap.add_argument("--no-install", action="store_true", help="leave the shipped model as it is")
@@ -53,7 +54,8 @@ def main() -> int:
         seconds["synth_external"] = run("synth", "--out", str(ext), "--n", str(a.n_external), "--seed", "2", "--sites",
                                         "E", "--workers", str(a.workers), "--quiet")
     seconds["train"] = run("train", "--manifest", str(train / "manifest.csv"), "--out", str(model), "--folds", "5",
-                           "--epochs", str(a.epochs), "--seed", "0", "--workers", str(a.workers),
+                           "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--seed", "0",
+                           "--workers", str(a.workers),
                            "--name", "liverstiffness-transformer-demo")
     seconds["evaluate"] = run("evaluate", "--model", str(model), "--manifest", str(ext / "manifest.csv"), "--out", str(ev),
                               "--ablation", "--workers", str(a.workers), "--quiet")

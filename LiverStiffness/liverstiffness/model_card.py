@@ -45,10 +45,14 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         "- Clinical covariates: age (years), sex (F/M), BMI (kg/m²), PDFF (%); each may be unknown.",
         "- Output: ln(stiffness, kPa) from each fold model; the report gives their geometric mean.", "",
         "## Architecture", "",
-        f"3-D transformer from MONAI blocks: a convolutional stem ({meta.config.stem_channels} features, half "
-        f"resolution), patch tokens of {meta.config.patch_size} stem voxels (z, y, x; a {meta.config.grid} grid), "
-        f"hidden {meta.config.hidden_size}, {meta.config.num_layers} layers × {meta.config.num_heads} heads, with CLS, "
-        "covariate, sequence-presence and liver-summary tokens; the estimate is read from the CLS token only. "
+        f"3-D transformer from MONAI blocks: a convolutional stem on log intensities ({meta.config.stem_channels} "
+        f"features, half resolution), patch tokens of {meta.config.patch_size} stem voxels (z, y, x; a "
+        f"{meta.config.grid} grid), hidden {meta.config.hidden_size}, {meta.config.num_layers} layers × "
+        f"{meta.config.num_heads} heads with LayerScale ({meta.config.layer_scale}), with CLS, covariate, "
+        "sequence-presence and liver-summary tokens; the estimate is read from the mean of all visible tokens "
+        "through a small MLP"
+        + (", plus a linear term on the standardised liver summary and covariates trained with it from zero. "
+           if meta.config.linear_readout else ". ") +
         f"An ensemble of {len(meta.folds)} cross-validation fold models, trained with sequence and image-token "
         "dropout so that the ablations below are inputs the model has seen.", "",
         "## Training cohort", "",

@@ -150,9 +150,11 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
     else:
         fit_summary_standardisation(net, train.images, device)
         with torch.no_grad():
-            # Start at the cohort mean with no spread: a randomly initialised head adds output
-            # variance that is pure noise (validation error above the label variance from epoch 1).
-            net.head[-1].weight.zero_()
+            # Start near the cohort mean with little spread: a head at PyTorch's default scale
+            # adds output variance that is pure noise (validation error above the label variance
+            # from epoch 1); an exactly zero head stalled for ~20 epochs (no gradient reaches the
+            # layers below it until its weights grow).
+            net.head[-1].weight.mul_(0.1)
             net.head[-1].bias.fill_(float(train.log_kpa.mean()))
     available = available_sequences(net.cpu(), train.images)
     net.to(device)

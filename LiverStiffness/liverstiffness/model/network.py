@@ -64,6 +64,10 @@ class ModelConfig:
     log_channels: tuple[int, ...] = (0, 1, 2)   # intensity channels the stem reads as log(max(x, LOG_FLOOR))
     n_covariates: int = len(COVARIATES)
     mask_channel: int = 4           # index of the liver-fraction channel
+    # A linear term on the standardised liver summary and covariates, added to the transformer's
+    # output and trained with it from zero (not fitted beforehand and frozen): weak, global
+    # markers are what a linear model reads best from a few hundred exams.
+    linear_readout: bool = True
 
     @property
     def n_sequences(self) -> int:
@@ -93,6 +97,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
+        d.setdefault("linear_readout", False)     # model.json files written before the option
         for k in ("img_size", "patch_size", "stem_channels", "log_channels"):
             d[k] = tuple(d[k])
         return cls(**d)
@@ -143,6 +148,10 @@ class StiffnessTransformer(nn.Module):
                                      for _ in range(cfg.num_layers)])
         self.norm = nn.LayerNorm(h)
         self.head = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
+        self.linear = nn.Linear(cfg.n_stats + 2 * cfg.n_covariates, 1) if cfg.linear_readout else None
+        if self.linear is not None:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     # --- the liver summary -------------------------------------------------------------------
 
@@ -237,6 +246,10 @@ class StiffnessTransformer(nn.Module):
         with torch.autocast(image.device.type, enabled=False):
             stats = self.liver_stats(image.float())
         x = self.tokens(self.stem_input(image, gate), cov, known, present, stats)
+        linear = 0.0
+        if self.linear is not None:
+            z = self.norm_stats(stats) * self.stats_present(present)
+            linear = self.linear(torch.cat([z, cov * known, known.float()], dim=1)).float().squeeze(-1)
         visible = torch.ones(x.shape[:2], dtype=torch.bool, device=image.device)
         visible[:, self.cfg.n_prefix:] = torch.as_tensor(use_image_tokens, device=image.device).expand(x.shape[0])[:, None]
         mask = None if bool(visible.all()) else visible
@@ -244,7 +257,7 @@ class StiffnessTransformer(nn.Module):
             x = blk(x, attn_mask=mask)
         w = visible[..., None].to(x.dtype)
         pooled = (self.norm(x) * w).sum(dim=1) / w.sum(dim=1)
-        return self.head(pooled).float().squeeze(-1)
+        return self.head(pooled).float().squeeze(-1) + linear
 
     def attention_matrices(self) -> list[torch.Tensor]:
         """Softmax attention of each layer from the last forward pass: [B, heads, T, T] each."""
