@@ -733,12 +733,12 @@ class LiverStiffnessWebApp(TrameApp):
                     v3.VAlert("{{ w }}", v_for="w in result.warnings", key="w", type="warning", density="compact",
                               variant="tonal", classes="mb-1 text-caption")
                 with html.Div(classes="d-flex flex-wrap mt-2"):
-                    for label, fn, name, mime in (("Report JSON", self.download_json, "report.json", "application/json"),
-                                                  ("Report (HTML)", self.download_html, "report.html", "text/html"),
-                                                  ("Maps (zip)", self.download_maps, "liverstiffness_maps.zip",
-                                                   "application/zip")):
+                    for label, fn, name, mime, key in (
+                            ("Report JSON", self.download_json, "report.json", "application/json", "json"),
+                            ("Report (HTML)", self.download_html, "report.html", "text/html", "html"),
+                            ("Maps (zip)", self.download_maps, "liverstiffness_maps.zip", "application/zip", "maps")):
                         v3.VBtn(label, size="small", variant="tonal", classes="mr-1 mb-1", prepend_icon="mdi-download",
-                                id=f"download-{name.split('.')[0]}",
+                                id=f"download-{key}",
                                 click=f"utils.download('{name}', trigger('{self.server.controller.trigger_name(fn)}'), '{mime}')")
 
     def _display_card(self) -> None:
@@ -755,7 +755,7 @@ class LiverStiffnessWebApp(TrameApp):
                             v3.VSelect(v_model=("map_seq", ""), items=("map_seqs", MAP_SEQUENCES), label="Sequence",
                                        density="compact", hide_details=True, id="map-seq", classes="ls-map-seq")
                     v3.VSlider(v_model=("opacity", 0.5), min=0, max=1, step=0.05, label="Opacity", hide_details=True,
-                               thumb_label=True, id="opacity")
+                               thumb_label=True, id="opacity", classes="ls-opacity")
                     html.Div("Opacity in the views: {{ applied_opacity }}", classes="text-caption", id="applied-opacity")
                     v3.VCheckbox(v_model=("liver_only", False), label="Only inside the liver", density="compact",
                                  hide_details=True, id="liver-only")
