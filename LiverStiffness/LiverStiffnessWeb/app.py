@@ -17,9 +17,13 @@ import asyncio
 import base64
 import html as html_escape
 import io
+import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -810,6 +814,32 @@ def report_html(report: dict, out_dir: Path) -> str:
 </body></html>"""
 
 
+def _end_with_the_launcher(app: LiverStiffnessWebApp) -> None:
+    """Stopped (SIGTERM) or orphaned, the session stops its run and removes its folder first.
+
+    The estimate runs in its own process group (so Cancel can stop its tree), which a signal to
+    this process's group does not reach: it must be stopped from here. And if the launcher dies
+    without ending the session (killed), nothing else would: a thread notices the parent is gone.
+    """
+    def stop(*_):
+        try:
+            app.shutdown()
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    if sys.platform.startswith("win"):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled on the main thread, as a real SIGTERM
+
+    threading.Thread(target=watch, name="watch the launcher", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="One LiverStiffness web session (started by `liverstiffness serve`).")
     p.add_argument("--data")
@@ -823,6 +853,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     app = LiverStiffnessWebApp(data=args.data, model=args.model, work=Path(args.work), device=args.device,
                                max_upload_mb=args.max_upload_mb)
+    _end_with_the_launcher(app)
     try:
         app.server.start(host=args.host, port=args.port, open_browser=False, timeout=args.timeout, show_connection_info=False)
     finally:
