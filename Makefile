@@ -53,6 +53,11 @@ serve: $(STAMP)
 	test -d $(SERVE_DATA) || $(VENV)/bin/liverstiffness synth --out $(SERVE_DATA) --n 2 --seed 2026 --sites A --size normal --quiet
 	$(VENV)/bin/liverstiffness serve --data $(SERVE_DATA) $(SERVE_ARGS)
 
+# The README's screenshots of the real page (Playwright in Debian's chromium; needs make web-deps).
+.PHONY: screenshots
+screenshots: $(STAMP)
+	$(PY) bench/web_screenshots.py
+
 # Debian packages for the browser tests and `serve` (as root: CI runs this): Chromium, which
 # Playwright drives (its own browser download is not reachable), and the EGL/Mesa libraries VTK
 # renders the slice views with when there is no X server.

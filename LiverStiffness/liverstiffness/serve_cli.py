@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", help="access token (required off this machine; default: a random one, printed)")
-    p.add_argument("--max-sessions", type=int, default=4, help="browser sessions at once (each holds ~1 GB)")
+    p.add_argument("--max-sessions", type=int, default=4, help="browser sessions at once (each is a process with its own scene)")
     p.add_argument("--max-upload-mb", type=float, default=512, help="largest upload per exam, MB")
     p.add_argument("--idle", type=float, default=60.0, help="end a session this many seconds after its browser left")
     p.add_argument("--certfile", help="TLS certificate (PEM) to serve HTTPS")
