@@ -656,7 +656,10 @@ class LiverStiffnessWebApp(TrameApp):
                 with html.Div(classes="d-flex align-center"):
                     v3.VSelect(v_model=("exam", None), items=("exams", []), label="Exam", density="compact", hide_details=True,
                                id="exam-select", classes="ls-exam-select")
-                    v3.VBtn("Open", click=self.load_exam, disabled=("!exam || running",), classes="ml-2", id="open-exam")
+                    # The chooser's value travels with the click (a state change and a click sent together
+                    # may reach the server in either order).
+                    v3.VBtn("Open", click=(self.load_exam, "[exam]"), disabled=("!exam || running",), classes="ml-2",
+                            id="open-exam")
                 v3.VFileInput(
                     label="…or upload the exam's files (NIfTI, NRRD, MHA, DICOM)", multiple=True, density="compact",
                     hide_details=True, classes="mt-2", id="upload", prepend_icon="mdi-upload",

@@ -119,7 +119,7 @@ class Launcher:
     async def _wait_ready(self, s: Session) -> None:
         deadline = time.monotonic() + self.opts.start_timeout_s
         while time.monotonic() < deadline:
-            s.child.new_lines()
+            self._relay(s)
             if s.child.poll() is not None:
                 raise web.HTTPServiceUnavailable(text=f"the session failed to start: {s.child.last_error()}")
             try:
@@ -131,6 +131,13 @@ class Launcher:
                 pass
             await asyncio.sleep(0.3)
         raise web.HTTPServiceUnavailable(text="the session did not start in time")
+
+    @staticmethod
+    def _relay(s: Session) -> None:
+        """The session's own output (its errors and warnings) into the server's log."""
+        for line in s.child.new_lines():
+            if line.strip():
+                print(f"session {s.sid[:6]}| {line}", flush=True)
 
     def end_session(self, s: Session, why: str) -> None:
         self.sessions.pop(s.sid, None)
@@ -144,7 +151,7 @@ class Launcher:
             await asyncio.sleep(2.0)
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                s.child.new_lines()
+                self._relay(s)
                 if s.child.poll() is not None:
                     self.end_session(s, "its process exited")
                 elif s.ready and s.sockets == 0 and now - s.last_seen > self.opts.idle_s:

@@ -161,8 +161,34 @@ def browser():
         b.close()
 
 
+_CONTEXTS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pages():
+    """A failed test's pages are closed too: an open page keeps its session alive."""
+    yield
+    while _CONTEXTS:
+        try:
+            _CONTEXTS.pop().close()
+        except Exception:  # noqa: BLE001 - closed already
+            pass
+
+
+def wait(page, server, js: str):
+    """Wait for ``js`` on the page; on a timeout, say what the page and the server said."""
+    try:
+        page.wait_for_function(js, timeout=T)
+    except Exception:
+        shot(page, "failed_wait.png", force=True)
+        log = "\n".join(list(server["child"].tail)[-30:])
+        raise AssertionError(f"waited for {js}: error={state(page, 'error')!r} status={state(page, 'status')!r}\n"
+                             f"server log:\n{log}") from None
+
+
 def new_page(browser, server):
     ctx = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
+    _CONTEXTS.append(ctx)
     page = ctx.new_page()
     page.set_default_timeout(T)
     page.goto(server["base"], timeout=T)
@@ -208,6 +234,7 @@ def test_estimate_in_the_browser_equals_the_command_line(browser, server, web_da
     page.wait_for_selector("#kpa", timeout=T)
     kpa_page = page.inner_text("#kpa")
     assert "interval" in page.inner_text("#interval") and page.inner_text("#category")
+    wait(page, server, "() => window.trame.state.get('map_note') && window.trame.state.get('applied_opacity') === 0.5")
     assert "times the uniform share" in page.inner_text("#map-note") or "near-uniform" in page.inner_text("#map-note")
     assert "× uniform share" in page.inner_text("#legend")
 
@@ -252,7 +279,7 @@ def test_planted_defect_is_flagged_and_a_click_moves_the_slices(browser, server)
     assert "MULTIPLE_COMPONENTS" in flags
     page.click(".ls-flag")
     page.wait_for_function(f"() => window.trame.state.get('slice_positions') !== {json.dumps(before)}", timeout=T)
-    assert "Showing MULTIPLE_COMPONENTS" in page.inner_text("#status")
+    wait(page, server, "() => (window.trame.state.get('status') || '').startsWith('Showing MULTIPLE_COMPONENTS')")
     shot(page, "web_mask_check.png")
     page.context.close()
 
@@ -272,23 +299,35 @@ def test_cancel_stops_the_run_and_leaves_nothing(browser, server):
     page.context.close()
 
 
-def test_bad_upload_and_a_path_outside_data_show_an_error(browser, server, tmp_path):
+def test_uploads_bad_too_big_and_good_and_a_path_outside_data(browser, server, web_data, tmp_path):
+    uploaded = lambda: list(Path(server["tmp"]).glob("liverstiffness-session-*/uploads/*/*"))  # noqa: E731
     page = new_page(browser, server)
     bad = tmp_path / "t1w.nii.gz"
     bad.write_bytes(b"this is not an image" * 10)
     page.set_input_files("#upload", [str(bad)])
     page.wait_for_selector("#error", timeout=T)
     assert "cannot be read as an image" in page.inner_text("#error")
+    assert uploaded() == [], "an unreadable upload was kept"
     big = tmp_path / "big.nii.gz"
     big.write_bytes(b"0" * 6_000_000)  # over the server's --max-upload-mb 5
     page.evaluate("() => window.trame.state.set('error', '')")
     page.set_input_files("#upload", [str(big)])
-    page.wait_for_function("() => (window.trame.state.get('error') || '').includes('over the limit')", timeout=T)
+    wait(page, server, "() => (window.trame.state.get('error') || '').includes('over the limit')")
 
     page.evaluate("() => window.trame.state.set('exam', '../..')")   # what a hand-made request could send
     page.click("#open-exam")
-    page.wait_for_function("() => (window.trame.state.get('error') || '').includes('outside the data folder')", timeout=T)
+    wait(page, server, "() => (window.trame.state.get('error') || '').includes('outside the data folder')")
     assert page.locator("#check-mask").count() == 0
+
+    # a good exam uploaded from the browser: into this session's folder, sequences assigned by name
+    clean = web_data[2]
+    page.evaluate("() => window.trame.state.set('error', '')")
+    page.set_input_files("#upload", [str(clean / f) for f in ("t1w.nii.gz", "t2w.nii.gz", "dwi.nii.gz", "dwi.bval",
+                                                                  "mask.nii.gz")])
+    page.wait_for_function("() => window.trame.state.get('t1w') && !window.trame.state.get('busy')", timeout=T)
+    assert [state(page, k) for k in ("t1w", "t2w", "dwi", "mask")] == ["t1w.nii.gz", "t2w.nii.gz", "dwi.nii.gz", "mask.nii.gz"]
+    assert state(page, "dwi_b") == ",".join(f"{b:g}" for b in web_data[1].dwi_b) and not state(page, "error")
+    assert sorted(p.name for p in uploaded()) == ["dwi.bval", "dwi.nii.gz", "mask.nii.gz", "t1w.nii.gz", "t2w.nii.gz"]
     page.context.close()
 
 
