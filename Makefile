@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: a looser request would pull a multi-GB CUDA build (see DEVELOPERS.md).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,slicer]"
+	$(PY) -m pip install -q -e ".[test,slicer,web,webtest]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -54,6 +54,29 @@ seg-model: $(STAMP)
 	$(VENV)/bin/liverstiffness synth --out build/seg_model/synthetic --n 6 --seed 7 --sites A,B,C,D --size normal --quiet
 	$(VENV)/bin/liverstiffness train-seg --data $(CHAOS) --manifest build/seg_model/synthetic/manifest.csv \
 	    --out $(SEG_MODEL) --folds 3 --steps 1200 --workers 3 --threads 1 --seed 0
+
+# The browser front end on this machine only (http://127.0.0.1:8080/), over a few synthetic exams
+# made on first use; `make serve SERVE_DATA=/path/to/exams` for real ones, SERVE_ARGS for more
+# (README, "Web front end": --host, --token, --certfile/--keyfile to serve other machines safely).
+SERVE_DATA ?= build/serve/exams
+SERVE_ARGS ?=
+.PHONY: serve web-deps
+serve: $(STAMP)
+	test -d $(SERVE_DATA) || $(VENV)/bin/liverstiffness synth --out $(SERVE_DATA) --n 2 --seed 2026 --sites A --size normal --quiet
+	$(VENV)/bin/liverstiffness serve --data $(SERVE_DATA) $(SERVE_ARGS)
+
+# The README's screenshots of the real page (Playwright in Debian's chromium; needs make web-deps).
+.PHONY: screenshots
+screenshots: $(STAMP)
+	$(PY) bench/web_screenshots.py
+
+# Debian packages for the browser tests and `serve` (as root: CI runs this): Chromium, which
+# Playwright drives (its own browser download is not reachable), and the EGL/Mesa libraries VTK
+# renders the slice views with when there is no X server.
+WEB_DEBS := chromium libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
+web-deps:
+	@dpkg -s $(WEB_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(WEB_DEBS); }
 
 clean:
 	rm -rf $(VENV) build

@@ -13,6 +13,8 @@ from pathlib import Path
 import qt
 import slicer
 import vtk
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
@@ -20,23 +22,23 @@ from slicer.util import VTKObservationMixin
 from LiverStiffnessLib import dependencies
 from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inputs  # noqa: F401 - re-exported
 
-MAP_KINDS = (("Attention rollout", "rollout"), ("GradCAM (gradient)", "gradcam"))
-SEQUENCES = (("All sequences", ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
+MAP_KINDS = ((_("Attention rollout"), "rollout"), (_("GradCAM (gradient)"), "gradcam"))
+SEQUENCES = ((_("All sequences"), ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
 
 
 class LiverStiffness(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "Liver Stiffness"
-        self.parent.categories = ["Quantification"]
+        self.parent.title = _("Liver Stiffness")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["LiverStiffness developers"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Estimates liver shear stiffness (kPa, as 60 Hz MR elastography measures it) from non-contrast "
             "T1-weighted, T2-weighted and diffusion-weighted MRI and a liver mask, with a calibrated interval, the "
             "MRE category and attention maps that show where the model looked. Check the mask first. "
             "The shipped demo model was trained on synthetic phantoms: it is for demonstration only, not for clinical use.")
-        self.parent.acknowledgementText = (
+        self.parent.acknowledgementText = _(
             "Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Method after transformer-based multi-channel MRI "
             "stiffness estimation with multi-site cross-validation.")
 
@@ -76,6 +78,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
         self._result = None
+        self._finished_run = None
         self._qa = None
 
     # ------------------------------------------------------------------ set-up
@@ -119,6 +122,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.onCancel()
+        self._drop_finished_run()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -199,36 +203,41 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         reason = missing_inputs(self._nodes())
         self.ui.applyButton.enabled = reason is None
-        self.ui.applyButton.toolTip = reason or "Estimate liver stiffness from the selected inputs"
-        self.ui.statusLabel.text = reason or "Ready."
+        self.ui.applyButton.toolTip = reason or _("Estimate liver stiffness from the selected inputs")
+        self.ui.statusLabel.text = reason or _("Ready.")
 
     def _fill_devices(self) -> None:
         self.ui.deviceComboBox.clear()
         self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
         missing = dependencies.missing()
         if "torch" in missing:
-            self.ui.deviceInfoLabel.text = "PyTorch is not installed yet (you will be asked on first use)."
+            self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet (you will be asked on first use).")
             return
         import torch
-        found = f"CUDA GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA GPU found: CPU"
+        found = (_("CUDA GPU: {name}").format(name=torch.cuda.get_device_name(0)) if torch.cuda.is_available()
+                 else _("no CUDA GPU found: CPU"))
         self.ui.deviceInfoLabel.text = f"{found} (torch {torch.__version__})"
 
     def _show_model_card(self, *args) -> None:
         path = self.ui.modelPathLineEdit.currentPath
         folder = Path(path) if path else Path(__file__).resolve().parent / "liverstiffness" / "models" / "demo"
         card = folder / "MODEL_CARD.md"
-        self.ui.modelCardBrowser.setMarkdown(card.read_text() if card.is_file() else f"No MODEL_CARD.md in {folder}")
+        self.ui.modelCardBrowser.setMarkdown(card.read_text() if card.is_file()
+                                             else _("No MODEL_CARD.md in {folder}").format(folder=folder))
 
     # ------------------------------------------------------------------ dependencies
     def _ensure_dependencies(self) -> bool:
         missing = dependencies.missing()
         if not missing:
             return True
-        if not slicer.util.confirmOkCancelDisplay(dependencies.describe(missing), "LiverStiffness needs Python packages"):
-            slicer.util.warningDisplay("Not installed: " + ", ".join(missing) + ". The estimate cannot run without them; "
-                                       "install them later from this panel or with slicer.util.pip_install.")
+        if not dependencies.installable(missing):
+            slicer.util.errorDisplay(dependencies.describe(missing), windowTitle=_("LiverStiffness needs Python packages"))
             return False
-        with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
+        if not slicer.util.confirmOkCancelDisplay(dependencies.describe(missing), _("LiverStiffness needs Python packages")):
+            slicer.util.warningDisplay(_("Not installed: {names}. The estimate cannot run without them; "
+                                         "install them later from this panel.").format(names=", ".join(missing)))
+            return False
+        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
             dependencies.install(missing)
             self._fill_devices()
             return not dependencies.missing()
@@ -244,20 +253,20 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run = self.logic.start_background(self._nodes(), self.ui.modelPathLineEdit.currentPath or None,
                                                     self.ui.deviceComboBox.currentText)
         except InputError as exc:
-            slicer.util.errorDisplay(str(exc), windowTitle="LiverStiffness: check the inputs")
+            slicer.util.errorDisplay(str(exc), windowTitle=_("LiverStiffness: check the inputs"))
             return
         self.ui.applyButton.enabled = False
         self.ui.cancelButton.visible = True
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = "Starting..."
+        self.ui.statusLabel.text = _("Starting...")
         self._timer.start()
 
     def _poll(self) -> None:
         run = self._run
         state = run.poll()
         self.ui.progressBar.value = int(100 * run.progress)
-        self.ui.statusLabel.text = f"Running: {run.stage}..."
+        self.ui.statusLabel.text = _("Running: {stage}...").format(stage=run.stage)
         if state == "running":
             return
         self._timer.stop()
@@ -265,16 +274,24 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.visible = False
         self.ui.progressBar.visible = False
         if state == "done":
-            with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
+                self._drop_finished_run()
+                self._finished_run = run  # its folder holds the maps the overlay and Save report read
                 self._result = run.result()
                 self._parameterNode.lastReport = json.dumps(self._result.report)
                 self._parameterNode.lastAttention = self._result.attention["rollout"]
                 self._show_report(self._result.report)
                 self._show_overlay()
         elif state == "failed":
-            slicer.util.errorDisplay(run.error(), windowTitle="LiverStiffness: the estimate failed")
-            run.cleanup()
+            slicer.util.errorDisplay(run.error(), windowTitle=_("LiverStiffness: the estimate failed"),
+                                     detailedText="\n".join(run.log[-50:]))
         self._update_state()
+
+    def _drop_finished_run(self) -> None:
+        """Remove the folder of the run whose result was shown (its nodes stay in the scene)."""
+        if self._finished_run is not None:
+            self._finished_run.cleanup()
+            self._finished_run = None
 
     def onCancel(self) -> None:
         if self._run is not None:
@@ -283,15 +300,16 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run = None
             self.ui.cancelButton.visible = False
             self.ui.progressBar.visible = False
-            self.ui.statusLabel.text = "Cancelled: nothing was added to the scene."
+            self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
             self._update_state()
 
     # ------------------------------------------------------------------ results
     def _show_report(self, report: dict) -> None:
         lo, hi = report["interval_kpa"]
         self.ui.resultLabel.setText(f"<span style='font-size:20pt;font-weight:bold'>{report['stiffness_kpa']:.2f} kPa</span>"
-                                    f"<br>{report['interval_coverage']:.0%} interval {lo:.2f}–{hi:.2f} kPa")
-        note = " — demo model (synthetic), not for clinical use" if report["model"].get("synthetic_training_data") else ""
+                                    "<br>" + _("{coverage:.0%} interval {lo:.2f}–{hi:.2f} kPa").format(
+                                        coverage=report["interval_coverage"], lo=lo, hi=hi))
+        note = " — " + _("demo model (synthetic), not for clinical use") if report["model"].get("synthetic_training_data") else ""
         warn = "<br>".join(report.get("warnings", []))
         if not (report.get("input_range") or {}).get("checked", False):  # older model folders carry no training ranges
             warn += ("<br>" if warn else "") + "Out-of-range check not available for this model."
@@ -312,11 +330,11 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          foregroundOpacity=self.ui.opacitySlider.value)
 
     def onSaveReport(self) -> None:
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Save the stiffness report to")
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Save the stiffness report to"))
         if folder and self._result is not None:
-            with slicer.util.tryWithErrorDisplay("Could not save the report.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Could not save the report."), waitCursor=True):
                 files = LiverStiffnessLogic.save_report(self._result, folder)
-                slicer.util.showStatusMessage(f"Saved {len(files)} files to {folder}", 5000)
+                slicer.util.showStatusMessage(_("Saved {n} files to {folder}").format(n=len(files), folder=folder), 5000)
 
     # ------------------------------------------------------------------ DICOM study
     def onLoadStudy(self) -> None:
@@ -362,10 +380,10 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         result = None
         try:
-            with slicer.util.tryWithErrorDisplay("Automatic liver segmentation failed.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Automatic liver segmentation failed."), waitCursor=True):
                 result = self.logic.segment_liver(self._parameterNode.t2w, device=self.ui.deviceComboBox.currentText)
         except InputError as exc:
-            slicer.util.errorDisplay(str(exc), windowTitle="LiverStiffness: segment liver")
+            slicer.util.errorDisplay(str(exc), windowTitle=_("LiverStiffness: segment liver"))
             return
         if result is None:
             return
@@ -374,10 +392,12 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._on_segment_selected()
         c = result.info["confidence"]
         agreement = c.get("fold_agreement_dice")
-        sure = f"mean probability {c['mean_probability']:.2f}" + (f", fold agreement {agreement:.2f}" if agreement else "")
-        check = "LOW CONFIDENCE: check it carefully" if c.get("low_confidence") else "check it"
-        self.ui.statusLabel.text = (f"Automatic liver mask: {result.info['volume_ml']:.0f} mL ({sure}); {check} "
-                                    "(Check mask, Fix in Segment Editor) before estimating.")
+        sure = _("mean probability {p:.2f}").format(p=c["mean_probability"]) + (
+            ", " + _("fold agreement {d:.2f}").format(d=agreement) if agreement else "")
+        check = _("LOW CONFIDENCE: check it carefully") if c.get("low_confidence") else _("check it")
+        self.ui.statusLabel.text = _("Automatic liver mask: {ml:.0f} mL ({sure}); {check} "
+                                     "(Check mask, Fix in Segment Editor) before estimating.").format(
+            ml=result.info["volume_ml"], sure=sure, check=check)
         slicer.util.setSliceViewerLayers(background=self._parameterNode.t2w)
 
     # ------------------------------------------------------------------ mask QA
@@ -388,15 +408,16 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.qaFlagsList.clear()
         try:
-            with slicer.util.tryWithErrorDisplay("Mask QA failed.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Mask QA failed."), waitCursor=True):
                 self._qa = self.logic.check_mask(self._nodes())
         except InputError as exc:
-            slicer.util.errorDisplay(str(exc), windowTitle="LiverStiffness: check the inputs")
+            slicer.util.errorDisplay(str(exc), windowTitle=_("LiverStiffness: check the inputs"))
             return
         if self._qa is None:
             return
         if not self._qa.flags:
-            self.ui.qaFlagsList.addItem(f"Mask OK: {self._qa.measurements['volume_ml']:.0f} mL, one piece, no flag.")
+            ml = self._qa.measurements["volume_ml"]
+            self.ui.qaFlagsList.addItem(_("Mask OK: {ml:.0f} mL, one piece, no flag.").format(ml=ml))
         for i, flag in enumerate(self._qa.flags):
             item = qt.QListWidgetItem(f"{flag.severity.upper()} {flag.code}: {flag.message}")
             item.setData(qt.Qt.UserRole, i)

@@ -7,10 +7,10 @@ results table. Input nodes are only read.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +29,7 @@ from liverstiffness.manifest import PatientFacts
 from liverstiffness.ood import describe as describe_range
 from liverstiffness.preprocess import ExamImages, check_exam
 
+from .i18n import _
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
 
 RESULTS_TABLE_NAME = "LiverStiffness results"
@@ -84,13 +85,13 @@ def missing_inputs(nodes: ExamNodes) -> str | None:
     """Why "Estimate stiffness" must stay disabled, or None when the inputs are complete."""
     for name in ("t1w", "t2w", "dwi"):
         if getattr(nodes, name) is None:
-            return f"Select the {name.upper()} volume."
+            return _("Select the {name} volume.").format(name=name.upper())
     if not nodes.dwi_b_values:
-        return "Enter the DWI b-value(s) in s/mm²."
+        return _("Enter the DWI b-value(s) in s/mm².")
     if nodes.mask_segmentation is None and nodes.mask_labelmap is None:
-        return "Select the liver mask (a segmentation and segment, or a labelmap)."
+        return _("Select the liver mask (a segmentation and segment, or a labelmap).")
     if nodes.mask_segmentation is not None and not nodes.mask_segment_id:
-        return "Select the liver segment."
+        return _("Select the liver segment.")
     return None
 
 
@@ -158,18 +159,22 @@ class LiverStiffnessLogic:
         predict_images(images, nodes.facts, ens, out, opts, on_stage)
         return self.load_results(out, nodes)
 
-    def start_background(self, nodes: ExamNodes, model_dir=None, device: str = "auto", maps: str = "default") -> BackgroundRun:
-        """Write the converted inputs to a temporary folder and start ``liverstiffness predict``
-        there, so the application stays responsive and Cancel can stop it."""
+    def start_background(self, nodes: ExamNodes, model_dir=None, device: str = "auto", maps: str = "default",
+                         work_root=None) -> BackgroundRun:
+        """Write the converted inputs to a temporary folder (under ``work_root`` if given) and start
+        ``liverstiffness predict`` there, so the application stays responsive and Cancel can stop it."""
         images = self.exam_images(nodes)
-        work = Path(tempfile.mkdtemp(prefix="liverstiffness-"))
-        files = {}
-        for name, img in (("t1w", images.t1w), ("t2w", images.t2w), ("mask", images.mask)):
-            files[name] = work / f"{name}.nii.gz"
-            sitk.WriteImage(img, str(files[name]))
-        files["dwi"] = work / "dwi.nii.gz"
-        sitk.WriteImage(sitk.JoinSeries(images.dwi.images) if len(images.dwi.images) > 1 else images.dwi.images[0],
-                        str(files["dwi"]))
+        work = Path(tempfile.mkdtemp(prefix="liverstiffness-", dir=work_root))
+        (work / "inputs").mkdir()
+        files = {name: work / "inputs" / f"{name}.nii.gz" for name in ("t1w", "t2w", "mask", "dwi")}
+        try:
+            for name, img in (("t1w", images.t1w), ("t2w", images.t2w), ("mask", images.mask)):
+                sitk.WriteImage(img, str(files[name]))
+            dwi = images.dwi.images
+            sitk.WriteImage(sitk.JoinSeries(dwi) if len(dwi) > 1 else dwi[0], str(files["dwi"]))
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         cmd = [python_executable(), "-m", "liverstiffness", "predict", "--stages", "--quiet",
                "--t1w", str(files["t1w"]), "--t2w", str(files["t2w"]), "--dwi", str(files["dwi"]),
                "--dwi-b", ",".join(f"{b:g}" for b in images.dwi.b_values), "--mask", str(files["mask"]),
@@ -265,10 +270,11 @@ class LiverStiffnessLogic:
         if not s:
             return ""
         if not s.get("informative"):
-            return (f"This map is near-uniform (its top tenth holds {s['top10_share']:.0%} of it; 10% would be uniform): "
-                    "it carries no information about where the model looked.")
-        return (f"Unit: times the uniform share (1.0 = uniform). Peak {s['max_times_uniform']:.1f}×; its top tenth holds "
-                f"{s['top10_share']:.0%}; mean inside the liver {s.get('liver_mean_times_uniform', 0):.2f}×.")
+            return _("This map is near-uniform (its top tenth holds {share:.0%} of it; 10% would be uniform): "
+                     "it carries no information about where the model looked.").format(share=s["top10_share"])
+        return _("Unit: times the uniform share (1.0 = uniform). Peak {peak:.1f}×; its top tenth holds "
+                 "{share:.0%}; mean inside the liver {liver:.2f}×.").format(
+            peak=s["max_times_uniform"], share=s["top10_share"], liver=s.get("liver_mean_times_uniform", 0))
 
     # ------------------------------------------------------------------ automatic mask
     def segment_liver(self, volume_node, model_dir=None, device: str = "auto", segmenter: str = "model") -> AutoMaskResult:
@@ -281,6 +287,11 @@ class LiverStiffnessLogic:
             raise InputError("Segment liver", "select the T2w volume first (the liver model segments T2-weighted MRI)")
         image = sitk_from_volume(volume_node, "T2w")
         res = get_segmenter(segmenter, model_dir, device).segment(image, f"T2w {volume_node.GetName()}")
+        return self.auto_mask_segmentation(volume_node, res)
+
+    def auto_mask_segmentation(self, volume_node, res) -> AutoMaskResult:
+        """The segmenter's result ``res`` (on ``volume_node``'s grid) as a new segmentation node;
+        split from ``segment_liver`` so a front end can run the network off its main thread."""
         base = volume_node.GetName()
         label = volume_from_sitk(res.mask, volume_node, "__liverstiffness_tmp_auto_mask", self.scene,
                                  node_class="vtkMRMLLabelMapVolumeNode")
@@ -342,49 +353,73 @@ def python_executable() -> str:
 
 
 class BackgroundRun:
-    """A ``liverstiffness predict`` process: poll() for its stage, cancel() to stop it."""
+    """A ``liverstiffness predict`` process: poll() for its stage, cancel() to stop it.
+
+    Its output (stdout and stderr merged) is read on a thread (``process.ChildProcess``), so
+    polling never blocks, on any platform; ``log`` keeps every line. Cancel stops the whole
+    process tree (``PythonSlicer`` is a launcher with the real interpreter as its child). The
+    converted inputs are removed as soon as the run ends; a failed or cancelled run removes its
+    whole folder, and ``cleanup()`` removes the results once they are no longer shown.
+    """
 
     STAGES = ("read", "qa", "preprocess", "model", "write")
 
     def __init__(self, cmd, work: Path, nodes: ExamNodes, logic: LiverStiffnessLogic):
-        self.work, self.nodes, self.logic = work, nodes, logic
+        from .process import ChildProcess
+
+        self.work, self.nodes, self.logic = Path(work), nodes, logic
         self.stage = "starting"
+        self.log: list[str] = []
+        self.state = "running"
         import liverstiffness
 
         # The core package ships inside the module folder: make it importable for the child too.
         core_parent = str(Path(liverstiffness.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8",
                    PYTHONPATH=os.pathsep.join(p for p in (core_parent, os.environ.get("PYTHONPATH", "")) if p))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
-        os.set_blocking(self.proc.stdout.fileno(), False)
+        try:
+            self.child = ChildProcess(cmd, env=env)
+        except BaseException:
+            self.cleanup()
+            raise
+        _LIVE_RUN_FOLDERS.add(self.work)
 
     def poll(self) -> str:
-        """'running', 'done', 'failed' or 'cancelled'; updates ``stage``."""
-        for line in iter(self.proc.stdout.readline, ""):
+        """'running', 'done', 'failed' or 'cancelled'; updates ``stage`` and ``log``."""
+        if self.state != "running":
+            return self.state
+        for line in self.child.new_lines():
+            self.log.append(line)
             if line.startswith("STAGE "):
                 self.stage = line.split()[1]
-        code = self.proc.poll()
+        code = self.child.poll()
         if code is None:
             return "running"
-        if code < 0:
-            return "cancelled"
-        return "done" if code == 0 else "failed"
+        self.log += self.child.new_lines()
+        if self.child.killed:
+            self.state = "cancelled"
+        elif code == 0 and (self.work / "result" / "report.json").is_file():
+            self.state = "done"
+        else:
+            self.state = "failed"
+        if self.state == "done":
+            shutil.rmtree(self.work / "inputs", ignore_errors=True)
+        else:
+            self.cleanup()  # nothing half-written is left behind
+        return self.state
 
     @property
     def progress(self) -> float:
         return (self.STAGES.index(self.stage) + 0.5) / len(self.STAGES) if self.stage in self.STAGES else 0.0
 
     def error(self) -> str:
-        lines = [line for line in (self.proc.stderr.read() or "").splitlines() if line.strip()]
-        return lines[-1].removeprefix("error: ") if lines else "the estimate failed"
+        return self.child.last_error("the estimate failed")
 
     def cancel(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """Stop the run and everything it started; remove its folder."""
+        if self.state == "running":
+            self.child.kill_tree()
+            self.state = "cancelled"
         self.cleanup()
 
     def result(self) -> ResultNodes:
@@ -392,3 +427,14 @@ class BackgroundRun:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+        _LIVE_RUN_FOLDERS.discard(self.work)
+
+
+_LIVE_RUN_FOLDERS: set[Path] = set()
+
+
+@atexit.register
+def _remove_run_folders() -> None:
+    """Last resort when the application quits with runs still shown or running."""
+    for folder in list(_LIVE_RUN_FOLDERS):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -98,3 +98,16 @@ def labelmap_from_segment(seg_node, segment_id: str, reference_node, scene) -> s
     finally:
         scene.RemoveNode(label)  # temporary: the scene is left as it was
     return sitk.Cast(img > 0, sitk.sitkUInt8)
+
+
+def new_volume_from_sitk(img: sitk.Image, name: str, scene, node_class: str = "vtkMRMLScalarVolumeNode"):
+    """A new volume node holding ``img`` where the image lies in space: its LPS geometry becomes
+    the node's IJK→RAS matrix (the inverse of ``sitk_from_volume``). For images read from files."""
+    node = scene.AddNewNodeByClass(node_class, name)
+    slicer.util.updateVolumeFromArray(node, sitk.GetArrayFromImage(img))
+    direction = np.array(img.GetDirection(), dtype=float).reshape(3, 3)
+    m = np.eye(4)
+    m[:3, :3] = RAS_TO_LPS @ direction @ np.diag(img.GetSpacing())
+    m[:3, 3] = RAS_TO_LPS @ np.array(img.GetOrigin(), dtype=float)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(m))
+    return node
