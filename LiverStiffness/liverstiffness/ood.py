@@ -19,9 +19,9 @@ STATISTICS_VERSION = 1
 RANGE_MARGIN = 0.1
 INTENSITY_CHANNELS = ("t1w", "t2w", "dwi")
 LABELS = {
-    "liver_p10": "{c} liver 10th percentile (× liver median)",
-    "liver_p90": "{c} liver 90th percentile (× liver median)",
-    "context_mean": "{c} mean around the liver (× liver median)",
+    "liver_p10": "{c} liver 10th percentile (× body median)",
+    "liver_p90": "{c} liver 90th percentile (× body median)",
+    "context_mean": "{c} mean around the liver (× body median)",
     "adc_liver_median": "liver ADC median (10⁻³ mm²/s)",
     "liver_volume_ml": "liver volume on the model's grid (mL)",
     "age": "age (years)", "bmi": "BMI (kg/m²)", "pdff": "PDFF (%)",

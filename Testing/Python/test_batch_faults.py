@@ -275,10 +275,10 @@ def test_attention_maps_leave_nothing_behind_exam_after_exam(tiny_model):
         graphs = sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.grad_fn is not None)
         return hooks, graphs
 
-    first = compute_maps(ens.models, x, cov, known, ch)
+    first, _ = compute_maps(ens.models, x, cov, known, ch)
     after_one = state()
     for _ in range(4):
-        again = compute_maps(ens.models, x, cov, known, ch)
+        again, _ = compute_maps(ens.models, x, cov, known, ch)
     assert state() == after_one
     assert all(np.allclose(first[k], again[k]) for k in first) and not any(m.training for m in ens.models)
 

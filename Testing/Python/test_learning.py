@@ -37,20 +37,24 @@ def _crop_and_spleen(rec):
 @pytest.fixture(scope="module")
 def planted(small_cohort):
     """Crops of the phantom exams, each reused with a random label written into the brightness of
-    its spleen on T2w (×2.2 per unit of ln kPa around the mean), while the liver's own signal gets
-    a random factor that carries no label."""
+    its spleen on T1w, T2w and DWI (×2.2 per unit of ln kPa around the mean), while the liver's own
+    signal gets a random factor that carries no label."""
     bases = [_crop_and_spleen(rec) for rec in small_cohort[1]]
     assert all(s.sum() > 20 for _, s in bases), "the spleen must lie inside the model's crop"
     rng = np.random.default_rng(0)
     n = N_TRAIN + N_TEST
     y = rng.uniform(np.log(2.0), np.log(8.0), n).astype(np.float32)
+    # The phantom's own spleen brightness differs between exams (site parameters, iron, size):
+    # each base exam's spleen is first brought to the cohort's typical level, so that the planted
+    # factor is the only spleen signal (the texture stays).
+    ref = [np.median([np.median(x[c][s]) for x, s in bases]) for c in (0, 1, 2)]
     images, spleens = [], []
     for i in range(n):
         x, spleen = bases[i % len(bases)]
         x = x.copy()
         liver = x[4] > 0.5
         for c in (0, 1, 2):
-            x[c][spleen] *= np.exp(0.8 * (y[i] - y.mean()))
+            x[c][spleen] *= ref[c] / np.median(x[c][spleen]) * np.exp(0.8 * (y[i] - y.mean()))
         for c in (0, 1, 2):
             x[c][liver] *= np.exp(rng.normal(0, 0.15))
         images.append(x)

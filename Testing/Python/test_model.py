@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from liverstiffness.cohort_data import load_cohort
 from liverstiffness.ensemble import Ensemble, predict_log
@@ -64,14 +65,19 @@ def test_checkpoint_round_trip_reproduces_out_of_fold_predictions(tiny_model, sm
 
 
 
-def test_mixed_precision_agrees_with_float32_to_a_hundredth_of_a_kpa(small_cohort):
-    """On CUDA the ensemble runs under bfloat16 autocast; CPU autocast makes the same casts, so
-    the issue's CPU/GPU agreement (0.01 kPa) is checked here on the shipped demo model."""
+def test_inference_is_float32_on_every_device_and_bfloat16_stays_an_option(small_cohort):
+    """CPU/GPU agreement (0.01 kPa): inference never autocasts by default, on CUDA neither. With
+    the demo model, bfloat16 autocast (CPU autocast makes the casts CUDA's would) moved estimates
+    by 0.024–0.028 kPa, so it stays opt-in; it must still give sane numbers."""
+    from liverstiffness.ensemble import inference_amp
+
+    assert not inference_amp(torch.device("cuda")) and not inference_amp(torch.device("cpu"))
     ens = Ensemble.load(None, "cpu")
     data = load_cohort(read_manifest(small_cohort[0]), ens.meta.spec, ens.meta.preprocess, None, 1, False)
-    full, mixed = (np.exp(predict_log(ens.models, data.images, data.cov, data.known, ens.device, amp=amp).mean(0))
-                   for amp in (False, True))
-    assert np.all(np.isfinite(mixed)) and np.abs(full - mixed).max() <= 0.01
+    default, full, mixed = (np.exp(predict_log(ens.models, data.images, data.cov, data.known, ens.device, amp=amp).mean(0))
+                            for amp in (None, False, True))
+    assert np.array_equal(default, full)
+    assert np.all(np.isfinite(mixed)) and np.abs(full - mixed).max() <= 0.05
 
 def test_weights_are_checked_against_their_hash(tiny_model, tmp_path):
     import shutil

@@ -2,9 +2,11 @@
 what the report, the summary line, the batch CSV and the Slicer table say."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from liverstiffness import ood
 from liverstiffness.cli import main
@@ -53,11 +55,19 @@ def test_training_writes_the_statistics_and_predict_reports_in_range(tiny_model,
 
 
 def test_an_exam_unlike_the_training_cohort_is_flagged_everywhere(tiny_model, small_cohort, tmp_path, capsys):
-    """A T1w given as the T2w (contrast the model never saw) and a child's age: the report's
-    input_range, a warning, the summary line and the batch CSV's input_range column all say so."""
+    """A T2w whose liver is five times brighter than any training exam's (contrast the model never
+    saw: a wrongly chosen series) and a child's age: the report's input_range, a warning, the
+    summary line and the batch CSV's input_range column all say so. (A T1w given as the T2w is not
+    caught: with body-median normalisation its liver values lie inside the wide range the sites'
+    different T2w parameters give.)"""
     manifest, records, _ = small_cohort
     rec = records[0]
-    argv = ["predict", "--t1w", str(rec.t1w), "--t2w", str(rec.t1w), "--dwi", str(rec.dwi), "--dwi-b",
+    t2w = sitk.ReadImage(str(rec.t2w), sitk.sitkFloat32)
+    liver = sitk.Cast(sitk.Resample(sitk.ReadImage(str(rec.mask)), t2w, sitk.Transform(), sitk.sitkNearestNeighbor, 0),
+                      sitk.sitkFloat32)
+    odd = tmp_path / "odd_t2w.nii.gz"
+    sitk.WriteImage(t2w * (1 + 4 * liver), str(odd))
+    argv = ["predict", "--t1w", str(rec.t1w), "--t2w", str(odd), "--dwi", str(rec.dwi), "--dwi-b",
             ",".join(f"{b:g}" for b in rec.dwi_b), "--mask", str(rec.mask), "--age", "9", "--sex", "F",
             "--model", str(tiny_model), "--maps", "none", "--no-montage", "--out", str(tmp_path / "one")]
     capsys.readouterr()
@@ -88,8 +98,15 @@ def test_an_exam_unlike_the_training_cohort_is_flagged_everywhere(tiny_model, sm
 
 
 def test_a_model_without_statistics_still_works_and_says_the_check_was_not_made(one_case, tmp_path):
-    """The shipped demo model predates the statistics."""
-    ens = Ensemble.load(None, "cpu")
+    """A model folder written before the statistics existed (the shipped model without them)."""
+    from liverstiffness.ensemble import DEMO_MODEL_DIR
+
+    old = tmp_path / "old_model"
+    shutil.copytree(DEMO_MODEL_DIR, old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["input_statistics"]
+    (old / "model.json").write_text(json.dumps(meta))
+    ens = Ensemble.load(old, "cpu")
     assert ens.meta.input_statistics is None
     inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
     rep = predict_exam(inp, ens, tmp_path / "demo", PredictOptions(gradient_maps=False, montage=False, qa=False))

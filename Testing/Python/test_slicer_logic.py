@@ -1,6 +1,8 @@
 """The module's logic layer on real MRML nodes (PyPI slicer-core): geometry, masks, transforms,
 outputs on the T1w grid, untouched inputs, clear errors."""
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +44,15 @@ def dwi_node(scene, rec, name="dwi"):
     """The 4-D DWI as one vector volume node, a component per b-value (as a MultiVolume holds it)."""
     img = sitk.ReadImage(str(rec.dwi))
     comps = [sitk.GetArrayFromImage(img[:, :, :, k]) for k in range(img.GetSize()[3])]
-    path = rec.dwi.parent / "dwi_b0_for_geometry.nii.gz"
+    # Beside the shared cohort, not in it: other tests list the exam folders.
+    path = Path(tempfile.mkdtemp()) / "dwi_b0_for_geometry.nii.gz"
     sitk.WriteImage(img[:, :, :, 0], str(path))
     ref = load_volume(scene, path, "geometry")
     node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", name)
     slicer.util.updateVolumeFromArray(node, np.stack(comps, axis=-1))
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix(ref)))
     scene.RemoveNode(ref)
+    shutil.rmtree(path.parent, ignore_errors=True)
     return node
 
 

@@ -45,16 +45,18 @@ def mask_on_t1w(images: ExamImages, seg_mask: sitk.Image, seg_prob: sitk.Image, 
     same = images.t2w is images.t1w
     if register and not same:
         with_mask = ExamImages(images.t1w, images.t2w, images.dwi, seg_mask, images.paths)
-        tr = register_to_t1w(with_mask)["t2w"]            # T1w points → T2w points
+        reg = register_to_t1w(with_mask)["t2w"]           # bounded and checked (registration.py)
+        tr = reg.transform                                # T1w points → T2w points
+        shift = [round(float(v), 2) for v in reg.translation_mm]
     else:
-        tr = sitk.Euler3DTransform()
+        tr, shift = sitk.Euler3DTransform(), [0.0, 0.0, 0.0]
     prob = spatial.resample_like(seg_prob, images.t1w, tr, antialias=False)
     mask = clean_mask(sitk.GetArrayFromImage(prob))
     if not mask.any():
         raise InputError("t2w", "the automatic liver mask does not overlap the T1w image")
     out = sitk.GetImageFromArray(mask.astype(np.uint8))
     out.CopyInformation(images.t1w)
-    info = {"t2w_to_t1w_translation_mm": [round(v, 2) for v in tr.GetTranslation()],
+    info = {"t2w_to_t1w_translation_mm": shift,
             "registered": bool(register and not same)}
     return out, info
 
