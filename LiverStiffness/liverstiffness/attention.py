@@ -32,14 +32,16 @@ INFORMATIVE_TOP10_SHARE = 0.15
 
 def rollout(att_mats: list[torch.Tensor]) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020): heads averaged, the residual identity added,
-    rows renormalised, layers multiplied. Returns the CLS token's flow to every token: [B, T]."""
+    rows renormalised, layers multiplied. Returns the readout's flow to every token: [B, T]. The
+    network reads its estimate from the mean of all tokens (not from the CLS token alone), so the
+    flow is the mean of every token's row."""
     result = None
     for a in att_mats:                      # [B, heads, T, T]
         a = a.float().mean(dim=1)
         a = a + torch.eye(a.shape[-1], device=a.device)
         a = a / a.sum(dim=-1, keepdim=True)
         result = a if result is None else a @ result
-    return result[:, 0]
+    return result.mean(dim=1)
 
 
 def layer_maps(att_mats: list[torch.Tensor], n_prefix: int) -> dict[str, torch.Tensor]:

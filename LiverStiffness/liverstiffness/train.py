@@ -73,6 +73,7 @@ class TrainConfig:
     synthetic: bool | None = None     # None: detect (the synthesiser writes truth.csv)
     init_from: str | None = None      # fine-tune: start each fold from this model folder's weights
     dropout: InputDropout = field(default_factory=InputDropout)
+    augment: bool = True              # site/vendor augmentation of each batch (augment.SiteAugment)
     model: ModelConfig = field(default_factory=ModelConfig)
     spec: InputSpec = field(default_factory=InputSpec)
 
@@ -176,7 +177,8 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
         model.train()
         losses = []
         for b in _batches(len(train.images), cfg.batch_size, rng, info):
-            x = aug(torch.from_numpy(train.images[b])).to(device)
+            x = torch.from_numpy(train.images[b])
+            x = (aug(x) if cfg.augment else x).to(device)
             c = torch.from_numpy(train.cov[b]).to(device)
             k = torch.from_numpy(train.known[b]).to(device)
             present, tokens = cfg.dropout.sample(available[b], drop_rng)
