@@ -78,3 +78,15 @@ def predicted(study_case, tiny_model, tmp_path_factory):
                  "--cutoffs", "nafld-liang-2023", "--out", str(out / "result"), "--dicom-out", str(out / "dicom")])
     assert code == 0
     return json.loads((out / "result" / "report.json").read_text()), out
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene (PyPI slicer-core) set as slicer.mrmlScene, cleared afterwards. Imported
+    here, not at the top: only the MRML tests pay for loading Slicer's libraries."""
+    import slicer
+
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    yield s
+    s.Clear(1)

@@ -190,6 +190,16 @@ def test_segment_command_writes_the_mask_on_the_image_grid(real_data, tmp_path, 
     assert rep["source"] == "automatic" and rep["volume_ml"] > 500 and set(rep["model"]["sha256"]) >= {"fold0.pt"}
 
 
+def _without_totalsegmentator(monkeypatch):
+    """Make TotalSegmentator look absent, whether or not this machine has it, so that its error
+    path is always exercised (only the lookup of that one package is hidden)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "totalsegmentator" else real(name, *a, **k))
+
+
 @pytest.mark.parametrize("argv, pattern", [
     (["--image", "nope.nii.gz", "--out", "m.nii.gz"], r"image nope.nii.gz: file not found"),
     (["--out", "m.png"], r"--out m.png: needs one of the extensions"),
@@ -197,10 +207,7 @@ def test_segment_command_writes_the_mask_on_the_image_grid(real_data, tmp_path, 
     (["--segmenter", "totalsegmentator"], r"TotalSegmentator is not installed \(pip install TotalSegmentator"),
 ])
 def test_segment_command_bad_input_is_one_line_and_exit_2(real_data, tmp_path, capsys, monkeypatch, argv, pattern):
-    if "totalsegmentator" in argv:
-        import importlib.util
-        if importlib.util.find_spec("totalsegmentator") is not None:
-            pytest.skip("TotalSegmentator is installed here: its error path cannot be shown")
+    _without_totalsegmentator(monkeypatch)
     monkeypatch.chdir(tmp_path)
     base = {"--image": str(real_data / "chaos_t2spir" / "image_31.nii.gz"), "--out": "m.nii.gz"}
     for k in range(0, len(argv), 2):
@@ -306,10 +313,8 @@ def test_qa_mask_auto_checks_the_automatic_mask(one_case, tmp_path, capsys):
     assert "needs --t2w" in capsys.readouterr().err
 
 
-def test_totalsegmentator_missing_stops_predict_with_one_line(tiny_model, one_case, tmp_path, capsys):
-    import importlib.util
-    if importlib.util.find_spec("totalsegmentator") is not None:
-        pytest.skip("TotalSegmentator is installed here: its error path cannot be shown")
+def test_totalsegmentator_missing_stops_predict_with_one_line(tiny_model, one_case, tmp_path, capsys, monkeypatch):
+    _without_totalsegmentator(monkeypatch)
     args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
             "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", "auto", "--segmenter", "totalsegmentator",
             "--model", str(tiny_model), "--out", str(tmp_path / "never")]

@@ -17,14 +17,6 @@ from LiverStiffnessLib.logic import LiverStiffnessLogic, missing_inputs  # noqa:
 from LiverStiffnessLib.mrml_convert import labelmap_from_segment, sitk_from_volume  # noqa: E402
 
 
-@pytest.fixture
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    yield s
-    s.Clear(1)
-
-
 def ijk_to_ras(node):
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)

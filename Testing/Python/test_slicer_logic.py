@@ -17,14 +17,6 @@ from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inpu
 from LiverStiffnessLib.mrml_convert import sitk_from_volume  # noqa: E402
 
 
-@pytest.fixture
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    yield s
-    s.Clear(1)
-
-
 def load_volume(scene, path, name, labelmap=False):
     """As Slicer loads a file: the archetype storage node reads it into a new node."""
     node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)

@@ -11,7 +11,7 @@ import slicer  # PyPI slicer-core: a missing one must fail, not skip
 import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
-from test_slicer_logic import load_volume, matrix, scene  # noqa: F401 - the scene fixture
+from test_slicer_logic import load_volume, matrix
 
 from liverstiffness.errors import InputError
 from liverstiffness.segmentation.metrics import dice
