@@ -24,14 +24,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def inference_amp(device: torch.device) -> bool:
-    """Whether inference uses bfloat16 autocast by default on ``device``: never (see predict_log)."""
-    return False
-
-
 @torch.no_grad()
 def predict_log(models: list[StiffnessTransformer], images, cov, known, device: torch.device, batch: int = 32,
-                amp: bool | None = None, variant: str = "full") -> np.ndarray:
+                amp: bool = False, variant: str = "full") -> np.ndarray:
     """ln(kPa) of every model for every exam: [M, N]. Float32 on every device unless ``amp``
     (bfloat16 autocast) is asked for: on the demo model bfloat16 moved estimates by up to
     0.03 kPa, three times the CPU/GPU agreement we promise, for no time that matters at inference.
@@ -41,7 +36,6 @@ def predict_log(models: list[StiffnessTransformer], images, cov, known, device: 
     """
     from .augment import ablation_inputs
 
-    amp = inference_amp(device) if amp is None else amp
     out = np.zeros((len(models), len(images)), np.float64)
     for s in range(0, len(images), batch):
         x = torch.as_tensor(np.asarray(images[s:s + batch]), dtype=torch.float32, device=device)
