@@ -30,18 +30,21 @@ from .model.network import SEQUENCE_CHANNELS, StiffnessTransformer
 INFORMATIVE_TOP10_SHARE = 0.15
 
 
-def rollout(att_mats: list[torch.Tensor]) -> torch.Tensor:
+def rollout(att_mats: list[torch.Tensor], readout: torch.Tensor | None = None) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020): heads averaged, the residual identity added,
     rows renormalised, layers multiplied. Returns the readout's flow to every token: [B, T]. The
-    network reads its estimate from the mean of all tokens (not from the CLS token alone), so the
-    flow is the mean of every token's row."""
+    network reads its estimate from its tokens with the weights ``readout`` [B, T] (attention
+    pooling, ``StiffnessTransformer.readout_weights``) or, when None, from their plain mean; the
+    flow is that weighting of the tokens' rows."""
     result = None
     for a in att_mats:                      # [B, heads, T, T]
         a = a.float().mean(dim=1)
         a = a + torch.eye(a.shape[-1], device=a.device)
         a = a / a.sum(dim=-1, keepdim=True)
         result = a if result is None else a @ result
-    return result.mean(dim=1)
+    if readout is None:
+        return result.mean(dim=1)
+    return (readout.float()[:, None, :] @ result)[:, 0]
 
 
 def layer_maps(att_mats: list[torch.Tensor], n_prefix: int) -> dict[str, torch.Tensor]:
@@ -114,7 +117,7 @@ def compute_maps(models: list[StiffnessTransformer], x: torch.Tensor, cov: torch
         with torch.no_grad():
             net(x, cov, known)
             att = net.attention_matrices()
-        flow = rollout(att)[0]
+        flow = rollout(att, net.readout_weights())[0]
         share += float(flow[cfg.n_prefix:].sum()) / len(models)
         add("rollout", patch_to_crop(flow[cfg.n_prefix:], cfg, size))
         if detail:

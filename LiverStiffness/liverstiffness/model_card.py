@@ -5,6 +5,11 @@ from pathlib import Path
 
 from .model.checkpoint import EnsembleMeta
 
+# ModelConfig.readout, in words.
+READOUTS = {"mean": "the mean of all visible tokens",
+            "attention": "the visible tokens by attention pooling (a learned query)",
+            "attention_max": "the visible tokens by attention pooling and each feature's maximum"}
+
 
 def _external_section(model_dir: Path) -> list[str]:
     """The held-out-site validation with its ablation, when ``external_*_metrics.json`` is there."""
@@ -45,12 +50,14 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         "- Clinical covariates: age (years), sex (F/M), BMI (kg/m²), PDFF (%); each may be unknown.",
         "- Output: ln(stiffness, kPa) from each fold model; the report gives their geometric mean.", "",
         "## Architecture", "",
-        f"3-D transformer from MONAI blocks: a convolutional stem on log intensities ({meta.config.stem_channels} "
+        "3-D transformer from MONAI blocks: a convolutional stem on log intensities"
+        + (" and on log intensities relative to the liver's mean" if meta.config.liver_relative else "")
+        + f" ({meta.config.stem_channels} "
         f"features, half resolution), patch tokens of {meta.config.patch_size} stem voxels (z, y, x; a "
         f"{meta.config.grid} grid), hidden {meta.config.hidden_size}, {meta.config.num_layers} layers × "
         f"{meta.config.num_heads} heads with LayerScale ({meta.config.layer_scale}), with CLS, covariate, "
-        "sequence-presence and liver-summary tokens; the estimate is read from the mean of all visible tokens "
-        "through a small MLP"
+        "sequence-presence and liver-summary tokens; the estimate is read from "
+        + READOUTS.get(meta.config.readout, meta.config.readout) + " through a small MLP"
         + (", plus a linear term on the standardised liver summary and covariates trained with it from zero. "
            if meta.config.linear_readout else ". ") +
         f"An ensemble of {len(meta.folds)} cross-validation fold models, trained with sequence and image-token "

@@ -1,8 +1,8 @@
 """The transformer learns from the images, and its maps point at what it learned.
 
-A small phantom cohort gets its stiffness planted in one known region — the spleen's T2w signal,
-outside the liver, where no liver statistic can see it — and a small model is trained on it with
-the project's own training step. Then: training loss falls; the model beats the ridge baseline on
+A small phantom cohort gets its stiffness planted in one known region — the spleen's brightness
+on T1w, T2w and DWI, outside the liver, where no liver statistic can see it — and a small model
+is trained on it with the project's own training step and recipe. Then: training loss falls; the model beats the ridge baseline on
 held-out exams by reading that region; its estimate varies across exams and collapses without the
 image tokens; and its attention and gradient maps concentrate on the spleen (pointing game).
 """
@@ -14,7 +14,6 @@ from scipy import ndimage
 from scipy.stats import pearsonr
 
 from liverstiffness.attention import compute_maps, map_summary
-from liverstiffness.augment import InputDropout
 from liverstiffness.baseline import RidgeBaseline, features
 from liverstiffness.cohort_data import CohortArrays
 from liverstiffness.ensemble import predict_log
@@ -70,13 +69,11 @@ def planted(small_cohort):
 @pytest.fixture(scope="module")
 def trained(planted):
     data, _ = planted
-    # The network and training step of the product, without its regularisers: with site
-    # augmentation, input dropout and the linear term on, this small model did not pick the
-    # spleen signal up within 40 epochs (held-out r −0.13 to 0.14 in ten runs, also at this gain;
-    # README "What this says"). Without them: r 0.63 at this gain (0.37 at 0.8), ridge 0.11.
-    cfg = TrainConfig(epochs=40, min_epochs=10, patience=40, batch_size=16, lr=1e-3, augment=False,
-                      dropout=InputDropout(sequence=0.0, adc=0.0, image_tokens=0.0),
-                      model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2, linear_readout=False))
+    # The product's network (readout, stem input, linear term) and training recipe (site
+    # augmentation, input dropout), only smaller. With the earlier mean readout this recipe did not
+    # pick the spleen signal up at all (held-out r −0.13 to 0.14 in ten runs; DEVELOPERS.md).
+    cfg = TrainConfig(epochs=40, min_epochs=10, patience=40, batch_size=16, lr=1e-3,
+                      model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2))
     idx = np.arange(N_TRAIN)
     log = []
     net, info = train_fold(data.subset(idx[:-16]), data.subset(idx[-16:]), cfg, 0, torch.device("cpu"),
@@ -117,24 +114,19 @@ def test_model_reads_the_spleen_where_a_liver_ridge_cannot(trained, planted):
     assert abs(pearsonr(test.log_kpa, blind)[0]) < 0.4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known failure, issue 14 open: on the real-anatomy phantom the small model reads the spleen "
-    "(r 0.63) but its maps do not concentrate there (saliency_t2w: 1.05 times the spleen's share, "
-    "rollout near uniform); it passed on the earlier ellipsoid phantom. Strict: a pass is reported."))
-def test_attention_and_gradient_maps_point_at_the_spleen(trained, planted):
-    """Pointing game (Zhang et al. 2016) for the gradient maps: does the map's hottest point fall on the spleen, within a
-    voxel's tolerance (attention: its top patch overlaps the spleen; gradient maps: the peak of the
-    map smoothed over 3 voxels)? And how much of each map lies in the spleen against the spleen's
-    share of the crop (what a uniform map would give: ratio 1)? A random peak would hit the
-    (dilated) spleen about one time in twenty. Gradient maps are |gradient × input|: where the
-    model compares the spleen with a reference tissue, that tissue lights up too, so their peak
-    is on the spleen less often than the attention's."""
+@pytest.fixture(scope="module")
+def pointing(trained, planted):
+    """Pointing game (Zhang et al. 2016) on 12 held-out exams: does each map's hottest point fall
+    on the spleen, within a voxel's tolerance (rollout: its top patch overlaps the spleen;
+    gradient maps: the peak of the map smoothed over 3 voxels)? And how much of each map lies in
+    the spleen against the spleen's share of the crop (what a uniform map would give: ratio 1)?
+    A random peak would hit the (dilated) spleen about one time in twenty."""
     net, _ = trained
     test, spleens = _test_part(planted)
     cov, known = torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.bool)
     kinds = ("rollout", "saliency_t2w", "gradcam")
     ratio, hits = {k: [] for k in kinds}, {k: 0 for k in kinds}
-    n, chance = 12, []
+    n, chance, informative = 12, [], []
     for x, spleen in zip(test.images[:n], spleens[:n]):
         maps, _ = compute_maps([net], torch.as_tensor(x[None]), cov, known, InputSpec().channels)
         chance.append(ndimage.binary_dilation(spleen).mean())
@@ -147,11 +139,27 @@ def test_attention_and_gradient_maps_point_at_the_spleen(trained, planted):
             else:
                 peak = np.unravel_index(np.argmax(ndimage.uniform_filter(m, 3)), m.shape)
                 hits[kind] += bool(ndimage.binary_dilation(spleen)[peak])
-        assert map_summary(maps["saliency_t2w"])["informative"]
-    # The gradient maps concentrate on the spleen. Rollout does not: the estimate is read from the
-    # mean of all tokens and the residual path dominates the attention (LayerScale), so the
-    # readout's attention flow stays near uniform — and the report says so when it is.
-    for kind in ("saliency_t2w", "gradcam"):
-        assert np.mean(ratio[kind]) > 2.0, (kind, np.mean(ratio[kind]))
-        assert hits[kind] >= n // 3, hits
+        informative.append(map_summary(maps["saliency_t2w"])["informative"])
     assert np.mean(chance) < 0.1
+    return {"n": n, "ratio": {k: float(np.mean(v)) for k, v in ratio.items()}, "hits": hits,
+            "informative": informative}
+
+
+def test_attention_rollout_and_saliency_point_at_the_spleen(pointing):
+    """With the mean readout (every token weighed alike) a model that read the spleen (r 0.63)
+    had maps that did not point at it (saliency 1.05 times the spleen's share, rollout near
+    uniform); attention pooling with the feature maxima, on liver-relative input, singles the
+    spleen out, and the maps follow. Rollout is a map of patch tokens (48 mm cubes of the crop):
+    a patch that holds spleen holds its surroundings too, which dilutes its share in the spleen."""
+    ratio, hits, n = pointing["ratio"], pointing["hits"], pointing["n"]
+    assert ratio["rollout"] > 1.5 and ratio["saliency_t2w"] > 3.0, pointing
+    assert hits["rollout"] >= n // 2 and hits["saliency_t2w"] >= n // 3, pointing
+    assert all(pointing["informative"]), pointing
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Known: trained with the product's recipe (site augmentation, input dropout, linear term), "
+    "GradCAM on the conv stem does not concentrate on the spleen (0.65 times its share), while "
+    "rollout and saliency do; without the regularisers it did (12 times). Strict: a pass is reported."))
+def test_gradcam_points_at_the_spleen(pointing):
+    assert pointing["ratio"]["gradcam"] > 3.0 and pointing["hits"]["gradcam"] >= pointing["n"] // 6, pointing

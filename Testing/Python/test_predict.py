@@ -13,6 +13,7 @@ from monai.visualize import GradCAM, VanillaGrad
 from liverstiffness.attention import _AsLogits, compute_maps, rollout, times_uniform
 from liverstiffness.cli import main
 from liverstiffness.ensemble import Ensemble
+from liverstiffness.model.network import ModelConfig, StiffnessTransformer
 from liverstiffness.mre import categorize
 from liverstiffness.predict import ExamInput, PredictOptions, predict_exam, predict_manifest
 
@@ -124,8 +125,48 @@ def test_rollout_matches_a_hand_computation():
         hand = m @ hand
     out = rollout([a1, a2])
     assert out.shape == (1, 3)
-    # The readout is the mean of all tokens: its flow is the mean of the rows.
+    # The mean readout: its flow is the mean of the rows.
     assert np.allclose(out[0].numpy(), hand.mean(axis=0), atol=1e-6)
+    # A pooled readout weighs the rows by its own weights over the tokens.
+    w = torch.tensor([[0.1, 0.3, 0.6]])
+    assert np.allclose(rollout([a1, a2], w)[0].numpy(), w[0].numpy() @ hand, atol=1e-6)
+
+
+@pytest.mark.parametrize("readout", ["mean", "attention", "attention_max"])
+def test_readout_weights_follow_the_visible_tokens(readout):
+    """The readout's weights (the maps' last step) are a distribution over the tokens the model was
+    given: none on hidden image tokens, and the estimate does not depend on what they hold."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2, readout=readout)
+    net = StiffnessTransformer(cfg).eval()
+    x = torch.rand(2, cfg.in_channels, *cfg.img_size) + 0.1
+    x[:, cfg.mask_channel] = 0
+    x[:, cfg.mask_channel, 8:16, 10:30, 20:40] = 1
+    cov, known = torch.zeros(2, cfg.n_covariates), torch.zeros(2, cfg.n_covariates, dtype=torch.bool)
+    with torch.no_grad():
+        net(x, cov, known)
+        w = net.readout_weights()
+        if readout == "mean":
+            assert w is None
+            return
+        assert w.shape == (2, cfg.n_prefix + int(np.prod(cfg.grid))) and torch.allclose(w.sum(1), torch.ones(2))
+        blind = net(x, cov, known, use_image_tokens=False)
+        assert float(net.readout_weights()[:, cfg.n_prefix:].abs().max()) == 0.0
+        # Outside the liver the image reaches the estimate only through the image tokens.
+        y = x.clone()
+        y[:, :cfg.mask_channel, :, :, :10] *= 3.0
+        assert torch.allclose(net(y, cov, known, use_image_tokens=False), blind, atol=1e-5)
+        assert not torch.allclose(net(y, cov, known), net(x, cov, known), atol=1e-4)
+
+
+def test_model_json_written_before_the_readout_options_keeps_the_mean_readout():
+    old = ModelConfig(readout="mean", liver_relative=False, linear_readout=False).to_dict()
+    for key in ("readout", "liver_relative", "linear_readout"):
+        old.pop(key)
+    cfg = ModelConfig.from_dict(old)
+    assert (cfg.readout, cfg.liver_relative, cfg.linear_readout) == ("mean", False, False)
+    assert StiffnessTransformer(cfg).stem[0].conv.in_channels == cfg.in_channels
+    assert StiffnessTransformer(ModelConfig()).stem[0].conv.in_channels == cfg.in_channels + len(cfg.log_channels)
 
 
 def test_saliency_and_gradcam_match_monai_run_separately(ens):

@@ -5,23 +5,32 @@ fraction (``preprocess.InputSpec``). The stem reads the logarithm of the three i
 MR contrasts are ratios (liver-to-spleen, liver-to-muscle), bias fields and scale errors are
 factors, and a log turns all of them into sums that a convolution weighs directly. (Without it the
 network could not learn a stiffness planted in the spleen's brightness from 144 exams in 200
-steps, test r −0.15; with it, 0.96.) A small convolutional stem (MONAI ``Convolution`` blocks)
-turns the voxels into local features at half resolution — contrasts between sequences, edges,
-regional texture — and MONAI's ``PatchEmbeddingBlock`` cuts those into patch tokens with a
-learned position embedding. Pre-norm transformer blocks (MONAI ``SABlock`` and ``MLPBlock`` with
-LayerScale) then attend over
+steps, test r −0.15; with it, 0.96.) With ``liver_relative`` the stem also reads each log
+intensity minus the liver's mean log intensity: the liver-to-spleen and liver-to-muscle ratios
+that the literature reads (and that the phantom's strongest markers are) become voxel values.
+A small convolutional stem (MONAI ``Convolution`` blocks) turns the voxels into local features at
+half resolution — contrasts between sequences, edges, regional texture — and MONAI's
+``PatchEmbeddingBlock`` cuts those into patch tokens with a learned position embedding. Pre-norm
+transformer blocks (MONAI ``SABlock`` and ``MLPBlock`` with LayerScale) then attend over
 
     [CLS] + one token per clinical covariate + one token per sequence (present or missing)
           + a liver-summary token + one token per image patch,
 
-and the estimate, ln(kPa), is read from the mean of all the tokens the model was given, after
-the last layer (global average pooling). There is no linear shortcut around the transformer.
+and the estimate, ln(kPa), is read from the tokens the model was given, after the last layer,
+through a small MLP (``readout``): their mean (global average pooling), attention pooling (a
+learned query, ``AttentionPool``), or attention pooling beside each feature's maximum over the
+tokens ("attention_max"). Optionally (``linear_readout``) a linear term on the standardised
+summary and covariates is added, trained with the rest from zero.
 
-Why LayerScale and the pooled readout: with ~500 training exams, a plain ViT read from its CLS
-token could not even fit 16 exams whose stiffness was planted in the spleen (60 full-batch steps:
-loss 0.225 → 0.220); every residual branch starting at a tenth of its size (LayerScale, Touvron
-et al. 2021, "Going deeper with image transformers") and a readout that sees every token fit
-them (→ 0.037), and the attention still has to find the spleen for the held-out ones.
+Why LayerScale: with ~500 training exams, a plain ViT read from its CLS token could not even fit
+16 exams whose stiffness was planted in the spleen (60 full-batch steps: loss 0.225 → 0.220);
+every residual branch starting at a tenth of its size (LayerScale, Touvron et al. 2021, "Going
+deeper with image transformers") and a readout that sees every token fit them (→ 0.037). Why
+attention and max pooling: a signal in a small region (the spleen is a few of 160 patches) is
+diluted twenty-fold by a mean; with the mean readout a model that read a planted spleen signal
+still had maps that did not point at the spleen, and on the phantom's held-out site the image
+tokens added +0.02 r; with attention_max and liver-relative input they point at it and add
+about +0.1 (README, "What this says").
 
 Covariate token: ``value · w + type embedding``, or a learned "missing" embedding when unknown.
 Sequence token: a learned "present" or "missing" embedding per sequence; a missing sequence's
@@ -38,6 +47,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution, MLPBlock, PatchEmbeddingBlock, SABlock
 from torch import nn
 
@@ -68,6 +78,13 @@ class ModelConfig:
     # output and trained with it from zero (not fitted beforehand and frozen): weak, global
     # markers are what a linear model reads best from a few hundred exams.
     linear_readout: bool = True
+    # How the estimate is read from the last layer's tokens: "mean" (every visible token alike),
+    # "attention" (a learned query attends over them: attention pooling; ``AttentionPool``), or
+    # "attention_max" (that, and each feature's maximum over the tokens).
+    readout: str = "attention_max"
+    # The stem also reads each log intensity relative to the liver's mean log intensity: the
+    # liver-to-spleen and liver-to-muscle ratios the literature reads become voxel values.
+    liver_relative: bool = True
 
     @property
     def n_sequences(self) -> int:
@@ -98,6 +115,8 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d.setdefault("linear_readout", False)     # model.json files written before the option
+        d.setdefault("readout", "mean")
+        d.setdefault("liver_relative", False)
         for k in ("img_size", "patch_size", "stem_channels", "log_channels"):
             d[k] = tuple(d[k])
         return cls(**d)
@@ -121,6 +140,26 @@ class LayerScaleBlock(nn.Module):
         return x + self.gamma2 * self.mlp(self.norm2(x))
 
 
+class AttentionPool(nn.Module):
+    """The readout as attention pooling: one learned query attends over the last layer's tokens
+    (torch's ``MultiheadAttention``; as in Touvron et al. 2021's class-attention and the
+    attention-MIL pooling of Ilse et al. 2018). The query starts at zero, so the pooling starts as
+    the plain mean and learns where to look; its weights (``weights``, [B, T], heads averaged)
+    are where the estimate was read from, which the maps follow."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.weights: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        q = self.query.expand(x.shape[0], -1, -1).to(x.dtype)
+        out, w = self.attn(q, x, x, key_padding_mask=~visible, need_weights=True, average_attn_weights=True)
+        self.weights = w[:, 0].detach()
+        return out[:, 0]
+
+
 class StiffnessTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -128,7 +167,8 @@ class StiffnessTransformer(nn.Module):
         h = cfg.hidden_size
         c1, c2 = cfg.stem_channels
         self.stem = nn.Sequential(
-            Convolution(3, cfg.in_channels, c1, kernel_size=3, act="GELU", norm=None),
+            Convolution(3, cfg.in_channels + (len(cfg.log_channels) if cfg.liver_relative else 0), c1,
+                        kernel_size=3, act="GELU", norm=None),
             Convolution(3, c1, c2, strides=2, kernel_size=3, act="GELU", norm=None))
         self.patch_embedding = PatchEmbeddingBlock(
             in_channels=c2, img_size=cfg.stem_size, patch_size=cfg.patch_size, hidden_size=h,
@@ -147,7 +187,11 @@ class StiffnessTransformer(nn.Module):
         self.blocks = nn.ModuleList([LayerScaleBlock(h, cfg.mlp_dim, cfg.num_heads, cfg.dropout, cfg.layer_scale)
                                      for _ in range(cfg.num_layers)])
         self.norm = nn.LayerNorm(h)
-        self.head = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
+        if cfg.readout not in ("mean", "attention", "attention_max"):
+            raise ValueError(f"unknown readout {cfg.readout!r}")
+        self.pool = AttentionPool(h, cfg.num_heads, cfg.dropout) if cfg.readout != "mean" else None
+        pooled = 2 * h if cfg.readout == "attention_max" else h
+        self.head = nn.Sequential(nn.Linear(pooled, h), nn.GELU(), nn.Linear(h, 1))
         self.linear = nn.Linear(cfg.n_stats + 2 * cfg.n_covariates, 1) if cfg.linear_readout else None
         if self.linear is not None:
             nn.init.zeros_(self.linear.weight)
@@ -217,8 +261,15 @@ class StiffnessTransformer(nn.Module):
         a missing sequence stays at zero."""
         x = image.clone()
         idx = list(self.cfg.log_channels)
-        x[:, idx] = torch.log(image[:, idx].clamp_min(LOG_FLOOR))
-        return x * gate
+        logs = torch.log(image[:, idx].clamp_min(LOG_FLOOR))
+        x[:, idx] = logs
+        x = x * gate
+        if self.cfg.liver_relative:
+            k = self.cfg.mask_channel
+            w = (image[:, k:k + 1] > 0.5).to(image.dtype)
+            liver = (logs * w).sum(dim=(2, 3, 4), keepdim=True) / w.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1)
+            x = torch.cat([x, (logs - liver) * gate[:, idx]], dim=1)
+        return x
 
     def tokens(self, image, cov, known, present, stats) -> torch.Tensor:
         """``image``: the stem input (``stem_input``)."""
@@ -255,9 +306,28 @@ class StiffnessTransformer(nn.Module):
         mask = None if bool(visible.all()) else visible
         for blk in self.blocks:
             x = blk(x, attn_mask=mask)
-        w = visible[..., None].to(x.dtype)
-        pooled = (self.norm(x) * w).sum(dim=1) / w.sum(dim=1)
+        if self.pool is not None:
+            x = self.norm(x)
+            pooled = self.pool(x, visible)
+            if self.cfg.readout == "attention_max":
+                top, arg = x.masked_fill(~visible[..., None], float("-inf")).max(dim=1)
+                pooled = torch.cat([pooled, top], dim=1)
+                # Where the max half reads from: each token's share of the features it is the maximum of.
+                self._max_share = F.one_hot(arg, x.shape[1]).float().mean(dim=1).detach()
+        else:
+            w = visible[..., None].to(x.dtype)
+            pooled = (self.norm(x) * w).sum(dim=1) / w.sum(dim=1)
         return self.head(pooled).float().squeeze(-1) + linear
+
+    def readout_weights(self) -> torch.Tensor | None:
+        """[B, T] the readout's weights over the tokens from the last forward pass (attention
+        pooling; with "attention_max" averaged with each token's share of the feature maxima),
+        or None for the mean readout (equal weights over the visible tokens)."""
+        if self.pool is None:
+            return None
+        if self.cfg.readout == "attention_max":     # half the head's input from each pooling
+            return 0.5 * (self.pool.weights.float() + self._max_share)
+        return self.pool.weights
 
     def attention_matrices(self) -> list[torch.Tensor]:
         """Softmax attention of each layer from the last forward pass: [B, heads, T, T] each."""

@@ -1,0 +1,131 @@
+"""Which part of the architecture makes the image tokens earn their place? One split, held-out site.
+
+    python bench/readout_ablation.py [--build build/demo_model] [--epochs 40] [--seeds 0] [--jobs 2]
+
+On the demo model's cohorts (`make demo-model` makes them; this script synthesises them the same
+way when they are missing): train on sites A–D with the shipped training recipe (one patient-grouped
+early-stopping split, `train.train_fold`), test on the held-out site E, for each variant of the
+readout and the stem's input:
+
+- ``mean``: the estimate read from the mean of all tokens (the architecture before);
+- ``attention``: attention pooling (a learned query over the tokens);
+- ``attention + liver-relative``: and the stem also reads log intensities relative to the liver's;
+- ``attention_max``: attention pooling beside each feature's maximum over the tokens;
+- ``attention_max + liver-relative``: both (the shipped architecture).
+
+Each row gives Pearson r on site E of the full model and of the same model without its image
+tokens (``without_image_tokens``, an input the model saw in training), and the ridge baseline
+trained on the same exams. One split and few seeds: differences under ~0.05 are noise. Writes the
+table into bench/RESULTS.md (section ``bench_readout_ablation``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "LiverStiffness"))
+
+VARIANTS = {
+    "mean": dict(readout="mean", liver_relative=False),
+    "attention": dict(readout="attention", liver_relative=False),
+    "attention + liver-relative": dict(readout="attention", liver_relative=True),
+    "attention_max": dict(readout="attention_max", liver_relative=False),
+    "attention_max + liver-relative (shipped)": dict(readout="attention_max", liver_relative=True),
+}
+
+
+def cohorts(build: Path) -> tuple[Path, Path]:
+    """The demo model's training (A–D) and site-E manifests, synthesised as `make demo-model` does."""
+    train, ext = build / "train_cohort", build / "external_E"
+    for out, n, seed, sites in ((train, 300, 1, "A,B,C,D"), (ext, 90, 2, "E")):
+        if not (out / "manifest.csv").is_file():
+            subprocess.run([sys.executable, "-m", "liverstiffness", "synth", "--out", str(out), "--n", str(n),
+                            "--seed", str(seed), "--sites", sites, "--workers", "2", "--quiet"], check=True)
+    return train / "manifest.csv", ext / "manifest.csv"
+
+
+def run_variant(job: tuple) -> dict:
+    """Train one variant on A–D (single-threaded: the jobs run side by side) and score it on E."""
+    name, arch, seed, epochs, build = job
+    import numpy as np
+    import torch
+    from scipy.stats import pearsonr
+
+    from liverstiffness.baseline import RidgeBaseline, features
+    from liverstiffness.cohort_data import load_cohort
+    from liverstiffness.ensemble import predict_log
+    from liverstiffness.folds import inner_split
+    from liverstiffness.manifest import read_manifest
+    from liverstiffness.model.network import ModelConfig
+    from liverstiffness.preprocess import PreprocessOptions
+    from liverstiffness.train import DistInfo, TrainConfig, train_fold
+
+    torch.set_num_threads(1)
+    train_manifest, ext_manifest = cohorts(build)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, model=ModelConfig(**arch))   # the shipped recipe otherwise
+    options = PreprocessOptions(register=cfg.register, n4=cfg.n4)
+    # The same preprocessing caches as `make demo-model` (train → model/cache, evaluate → eval_E/cache).
+    train = load_cohort(read_manifest(train_manifest, require_label=True), cfg.spec, options, build / "model" / "cache", 1, False)
+    test = load_cohort(read_manifest(ext_manifest, require_label=True), cfg.spec, options, build / "eval_E" / "cache", 1, False)
+    tr, va = inner_split(train.records, cfg.val_fraction, seed)
+    t = time.perf_counter()
+    net, info = train_fold(train.subset(tr), train.subset(va), cfg, seed, torch.device("cpu"), DistInfo(), name,
+                           lambda entry: None)
+    row = {"variant": name, "seed": seed, "best_epoch": info["best_epoch"], "minutes": round((time.perf_counter() - t) / 60, 1)}
+    for variant in ("full", "without_image_tokens"):
+        pred = predict_log([net], test.images, test.cov, test.known, torch.device("cpu"), variant=variant)[0]
+        row[variant] = float(pearsonr(test.log_kpa, pred)[0])
+    voxel_ml = float(np.prod(cfg.spec.spacing_mm)) / 1000.0
+    X, names = features(train.images, train.cov, train.known, cfg.spec.channels, voxel_ml)
+    Xt, _ = features(test.images, test.cov, test.known, cfg.spec.channels, voxel_ml)
+    ridge = RidgeBaseline.fit(X[np.r_[tr, va]], train.log_kpa[np.r_[tr, va]], names)
+    row["ridge"] = float(pearsonr(test.log_kpa, ridge.predict_log(Xt))[0])
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", type=Path, default=ROOT / "build" / "demo_model")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    ap.add_argument("--jobs", type=int, default=2, help="variants trained side by side, one thread each")
+    a = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cohorts(a.build)
+    jobs = [(name, arch, int(s), a.epochs, a.build) for s in a.seeds.split(",") for name, arch in VARIANTS.items()]
+    t = time.perf_counter()
+    with ProcessPoolExecutor(a.jobs) as pool:
+        rows = list(pool.map(run_variant, jobs))
+    write_results(rows, a, time.perf_counter() - t)
+    return 0
+
+
+def write_results(rows: list[dict], a, seconds: float) -> None:
+    import numpy as np
+    from bench_predict import write_section
+
+    lines = [f"# Readout and stem-input ablation (`python bench/readout_ablation.py --seeds {a.seeds}`)", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores in {seconds / 60:.0f} min. "
+             f"Trained on the demo model's sites A–D (one patient-grouped early-stopping split, the shipped "
+             f"recipe, {a.epochs} epochs, batch 8), tested on the held-out site E (n = 90). Pearson r; "
+             "one split, so differences under ~0.05 are noise.", "",
+             "| variant | seeds | full | without image tokens | full − without | ridge baseline |", "|---|---|---|---|---|---|"]
+    for name in VARIANTS:
+        mine = [r for r in rows if r["variant"] == name]
+        full, blind = np.mean([r["full"] for r in mine]), np.mean([r["without_image_tokens"] for r in mine])
+        lines.append(f"| {name} | {len(mine)} | {full:.3f} | {blind:.3f} | {full - blind:+.3f} | "
+                     f"{np.mean([r['ridge'] for r in mine]):.3f} |")
+    write_section(lines, mark="bench_readout_ablation")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
