@@ -45,7 +45,11 @@ def _run(cmd) -> tuple[float, int]:
     return r["wall_s"], r["peak_bytes"] // 2 ** 20
 
 
-def machine() -> str:
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def machine(load_at_start: float) -> str:
     cpu = "unknown CPU"
     try:
         for line in open("/proc/cpuinfo"):
@@ -57,9 +61,12 @@ def machine() -> str:
     import torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     omp = os.environ.get("OMP_NUM_THREADS")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_at_end = _load()
+    shared = max(load_at_start, load_at_end) > (os.cpu_count() or 1)
+    note = " (more than the cores: other jobs competed for them)" if shared else ""
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"GPU: {gpu}; load average at the end {load:.1f}" + (f"; OMP_NUM_THREADS={omp}" if omp else ""))
+            f"GPU: {gpu}; load average {load_at_start:.1f} at the start, {load_at_end:.1f} at the end{note}"
+            + (f"; OMP_NUM_THREADS={omp}" if omp else ""))
 
 
 def model_numbers(case, model, device: str) -> dict | None:
@@ -151,6 +158,7 @@ def main() -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--sites", default="A,B,C,D,E", help="site profiles to time (one normal-size exam each)")
     args = ap.parse_args()
+    load_at_start = _load()
     work = Path(tempfile.mkdtemp(prefix="lsbench-"))
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     results = {}
@@ -170,7 +178,7 @@ def main() -> int:
         "# Benchmark: `liverstiffness predict` on a normal-size exam of every site profile", "",
         f"Measured {time.strftime('%Y-%m-%d')} by `make bench` (bench/bench_predict.py), median of {args.runs} runs per site, "
         "each a fresh process; the floor and `predict` runs alternate, so both see the same machine load.", "",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine(load_at_start)}",
         "- Cases: one synthetic normal-size exam per site profile (phantom/sites.py); default maps (rollout, GradCAM, "
         "per-sequence saliency), montage, mask QA, input checks and the bounded registration on.", "",
         "| site | floor: import + read (s) | `predict` end to end (s) | ratio (median; range) | qa (s) | peak memory (MB) |",

@@ -15,6 +15,7 @@ less than ``INFORMATIVE_TOP10_SHARE`` of its mass is reported as carrying no spa
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -98,6 +99,32 @@ def patch_to_crop(values: torch.Tensor, cfg, size_zyx) -> np.ndarray:
     return F.interpolate(grid, size=tuple(size_zyx), mode="nearest")[0, 0].cpu().numpy()
 
 
+@contextmanager
+def _no_weight_gradients(net: nn.Module):
+    """The maps need gradients with respect to the input and the stem's output only: without
+    the weights' the backward pass takes half the time, and the maps are the same."""
+    flags = [p.requires_grad for p in net.parameters()]
+    net.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(net.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _gradient_maps(net: StiffnessTransformer, x, cov, known) -> tuple[np.ndarray, np.ndarray]:
+    """GradCAM [z, y, x] and |gradient × input| per channel [C, z, y, x] from one forward and
+    backward pass."""
+    with torch.enable_grad(), _no_weight_gradients(net), warnings.catch_warnings():
+        # MONAI's CAM hooks trigger a PyTorch notice about full backward hooks: harmless here.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        x_in = x.clone().requires_grad_(True)
+        cam = _gradcam(net)(x_in, class_idx=0, cov=cov, known=known)[0, 0].detach().cpu().numpy()
+    # GradCAM's backward pass has also left d(output)/d(input) in x_in.grad: exactly what
+    # MONAI's VanillaGrad computes with a second forward and backward (checked in the tests).
+    return cam, (x_in.grad[0] * x[0]).abs().detach().cpu().numpy()
+
+
 def compute_maps(models: list[StiffnessTransformer], x: torch.Tensor, cov: torch.Tensor, known: torch.Tensor,
                  channels: tuple[str, ...], detail: bool = False, gradient: bool = True) -> tuple[dict, dict]:
     """Maps on the crop grid in times-uniform units, averaged over the fold models: ``rollout``
@@ -114,25 +141,22 @@ def compute_maps(models: list[StiffnessTransformer], x: torch.Tensor, cov: torch
 
     for net in models:
         cfg = net.cfg
-        with torch.no_grad():
-            net(x, cov, known)
-            att = net.attention_matrices()
+        # GradCAM's forward pass records the attention (and the readout's weights) as well: the
+        # rollout reads them from there rather than from a second forward pass.
+        grads = _gradient_maps(net, x, cov, known) if gradient else None
+        if grads is None:
+            with torch.no_grad():
+                net(x, cov, known)
+        att = net.attention_matrices()
         flow = rollout(att, net.readout_weights())[0]
         share += float(flow[cfg.n_prefix:].sum()) / len(models)
         add("rollout", patch_to_crop(flow[cfg.n_prefix:], cfg, size))
         if detail:
             for name, v in layer_maps(att, cfg.n_prefix).items():
                 add(name, patch_to_crop(v[0], cfg, size))
-        if gradient:
-            with torch.enable_grad(), warnings.catch_warnings():
-                # MONAI's CAM hooks trigger a PyTorch notice about full backward hooks: harmless here.
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                cam = _gradcam(net)
-                x_in = x.clone().requires_grad_(True)
-                add("gradcam", cam(x_in, class_idx=0, cov=cov, known=known)[0, 0].detach().cpu().numpy())
-            # GradCAM's backward pass has also left d(output)/d(input) in x_in.grad: exactly what
-            # MONAI's VanillaGrad computes with a second forward and backward (checked in the tests).
-            sal = (x_in.grad[0] * x[0]).abs().detach().cpu().numpy()  # gradient × input, per channel
+        if grads is not None:
+            cam, sal = grads
+            add("gradcam", cam)
             for c, name in enumerate(channels):
                 if name != "mask":
                     add(f"saliency_{name}", sal[c])
@@ -160,17 +184,24 @@ def map_summary(arr: np.ndarray, liver: np.ndarray | None = None) -> dict:
 
 
 @torch.no_grad()
-def sequence_contributions(models, x: torch.Tensor, cov, known) -> dict[str, float]:
+def sequence_contributions(models, x: torch.Tensor, cov, known, full_log) -> dict[str, float]:
     """kPa the estimate moves by when each sequence (T1w, T2w, DWI with its ADC) is left out,
     fold-averaged: prediction(all) − prediction(without it). The models were trained with
     sequence dropout, so an exam without one sequence is one they have seen (unlike replacing a
-    sequence by a flat image, which is outside anything they were trained on)."""
+    sequence by a flat image, which is outside anything they were trained on).
+
+    ``full_log``: the folds' ln(kPa) of the exam with every sequence [M, 1], from the estimate's
+    own forward passes. The exam without each sequence goes through each fold as one batch."""
     available = models[0].sequences_present(x).cpu().numpy()
-    variants = ["full"] + [f"without_{g}" for g in SEQUENCE_GROUPS]
-    kpa = {}
-    for v in variants:
-        present, tokens = ablation_inputs(available, v)
-        p = torch.as_tensor(present, device=x.device)
-        kpa[v] = float(torch.exp(torch.stack([m(x, cov, known, p, tokens) for m in models]).mean(0))[0])
-    return {g: round(kpa["full"] - kpa[f"without_{g}"], 4) for g in SEQUENCE_GROUPS
-            if available[0, SEQUENCE_CHANNELS.index(g)]}
+    groups = [g for g in SEQUENCE_GROUPS if available[0, SEQUENCE_CHANNELS.index(g)]]
+    if not groups:
+        return {}
+    inputs = [ablation_inputs(available, f"without_{g}") for g in groups]
+    present = torch.as_tensor(np.concatenate([p for p, _ in inputs]), device=x.device)
+    tokens = torch.as_tensor([t for _, t in inputs], device=x.device)
+    n = len(groups)
+    logs = torch.stack([m(x.expand(n, *x.shape[1:]), cov.expand(n, -1), known.expand(n, -1), present, tokens)
+                        for m in models])
+    without = torch.exp(logs.mean(0)).tolist()
+    full = float(torch.exp(torch.as_tensor(full_log, dtype=torch.float32).mean(0))[0])
+    return {g: round(full - w, 4) for g, w in zip(groups, without)}

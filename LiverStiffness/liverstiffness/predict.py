@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from .batch_lock import BatchLock
 from .cutoffs import STIFFNESS_LABEL, load_cutoffs
 from .ensemble import Ensemble
 from .errors import InputError
-from .imageio import geometry
+from .imageio import geometry, write_nifti_gz
 from .manifest import ExamRecord, PatientFacts, read_manifest
 from .model.covariates import COVARIATES, encode
 from .ood import check_exam as check_input_range
@@ -99,7 +99,7 @@ def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOpti
                                gradient=opts.gradient_maps)
     liver = prep.tensor[ens.meta.spec.channels.index("mask")]
     attention = {"unit": MAP_UNIT, **extra, "maps": {kind: map_summary(arr, liver) for kind, arr in maps.items()},
-                 "sequence_contributions_kpa": sequence_contributions(ens.models, x, c, k)}
+                 "sequence_contributions_kpa": sequence_contributions(ens.models, x, c, k, res["fold_log"])}
     res["maps"] = maps
     return res, attention, {"attention": round(time.perf_counter() - t, 4)}
 
@@ -198,8 +198,11 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
     """Everything into a staging folder beside ``out_dir``, then moved into place (report.json
     last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
     tmp = staging_folder(out_dir)  # inputs accepted: now we may write
+    # One more thread writes the maps: zlib lets go of the GIL, so they compress while this one
+    # goes on (the montage, the report).
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        outputs, rollout = _write_maps(tmp, prep, maps, f"--out {out_dir}")
+        outputs, rollout, writes = _write_maps(tmp, prep, maps, pool)
         report = {
             "stiffness_label": STIFFNESS_LABEL,
             "stiffness_kpa": round(kpa, 3),
@@ -232,6 +235,7 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
             write_montage(tmp / "attention_montage.png", images.t1w, rollout, prep.mask_ref,
                           title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout", unit="× uniform share")
             outputs["montage"] = "attention_montage.png"
+        _finish(writes, f"--out {out_dir}")
         timings["write"] = round(time.perf_counter() - t_write, 4)
         timings["total"] = round(time.perf_counter() - t_all, 4)
         report["timings_s"] = timings
@@ -240,27 +244,39 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
         atomic_write_text(tmp / REPORT, json.dumps(report, indent=2))
         publish_folder(tmp, out_dir)
     except BaseException:
+        pool.shutdown(cancel_futures=True)      # a write under way ends before its folder goes
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written result is left behind
         raise
+    pool.shutdown()
     return report
 
 
-def _write_maps(folder: Path, prep: Prepared, maps: dict, where: str = "--out") -> tuple[dict, sitk.Image]:
+def _write_maps(folder: Path, prep: Prepared, maps: dict, pool: ThreadPoolExecutor) -> tuple[dict, sitk.Image, list]:
     """Each map back on the T1w grid, in its own unit (times the uniform share; 0 outside the
     model's crop), unstretched: attention.nii.gz (rollout) and attention_<kind>.nii.gz for the
     others, plus the liver mask on the same grid (liver_mask.nii.gz) for "inside the liver only"
-    displays. Returns the outputs entry and the rollout image."""
-    written, images = {}, {}
+    displays. The files are written by ``pool``. Returns the outputs entry, the rollout image
+    and the writes (see :func:`_finish`)."""
+    written, writes, rollout = {}, [], None
     for kind, arr in maps.items():
         img = prep.to_reference(arr)
         name = "attention.nii.gz" if kind == DEFAULT_MAP else f"attention_{kind}.nii.gz"
+        # GradCAM and saliency vary voxel by voxel; rollout and layer maps are constant over patches.
+        writes.append(pool.submit(write_nifti_gz, img, folder / name, kind == "gradcam" or kind.startswith("saliency_")))
+        written[kind] = name
+        rollout = img if kind == DEFAULT_MAP else rollout
+    writes.append(pool.submit(write_nifti_gz, prep.mask_ref, folder / "liver_mask.nii.gz"))
+    return {"attention_maps": written, "liver_mask": "liver_mask.nii.gz"}, rollout, writes
+
+
+def _finish(writes: list, where: str) -> None:
+    """Wait for the map writes; their first error is raised here (ITK reports a full disk as its
+    own exception)."""
+    for w in writes:
         try:
-            sitk.WriteImage(img, str(folder / name), useCompression=True)
-        except RuntimeError as exc:      # ITK reports a full disk as its own exception
+            w.result()
+        except RuntimeError as exc:
             raise OutputError(where, f"cannot be written ({_last_line(exc)}); nothing was left half-written") from None
-        written[kind], images[kind] = name, img
-    sitk.WriteImage(prep.mask_ref, str(folder / "liver_mask.nii.gz"), useCompression=True)
-    return {"attention_maps": written, "liver_mask": "liver_mask.nii.gz"}, images[DEFAULT_MAP]
 
 
 def _last_line(exc: Exception) -> str:

@@ -196,14 +196,30 @@ def mask_fit_shift(mask_img: sitk.Image, image: sitk.Image) -> tuple[np.ndarray,
     return -np.array(offset), float(gain)
 
 
+# Devillard's median of 9 (after Paeth, Graphics Gems 1990): 19 compare-exchanges leave the
+# median in place 4.
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+            (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def median_in_plane(arr: np.ndarray) -> np.ndarray:
+    """3 × 3 in-plane median of a [z, y, x] array, edges replicated: the values of ITK's
+    ``Median(image, [1, 1, 0])``, by a sorting network over whole arrays (several times faster
+    than ITK's per-voxel selection; SciPy's median_filter is slower still)."""
+    ny, nx = arr.shape[1:]
+    p = np.pad(arr, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    v = [p[:, dy:dy + ny, dx:dx + nx] for dy in range(3) for dx in range(3)]
+    for a, b in _MEDIAN9:
+        v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
+    return v[4]
+
+
 def _leak_regions(images: dict[str, np.ndarray], core: np.ndarray, th: QAThresholds) -> dict[str, np.ndarray]:
     """Voxels of the mask's core whose signal pattern is not liver, by likely tissue."""
     rel = {}
     for name, arr in images.items():
         med = np.median(arr[core]) if core.any() else 0
-        # A small in-plane median filter: texture and noise are not tissue. (ITK's, threaded,
-        # is twice as fast as SciPy's median_filter and gives the same values.)
-        smooth = sitk.GetArrayFromImage(sitk.Median(sitk.GetImageFromArray(arr), [1, 1, 0]))
+        smooth = median_in_plane(arr)   # texture and noise are not tissue
         rel[name] = smooth / med if med > 0 else None
     kinds = {}
     t1, t2, dwi = rel.get("t1w"), rel.get("t2w"), rel.get("dwi")
@@ -366,11 +382,10 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     if np.linalg.norm(shift) > th.shift_search_mm or gain < th.min_fit_gain:
         shift = np.zeros(3)  # the fit ran off, or fits no better than the mask as drawn: no claim
     meas["edge_alignment"] = {}
-    surface_box = m_box & ~ndimage.binary_erosion(m_box)
     for k, img in on_ref.items():
         offset = shift + (transforms[k].translation_mm if k in transforms else 0.0)
         beyond_slice = np.array([offset[0], offset[1], max(0.0, abs(offset[2]) - sp[2] / 2)])
-        meas["edge_alignment"][k] = {"edge_score": edge_score(m_box, surface_box, img),
+        meas["edge_alignment"][k] = {"edge_score": edge_score(m_box, surface, img),
                                      "mask_offset_mm": [round(float(v), 1) for v in offset],
                                      "offset_mm": round(float(np.linalg.norm(beyond_slice)), 1)}
     off = {k: v for k, v in meas["edge_alignment"].items() if v["offset_mm"] > th.max_shift_mm}

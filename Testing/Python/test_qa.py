@@ -7,7 +7,7 @@ from scipy import ndimage
 from liverstiffness.imageio import read_dwi, read_mask, read_volume
 from liverstiffness.phantom.tissues import TISSUES
 from liverstiffness.preprocess import ExamImages
-from liverstiffness.qa import QAThresholds, run_qa
+from liverstiffness.qa import QAThresholds, median_in_plane, run_qa
 
 
 def _exam(rec, mask_arr=None, t1w=None, mask_img=None):
@@ -190,3 +190,14 @@ def test_qa_command_one_exam_and_a_batch(small_cohort, tmp_path, capsys):
     assert (tmp_path / "batch" / records[3].case_id / "qa.json").is_file()
     assert main(["qa", "--mask", str(tmp_path / "nope.nii.gz"), "--t1w", str(rec.t1w), "--out", str(tmp_path / "x")]) == 2
     assert "file not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_in_plane_median_gives_itks_values():
+    """The leak search's median (a sorting network) against ITK's Median with radius [1, 1, 0]:
+    the same values, ties and image edges included."""
+    rng = np.random.default_rng(5)
+    for arr in (rng.normal(size=(3, 17, 23)).astype(np.float32),
+                rng.integers(0, 4, size=(2, 9, 5)).astype(np.float32),      # many ties
+                rng.normal(size=(1, 1, 6)).astype(np.float32)):            # one row: edges only
+        itk = sitk.GetArrayFromImage(sitk.Median(sitk.GetImageFromArray(arr), [1, 1, 0]))
+        assert np.array_equal(median_in_plane(arr), itk)
