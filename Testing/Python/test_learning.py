@@ -141,6 +141,7 @@ def pointing(trained, planted):
                 hits[kind] += bool(ndimage.binary_dilation(spleen)[peak])
         informative.append(map_summary(maps["saliency_t2w"])["informative"])
     assert np.mean(chance) < 0.1
+    print("pointing game:", {k: round(float(np.mean(v)), 2) for k, v in ratio.items()}, hits)
     return {"n": n, "ratio": {k: float(np.mean(v)) for k, v in ratio.items()}, "hits": hits,
             "informative": informative}
 

@@ -45,7 +45,7 @@ def test_folds_group_patients_and_balance_sites():
 
 def test_checkpoint_round_trip_reproduces_out_of_fold_predictions(tiny_model, small_cohort):
     meta = json.loads((tiny_model / "model.json").read_text())
-    assert meta["format"] == "liverstiffness-ensemble/2" and len(meta["folds"]) == 2
+    assert meta["format"] == "liverstiffness-ensemble/3" and len(meta["folds"]) == 2
     assert meta["input_spec"]["channels"] == ["t1w", "t2w", "dwi", "adc", "mask"]
     assert meta["synthetic_training_data"] is True and "DEMONSTRATION" in meta["intended_use"]
     assert "not for clinical use" in (tiny_model / "MODEL_CARD.md").read_text().lower()

@@ -167,6 +167,8 @@ def test_model_json_written_before_the_readout_options_keeps_the_mean_readout():
     assert (cfg.readout, cfg.liver_relative, cfg.linear_readout) == ("mean", False, False)
     assert StiffnessTransformer(cfg).stem[0].conv.in_channels == cfg.in_channels
     assert StiffnessTransformer(ModelConfig()).stem[0].conv.in_channels == cfg.in_channels + len(cfg.log_channels)
+    with pytest.raises(ValueError, match="unknown readout 'median'"):
+        ModelConfig.from_dict({**old, "readout": "median"})
 
 
 def test_saliency_and_gradcam_match_monai_run_separately(ens):

@@ -163,14 +163,15 @@ def test_a_changed_weight_file_is_refused_by_its_hash(model_copy, tmp_path, caps
 
 
 @pytest.mark.parametrize("change, pattern", [
-    (lambda m: m.update(format="liverstiffness-ensemble/3"),
-     r"has format 'liverstiffness-ensemble/3', newer than this version of liverstiffness reads .*; update liverstiffness"),
+    (lambda m: m.update(format="liverstiffness-ensemble/4"),
+     r"has format 'liverstiffness-ensemble/4', newer than this version of liverstiffness reads .*; update liverstiffness"),
     (lambda m: m.update(format="somebody-else/1"), r"has format 'somebody-else/1', which is not a liverstiffness model"),
     (lambda m: m["architecture"].update({"class": "SwinStiffness"}),
      r"asks for architecture 'SwinStiffness', which this version does not know \(known: StiffnessTransformer\)"),
     (lambda m: m["folds"][0].update(file="../fold0.pt"), r"names a weight file '\.\./fold0\.pt' that is not a plain file name"),
     (lambda m: m["folds"][0].pop("sha256"), r"gives no SHA-256 for weight file fold0\.pt"),
     (lambda m: m["architecture"].update(hidden_size=48), r"fold0\.pt: does not fit the architecture in model\.json"),
+    (lambda m: m["architecture"].update(readout="median"), r"is incomplete or malformed \(ValueError: unknown readout 'median'"),
 ])
 def test_model_json_asking_for_what_this_version_cannot_do_is_refused_by_name(model_copy, change, pattern):
     _edit_meta(model_copy, change)

@@ -29,9 +29,11 @@ from ..preprocess import InputSpec, PreprocessOptions
 from ..uncertainty import Calibration
 from .network import ARCHITECTURES, ModelConfig, StiffnessTransformer
 
-FORMAT = "liverstiffness-ensemble/2"     # /2: StiffnessTransformer, body-median inputs, CV+ intervals
+# /2: StiffnessTransformer, body-median inputs, CV+ intervals; /3: ModelConfig.readout and
+# liver_relative (a /2 folder is read with the mean readout and the plain stem it was trained with).
+FORMAT = "liverstiffness-ensemble/3"
 #: Formats this version reads (a newer one is refused by name: update liverstiffness).
-READABLE_FORMATS = (FORMAT,)
+READABLE_FORMATS = (FORMAT, "liverstiffness-ensemble/2")
 #: The demo model that ships with the package (trained on synthetic phantoms only).
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 

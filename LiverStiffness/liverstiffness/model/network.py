@@ -27,10 +27,11 @@ Why LayerScale: with ~500 training exams, a plain ViT read from its CLS token co
 every residual branch starting at a tenth of its size (LayerScale, Touvron et al. 2021, "Going
 deeper with image transformers") and a readout that sees every token fit them (→ 0.037). Why
 attention and max pooling: a signal in a small region (the spleen is a few of 160 patches) is
-diluted twenty-fold by a mean; with the mean readout a model that read a planted spleen signal
-still had maps that did not point at the spleen, and on the phantom's held-out site the image
-tokens added +0.02 r; with attention_max and liver-relative input they point at it and add
-about +0.1 (README, "What this says").
+diluted twenty-fold by a mean. With the mean readout, a model trained with the product's recipe
+did not learn a stiffness planted in the spleen at all, and the shipped 5-fold ensemble's image
+tokens added +0.02 r on the phantom's held-out site; with attention_max on liver-relative input
+the planted signal is learned and the maps point at it, and the image tokens add +0.06 r
+(README, "What this says"; ``bench/readout_ablation.py`` compares the variants on one split).
 
 Covariate token: ``value · w + type embedding``, or a learned "missing" embedding when unknown.
 Sequence token: a learned "present" or "missing" embedding per sequence; a missing sequence's
@@ -55,6 +56,7 @@ from .covariates import COVARIATES
 
 # Input channels that are sequences (may be missing); the liver fraction is always there.
 SEQUENCE_CHANNELS = ("t1w", "t2w", "dwi", "adc")
+READOUTS = ("mean", "attention", "attention_max")
 # Below this (in body-median units) is air or noise: the log is floored there, at about −3.
 LOG_FLOOR = 0.05
 
@@ -85,6 +87,10 @@ class ModelConfig:
     # The stem also reads each log intensity relative to the liver's mean log intensity: the
     # liver-to-spleen and liver-to-muscle ratios the literature reads become voxel values.
     liver_relative: bool = True
+
+    def __post_init__(self):
+        if self.readout not in READOUTS:   # a model.json is untrusted: refused when read
+            raise ValueError(f"unknown readout {self.readout!r} (known: {', '.join(READOUTS)})")
 
     @property
     def n_sequences(self) -> int:
@@ -187,8 +193,6 @@ class StiffnessTransformer(nn.Module):
         self.blocks = nn.ModuleList([LayerScaleBlock(h, cfg.mlp_dim, cfg.num_heads, cfg.dropout, cfg.layer_scale)
                                      for _ in range(cfg.num_layers)])
         self.norm = nn.LayerNorm(h)
-        if cfg.readout not in ("mean", "attention", "attention_max"):
-            raise ValueError(f"unknown readout {cfg.readout!r}")
         self.pool = AttentionPool(h, cfg.num_heads, cfg.dropout) if cfg.readout != "mean" else None
         pooled = 2 * h if cfg.readout == "attention_max" else h
         self.head = nn.Sequential(nn.Linear(pooled, h), nn.GELU(), nn.Linear(h, 1))
