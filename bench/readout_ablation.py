@@ -125,7 +125,8 @@ def write_results(rows: list[dict], a) -> None:
              f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores (about 4–5 min per variant and seed). "
              f"Trained on the demo model's sites A–D (one patient-grouped early-stopping split, the shipped "
              f"recipe, {a.epochs} epochs, batch 8), tested on the held-out site E (n = 90). Pearson r; "
-             "one split, so differences under ~0.05 are noise.", "",
+             "a seed sets both the training seed and the early-stopping split; one split, so differences "
+             "under ~0.05 are noise.", "",
              "| variant | seeds | full | without image tokens | full − without (per seed) | ridge baseline |",
              "|---|---|---|---|---|---|"]
     for name in VARIANTS:

@@ -28,10 +28,10 @@ every residual branch starting at a tenth of its size (LayerScale, Touvron et al
 deeper with image transformers") and a readout that sees every token fit them (→ 0.037). Why
 attention and max pooling: a signal in a small region (the spleen is a few of 160 patches) is
 diluted twenty-fold by a mean. With the mean readout, a model trained with the product's recipe
-did not learn a stiffness planted in the spleen at all, and the shipped 5-fold ensemble's image
-tokens added +0.02 r on the phantom's held-out site; with attention_max on liver-relative input
-the planted signal is learned and the maps point at it, and the image tokens add +0.06 r
-(README, "What this says"; ``bench/readout_ablation.py`` compares the variants on one split).
+did not learn a stiffness planted in the spleen at all; with attention_max on liver-relative
+input it learns it and its maps point there (``test_learning.py``). On the phantom's held-out
+site the readouts are level within the spread between seeds (``bench/readout_ablation.py``;
+README, "What this says").
 
 Covariate token: ``value · w + type embedding``, or a learned "missing" embedding when unknown.
 Sequence token: a learned "present" or "missing" embedding per sequence; a missing sequence's
