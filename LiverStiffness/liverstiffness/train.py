@@ -74,10 +74,6 @@ class TrainConfig:
     init_from: str | None = None      # fine-tune: start each fold from this model folder's weights
     dropout: InputDropout = field(default_factory=InputDropout)
     augment: bool = True              # site/vendor augmentation of each batch (augment.SiteAugment)
-    # Curriculum: the first epochs see the exams as they are (no augmentation, no input dropout)
-    # so the image part starts learning before the regularisers make its task harder (DEVELOPERS.md).
-    clean_epochs: int = 0
-    head_init_scale: float = 0.1      # the head's last layer starts at this fraction of PyTorch's scale
     model: ModelConfig = field(default_factory=ModelConfig)
     spec: InputSpec = field(default_factory=InputSpec)
 
@@ -159,7 +155,7 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
             # adds output variance that is pure noise (validation error above the label variance
             # from epoch 1); an exactly zero head stalled for ~20 epochs (no gradient reaches the
             # layers below it until its weights grow).
-            net.head[-1].weight.mul_(cfg.head_init_scale)
+            net.head[-1].weight.mul_(0.1)
             net.head[-1].bias.fill_(float(train.log_kpa.mean()))
     available = available_sequences(net.cpu(), train.images)
     net.to(device)
@@ -182,12 +178,10 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
         losses = []
         for b in _batches(len(train.images), cfg.batch_size, rng, info):
             x = torch.from_numpy(train.images[b])
-            clean = epoch < cfg.clean_epochs
-            x = (aug(x) if cfg.augment and not clean else x).to(device)
+            x = (aug(x) if cfg.augment else x).to(device)
             c = torch.from_numpy(train.cov[b]).to(device)
             k = torch.from_numpy(train.known[b]).to(device)
-            present, tokens = ((available[b], np.ones(len(b), bool)) if clean
-                               else cfg.dropout.sample(available[b], drop_rng))
+            present, tokens = cfg.dropout.sample(available[b], drop_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 pred = model(x, c, k, torch.from_numpy(present).to(device), torch.from_numpy(tokens).to(device))
             loss = torch.nn.functional.mse_loss(pred.float(), y[b].to(device))

@@ -195,6 +195,7 @@ class StiffnessTransformer(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.pool = AttentionPool(h, cfg.num_heads, cfg.dropout) if cfg.readout != "mean" else None
         pooled = 2 * h if cfg.readout == "attention_max" else h
+        self._max_share: torch.Tensor | None = None
         self.head = nn.Sequential(nn.Linear(pooled, h), nn.GELU(), nn.Linear(h, 1))
         self.linear = nn.Linear(cfg.n_stats + 2 * cfg.n_covariates, 1) if cfg.linear_readout else None
         if self.linear is not None:
@@ -327,7 +328,7 @@ class StiffnessTransformer(nn.Module):
         """[B, T] the readout's weights over the tokens from the last forward pass (attention
         pooling; with "attention_max" averaged with each token's share of the feature maxima),
         or None for the mean readout (equal weights over the visible tokens)."""
-        if self.pool is None:
+        if self.pool is None or self.pool.weights is None:    # mean readout, or no forward pass yet
             return None
         if self.cfg.readout == "attention_max":     # half the head's input from each pooling
             return 0.5 * (self.pool.weights.float() + self._max_share)
