@@ -2,8 +2,8 @@
 
     python bench/readout_ablation.py [--build build/demo_model] [--epochs 40] [--seeds 0] [--jobs 2]
 
-On the demo model's cohorts (`make demo-model` makes them; this script synthesises them the same
-way when they are missing): train on sites A–D with the shipped training recipe (one patient-grouped
+On the demo model's cohorts (`make demo-model` makes them; this script synthesises them with the
+same function when they are missing): train on sites A–D with the shipped training recipe (one patient-grouped
 early-stopping split, `train.train_fold`), test on the held-out site E, for each variant of the
 readout and the stem's input:
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "LiverStiffness"))
+sys.path.insert(0, str(HERE))
+from train_demo_model import layout, synth_cohorts  # noqa: E402  (the demo model's cohorts and folders)
 
 VARIANTS = {
     "mean": dict(readout="mean", liver_relative=False),
@@ -40,16 +41,6 @@ VARIANTS = {
     "attention_max": dict(readout="attention_max", liver_relative=False),
     "attention_max + liver-relative (shipped)": dict(readout="attention_max", liver_relative=True),
 }
-
-
-def cohorts(build: Path) -> tuple[Path, Path]:
-    """The demo model's training (A–D) and site-E manifests, synthesised as `make demo-model` does."""
-    train, ext = build / "train_cohort", build / "external_E"
-    for out, n, seed, sites in ((train, 300, 1, "A,B,C,D"), (ext, 90, 2, "E")):
-        if not (out / "manifest.csv").is_file():
-            subprocess.run([sys.executable, "-m", "liverstiffness", "synth", "--out", str(out), "--n", str(n),
-                            "--seed", str(seed), "--sites", sites, "--workers", "2", "--quiet"], check=True)
-    return train / "manifest.csv", ext / "manifest.csv"
 
 
 def run_variant(job: tuple) -> dict:
@@ -69,12 +60,14 @@ def run_variant(job: tuple) -> dict:
     from liverstiffness.train import DistInfo, TrainConfig, train_fold
 
     torch.set_num_threads(1)
-    train_manifest, ext_manifest = cohorts(build)
+    train_dir, ext_dir, model_dir, eval_dir = layout(build)
     cfg = TrainConfig(epochs=epochs, batch_size=8, model=ModelConfig(**arch))   # the shipped recipe otherwise
     options = PreprocessOptions(register=cfg.register, n4=cfg.n4)
-    # The same preprocessing caches as `make demo-model` (train → model/cache, evaluate → eval_E/cache).
-    train = load_cohort(read_manifest(train_manifest, require_label=True), cfg.spec, options, build / "model" / "cache", 1, False)
-    test = load_cohort(read_manifest(ext_manifest, require_label=True), cfg.spec, options, build / "eval_E" / "cache", 1, False)
+    # The same preprocessing caches as `make demo-model` (train and evaluate keep theirs in their out folder).
+    train = load_cohort(read_manifest(train_dir / "manifest.csv", require_label=True), cfg.spec, options,
+                        model_dir / "cache", 1, False)
+    test = load_cohort(read_manifest(ext_dir / "manifest.csv", require_label=True), cfg.spec, options,
+                       eval_dir / "cache", 1, False)
     tr, va = inner_split(train.records, cfg.val_fraction, seed)
     t = time.perf_counter()
     net, info = train_fold(train.subset(tr), train.subset(va), cfg, seed, torch.device("cpu"), DistInfo(), name,
@@ -105,7 +98,7 @@ def main() -> int:
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if not a.table_only:
-        cohorts(a.build)
+        synth_cohorts(a.build)
         jobs = [(name, arch, int(s), a.epochs, a.build) for s in a.seeds.split(",") for name, arch in VARIANTS.items()]
         with ProcessPoolExecutor(a.jobs) as pool:
             list(pool.map(run_variant, jobs))

@@ -35,6 +35,25 @@ def run(*args: str) -> float:
     return time.perf_counter() - t
 
 
+def layout(build: Path) -> tuple[Path, Path, Path, Path]:
+    """The build folders: training cohort (A–D), external cohort (E), model (its preprocessing
+    cache in model/cache), evaluation on E (its cache in eval_E/cache)."""
+    return build / "train_cohort", build / "external_E", build / "model", build / "eval_E"
+
+
+def synth_cohorts(build: Path, n_train: int = 300, n_external: int = 90, workers: int = 2) -> dict:
+    """Synthesise the cohorts that are not there yet; returns the seconds each took."""
+    train, ext, _, _ = layout(build)
+    seconds = {}
+    if not (train / "manifest.csv").is_file():
+        seconds["synth_train"] = run("synth", "--out", str(train), "--n", str(n_train), "--seed", "1", "--sites",
+                                     "A,B,C,D", "--workers", str(workers), "--quiet")
+    if not (ext / "manifest.csv").is_file():
+        seconds["synth_external"] = run("synth", "--out", str(ext), "--n", str(n_external), "--seed", "2", "--sites",
+                                        "E", "--workers", str(workers), "--quiet")
+    return seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-train", type=int, default=300)
@@ -50,14 +69,8 @@ def main() -> int:
     if a.results_only:
         write_results(json.loads((DEST / "external_site_E_metrics.json").read_text()), DEST, {})
         return 0
-    train, ext, model, ev = a.build / "train_cohort", a.build / "external_E", a.build / "model", a.build / "eval_E"
-    seconds = {}
-    if not (train / "manifest.csv").is_file():
-        seconds["synth_train"] = run("synth", "--out", str(train), "--n", str(a.n_train), "--seed", "1", "--sites",
-                                     "A,B,C,D", "--workers", str(a.workers), "--quiet")
-    if not (ext / "manifest.csv").is_file():
-        seconds["synth_external"] = run("synth", "--out", str(ext), "--n", str(a.n_external), "--seed", "2", "--sites",
-                                        "E", "--workers", str(a.workers), "--quiet")
+    train, ext, model, ev = layout(a.build)
+    seconds = synth_cohorts(a.build, a.n_train, a.n_external, a.workers)
     seconds["train"] = run("train", "--manifest", str(train / "manifest.csv"), "--out", str(model), "--folds", "5",
                            "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--seed", "0",
                            "--workers", str(a.workers),

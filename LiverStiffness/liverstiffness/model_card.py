@@ -4,11 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .model.checkpoint import EnsembleMeta
-
-# ModelConfig.readout, in words.
-READOUTS = {"mean": "the mean of all visible tokens",
-            "attention": "the visible tokens by attention pooling (a learned query)",
-            "attention_max": "the visible tokens by attention pooling and each feature's maximum"}
+from .model.network import READOUTS
 
 
 def _external_section(model_dir: Path) -> list[str]:
@@ -57,7 +53,7 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         f"{meta.config.grid} grid), hidden {meta.config.hidden_size}, {meta.config.num_layers} layers × "
         f"{meta.config.num_heads} heads with LayerScale ({meta.config.layer_scale}), with CLS, covariate, "
         "sequence-presence and liver-summary tokens; the estimate is read from "
-        + READOUTS.get(meta.config.readout, meta.config.readout) + " through a small MLP"
+        + READOUTS[meta.config.readout] + " through a small MLP"
         + (", plus a linear term on the standardised liver summary and covariates trained with it from zero. "
            if meta.config.linear_readout else ". ") +
         f"An ensemble of {len(meta.folds)} cross-validation fold models, trained with sequence and image-token "

@@ -56,7 +56,10 @@ from .covariates import COVARIATES
 
 # Input channels that are sequences (may be missing); the liver fraction is always there.
 SEQUENCE_CHANNELS = ("t1w", "t2w", "dwi", "adc")
-READOUTS = ("mean", "attention", "attention_max")
+# ModelConfig.readout: each choice, in the words the model card uses.
+READOUTS = {"mean": "the mean of all visible tokens",
+            "attention": "the visible tokens by attention pooling (a learned query)",
+            "attention_max": "the visible tokens by attention pooling and each feature's maximum"}
 # Below this (in body-median units) is air or noise: the log is floored there, at about −3.
 LOG_FLOOR = 0.05
 
