@@ -50,6 +50,17 @@ T = 240_000  # ms: generous for a loaded 2-core CI machine
 
 # ---------------------------------------------------------------------------------------------- units
 
+def test_a_missing_browser_tool_fails_in_ci_and_only_skips_outside(monkeypatch):
+    """`.ci/run` exports CI: there a missing tool is a failure, never a silent skip."""
+    assert 'export CI="${CI:-true}"' in (ROOT / ".ci" / "run").read_text()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is not installed; CI installs it"):
+        missing("chromium is not installed")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"chromium is not installed \(make web-deps"):
+        missing("chromium is not installed")
+
+
 def test_paths_outside_the_data_folder_are_refused(tmp_path):
     data = tmp_path / "data"
     (data / "exam").mkdir(parents=True)
