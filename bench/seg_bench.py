@@ -10,7 +10,7 @@
 3. Time: one 256 × 256 × 40 T2w volume segmented on this machine's CPU (wall and process CPU
    time, median of 3, model loaded once), and the whole ``segment`` command in a fresh process.
 
-Usage: .venv/bin/python bench/seg_bench.py [--model DIR] [--chaos DIR] [--synthetic-manifest CSV]
+Usage: .venv/bin/python bench/seg_bench.py [--model DIR] [--chaos DIR] [--synthetic-manifest CSV ...]
        [--n-exams 10] [--update-model] [--out bench/seg_results.json]
 """
 from __future__ import annotations
@@ -40,11 +40,11 @@ from liverstiffness.segmentation.model_folder import (
 from liverstiffness.segmentation.train import evaluate_cases, summarise
 
 
-def held_out(model_dir: Path, chaos: Path, synthetic: str | None) -> list[dict]:
+def held_out(model_dir: Path, chaos: Path, synthetic: list[str]) -> list[dict]:
     from liverstiffness.segmentation.data import load_manifest, load_pairs
 
     meta = read_meta(model_dir)
-    cases = load_pairs(chaos, 1, meta.spec) + (load_manifest(synthetic, meta.spec) if synthetic else [])
+    cases = load_pairs(chaos, 1, meta.spec) + [c for m in synthetic for c in load_manifest(m, meta.spec)]
     by_id = {c.case_id: c for c in cases}
     rows = []
     for k, fold in enumerate(meta.folds):
@@ -129,7 +129,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEFAULT_SEG_MODEL_DIR))
     ap.add_argument("--chaos", default=str(ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir"))
-    ap.add_argument("--synthetic-manifest", help="the synthetic exams the model was trained with (scored too)")
+    ap.add_argument("--synthetic-manifest", action="append", default=[],
+                    help="a manifest of synthetic exams the model was trained with (scored too); may be repeated")
     ap.add_argument("--n-exams", type=int, default=10)
     ap.add_argument("--update-model", action="store_true")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: heldout,stiffness,timing")

@@ -18,10 +18,14 @@ def register(sub) -> None:
                         "onto it by registration; may be repeated")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=1200, help="optimiser steps per fold")
+    p.add_argument("--steps", type=int, default=3000, help="optimiser steps per fold")
     p.add_argument("--batch-size", type=int, default=16, help="slices per step")
     p.add_argument("--patch", default="128,128", help="training patch in voxels y,x (multiples of 16)")
     p.add_argument("--width", type=int, default=16, help="UNet filters at the first level (doubling per level)")
+    p.add_argument("--context", type=int, default=2,
+                   help="neighbouring slices on each side given to the network with each slice (default 2)")
+    p.add_argument("--organ-intensity", type=float, default=0.35,
+                   help="probability per labelled organ of scaling its signal in training (0: off; default 0.35)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=1, help="folds trained at a time, each in its own process")
@@ -40,6 +44,8 @@ def run(args) -> int:
         raise InputError("--patch", f"{args.patch!r} is not two integers y,x") from None
     if len(patch) != 2 or any(v < 16 or v % 16 for v in patch):
         raise InputError("--patch", f"needs two multiples of 16 (y,x), got {args.patch!r}")
+    if args.context < 0 or not 0 <= args.organ_intensity <= 1:
+        raise InputError("--context/--organ-intensity", "context must be 0 or more, organ-intensity within 0–1")
     if args.width < 4:
         raise InputError("--width", f"must be at least 4, got {args.width}")
     if args.folds < 2:
@@ -52,9 +58,9 @@ def run(args) -> int:
     from .segmentation.model_card import write_model_card
     from .segmentation.train import train_segmentation
 
-    net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)))
+    net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
     cfg = SegTrainConfig(folds=args.folds, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
-                         seed=args.seed, net=net, threads=args.threads)
+                         seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity)
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)

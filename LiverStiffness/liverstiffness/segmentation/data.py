@@ -5,6 +5,10 @@ Two sources: a folder of ``image_N.nii.gz`` / ``label_N.nii.gz`` pairs with a li
 and a cohort manifest (``liverstiffness synth`` exams), whose liver mask lies on the T1w grid
 and is carried onto the T2w by the pipeline's own T2w → T1w registration (the phantom, like a
 patient, breathes differently between sequences).
+
+A synthetic exam's anatomy is a deformed CHAOS case (the phantom's ``template``, in the cohort's
+truth.csv): its ``group`` names that case, so cross-validation keeps the two in one fold and a
+held-out CHAOS case is never seen through a phantom built from it.
 """
 from __future__ import annotations
 
@@ -33,6 +37,13 @@ class SegCase:
     image: np.ndarray                # [z, y, x] float32 on the network grid, normalised
     label: np.ndarray                # [z, y, x] uint8 0/1 on the network grid
     kept: tuple | None = None        # (image, label) on the image's own grid when not re-readable
+    # [z, y, x] uint8 on the network grid: 0 unlabelled, 1, 2, … one index per labelled organ (the
+    # liver and e.g. kidneys and spleen), for the organ-wise intensity augmentation; None: liver only.
+    organs: np.ndarray | None = None
+    group: str = ""                  # cases of one group share a fold (default: the case itself)
+
+    def __post_init__(self):
+        self.group = self.group or self.case_id
 
     def originals(self) -> tuple[sitk.Image, sitk.Image]:
         """The image and its liver label on the image's own grid (where held-out scores are taken)."""
@@ -68,13 +79,27 @@ def read_label(path: Path, value: int | None) -> sitk.Image:
     return out
 
 
+def organs_to_network(path: Path, grid: sitk.Image) -> np.ndarray:
+    """Every labelled structure of a labelmap on the network grid (nearest), renumbered 1, 2, …"""
+    lab = sitk.ReadImage(str(path))
+    arr = np.rint(sitk.GetArrayFromImage(lab)).astype(np.int64)
+    index = np.zeros(arr.shape, np.uint8)
+    for i, value in enumerate(v for v in np.unique(arr) if v != 0):
+        index[arr == value] = min(i + 1, 255)
+    renumbered = sitk.GetImageFromArray(index)
+    renumbered.CopyInformation(lab)
+    on_grid = spatial.resample_like(renumbered, grid, interpolation="nearest", pixel=sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(on_grid)
+
+
 def load_pairs(folder: str | Path, label_value: int | None, spec: SegInputSpec) -> list[SegCase]:
     cases = []
     for case_id, img_path, lab_path in find_pairs(folder):
         img = sitk.ReadImage(str(img_path), sitk.sitkFloat32)
         x, grid = to_network(img, spec)
         y = labels_to_network(read_label(lab_path, label_value), grid)
-        cases.append(SegCase(case_id, "real", img_path, lab_path, label_value, x, y))
+        cases.append(SegCase(case_id, "real", img_path, lab_path, label_value, x, y,
+                             organs=organs_to_network(lab_path, grid)))
     return cases
 
 
@@ -83,15 +108,29 @@ def t2w_liver_from_exam(rec) -> tuple[sitk.Image, sitk.Image]:
     from ..preprocess import read_exam, register_to_t1w
 
     images = read_exam(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b)
-    to_t2 = register_to_t1w(images)["t2w"]          # T1w points → T2w points
+    to_t2 = register_to_t1w(images)["t2w"].transform   # T1w points → T2w points
     mask = spatial.resample_like(images.mask, images.t2w, to_t2.GetInverse(), interpolation="nearest",
                                  pixel=sitk.sitkUInt8)
     return images.t2w, mask
 
 
+def anatomy_templates(manifest: str | Path) -> dict[str, str]:
+    """Case id → the CHAOS case its anatomy was built from (``chaos_t2spir_N``), from the truth.csv
+    that ``liverstiffness synth`` writes beside the manifest; empty when there is none."""
+    import csv
+
+    truth = Path(manifest).parent / "truth.csv"
+    if not truth.is_file():
+        return {}
+    with open(truth, newline="") as fh:
+        return {r["case_id"]: f"chaos_t2spir_{int(float(r['template']))}" for r in csv.DictReader(fh)
+                if r.get("template") not in (None, "")}
+
+
 def load_manifest(manifest: str | Path, spec: SegInputSpec) -> list[SegCase]:
     from ..manifest import read_manifest
 
+    templates = anatomy_templates(manifest)
     cases = []
     for rec in read_manifest(manifest):
         if rec.mask is None:
@@ -99,5 +138,5 @@ def load_manifest(manifest: str | Path, spec: SegInputSpec) -> list[SegCase]:
         t2w, mask = t2w_liver_from_exam(rec)
         x, grid = to_network(t2w, spec)
         cases.append(SegCase(f"synthetic_{rec.case_id}", "synthetic", Path(rec.t2w), None, None, x,
-                             labels_to_network(mask, grid), kept=(t2w, mask)))
+                             labels_to_network(mask, grid), kept=(t2w, mask), group=templates.get(rec.case_id, "")))
     return cases

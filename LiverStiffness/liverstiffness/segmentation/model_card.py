@@ -1,6 +1,7 @@
 """MODEL_CARD.md and LICENSE-WEIGHTS.md for a segmentation model folder."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .model_folder import SegModelMeta
@@ -17,6 +18,24 @@ LIMITS = [
     "A check by a person is part of its use: open the mask in Segment Editor and fix it before an estimate.",
     "Research use only; not a medical device.",
 ]
+
+
+def training_lines(model_dir: Path) -> list[str]:
+    """The recipe from the folder's ``config.json`` (written by training), when it is there."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return []
+    c = json.loads(path.read_text())
+    organ = (f"each labelled organ's signal (liver, kidneys, spleen) scaled by its own factor in "
+             f"{tuple(c['organ_intensity_range'])} with probability {c['organ_intensity_prob']} per organ"
+             if c.get("organ_intensity_prob") else "none")
+    return ["## Training", "",
+            f"- {c['folds']} folds over cases, {c['steps']} AdamW steps per fold of {c['batch_size']} slices "
+            f"({c['patch_yx'][0]} × {c['patch_yx'][1]} voxels), learning rate {c['lr']} (warm-up, cosine decay), "
+            f"Dice + cross-entropy loss, seed {c['seed']}.",
+            "- Augmentation (MONAI): rotation, scaling, shifts, elastic deformation, lower resolution, bias field, "
+            "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
+            f"- Organ-wise intensity: {organ} (liver and spleen go dark with iron, brighter with oedema).", ""]
 
 
 def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
@@ -50,6 +69,7 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
         ("- The copy used (shared/data/real/chaos_t2spir) was preprocessed by a research group (Q-Net): intensity "
          "clipped at the top 0.5 %, resampled to 1.25 × 1.25 × 7.7 mm, cropped to 256 × 256."),
         *[f"- {k}: {v}" for k, v in tr.items()], "",
+        *training_lines(model_dir),
         "## Held-out accuracy (cases never seen by the network that scored them)", "",
         meta.metrics.get("protocol", ""), "", *rows, "",
         "## Weights", "",

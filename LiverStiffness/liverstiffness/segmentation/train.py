@@ -33,13 +33,21 @@ SOURCES = ("real", "synthetic")
 
 
 def assign_folds(cases: list[SegCase], k: int, seed: int) -> list[int]:
-    """Fold index per case: each source shuffled (seeded) and dealt round-robin."""
+    """Fold index per case: each source shuffled (seeded) and dealt round-robin; a case whose
+    group is a case dealt before (a phantom built from a CHAOS case) follows it into its fold."""
     rng = np.random.default_rng(seed)
     fold = [0] * len(cases)
+    fold_of_group: dict[str, int] = {}
     for source in SOURCES:
         idx = [i for i, c in enumerate(cases) if c.source == source]
-        for n, i in enumerate(rng.permutation(idx)):
-            fold[int(i)] = n % k
+        n = 0
+        for i in rng.permutation(idx):
+            group = cases[int(i)].group
+            if group in fold_of_group:
+                fold[int(i)] = fold_of_group[group]
+                continue
+            fold[int(i)] = fold_of_group[group] = n % k
+            n += 1
     return fold
 
 
@@ -72,7 +80,8 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
-        x, y = augmented_batch(train_cases, transforms, rng, cfg.batch_size, cfg.net.context)
+        x, y = augmented_batch(train_cases, transforms, rng, cfg.batch_size, cfg.net.context,
+                               cfg.organ_intensity_prob, cfg.organ_intensity_range)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             loss = loss_fn(net(x).float(), y)
