@@ -27,15 +27,15 @@ def training_lines(model_dir: Path) -> list[str]:
         return []
     c = json.loads(path.read_text())
     organ = (f"each labelled organ's signal (liver, kidneys, spleen) scaled by its own factor in "
-             f"{tuple(c['organ_intensity_range'])} with probability {c['organ_intensity_prob']} per organ"
-             if c.get("organ_intensity_prob") else "none")
+             f"{tuple(c['organ_intensity_range'])} with probability {c['organ_intensity_prob']} per organ "
+             "(liver and spleen go dark with iron, brighter with oedema)" if c.get("organ_intensity_prob") else "none")
     return ["## Training", "",
             f"- {c['folds']} folds over cases, {c['steps']} AdamW steps per fold of {c['batch_size']} slices "
             f"({c['patch_yx'][0]} × {c['patch_yx'][1]} voxels), learning rate {c['lr']} (warm-up, cosine decay), "
             f"Dice + cross-entropy loss, seed {c['seed']}.",
             "- Augmentation (MONAI): rotation, scaling, shifts, elastic deformation, lower resolution, bias field, "
             "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
-            f"- Organ-wise intensity: {organ} (liver and spleen go dark with iron, brighter with oedema).", ""]
+            f"- Organ-wise intensity: {organ}.", ""]
 
 
 def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
