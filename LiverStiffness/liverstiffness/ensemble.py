@@ -82,10 +82,10 @@ class Ensemble:
             return run(), message
 
     def predict(self, images, cov, known, variant: str = "full") -> dict:
-        """Per exam: kPa (geometric mean of the folds), per-fold kPa and ln(kPa), CV+ interval, SD on ln scale."""
+        """Per exam: kPa (geometric mean of the folds), each fold's ln(kPa) [K, N], CV+ interval, SD on ln scale."""
         logs = predict_log(self.models, images, cov, known, self.device, variant=variant)
         mean, sd = logs.mean(0), logs.std(0, ddof=1) if len(self.models) > 1 else np.zeros(logs.shape[1])
         cal = self.meta.calibration
         low, high = cal.interval(logs) if cal else (np.full_like(mean, np.nan),) * 2
-        return {"kpa": np.exp(mean), "fold_kpa": np.exp(logs), "fold_log": logs, "low": low, "high": high, "sd_log": sd,
+        return {"kpa": np.exp(mean), "fold_log": logs, "low": low, "high": high, "sd_log": sd,
                 "coverage": cal.coverage if cal else None}

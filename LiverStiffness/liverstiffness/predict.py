@@ -210,7 +210,7 @@ def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: E
             "interval_coverage": res["coverage"],
             "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": cutoffs.band_table(),
             "cutoff_table": cutoffs.as_dict(),
-            "fold_predictions_kpa": [round(float(v), 3) for v in res["fold_kpa"][:, 0]],
+            "fold_predictions_kpa": [round(float(v), 3) for v in np.exp(res["fold_log"][:, 0])],
             "ensemble_sd_log": round(float(res["sd_log"][0]), 4),
             "sequence_contributions_kpa": attention.pop("sequence_contributions_kpa"),
             "attention": attention,
