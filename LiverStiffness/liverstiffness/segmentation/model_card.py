@@ -14,7 +14,8 @@ LICENCE = ("Weights: CC BY-SA 4.0, as the CHAOS training data they derive from (
 LIMITS = [
     ("Trained on 15 healthy liver donors' abdominal MRI (CHAOS), 1.5 T Philips scanners, axial T2-SPIR only: "
      "other sequences (T1w, DWI, non-fat-suppressed T2), 3 T, other vendors, children and diseased livers "
-     "(cirrhosis, large tumours, resections, ascites) were never seen."),
+     "(cirrhosis, large tumours, resections, ascites) were never seen in real scans (synthetic exams, where "
+     "given, add other contrasts on the same anatomy)."),
     "A check by a person is part of its use: open the mask in Segment Editor and fix it before an estimate.",
     "Research use only; not a medical device.",
 ]
