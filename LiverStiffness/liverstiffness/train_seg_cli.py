@@ -5,6 +5,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from .segmentation.config import SegNetConfig, SegTrainConfig  # the defaults live there, once
+
     p = sub.add_parser(
         "train-seg", help="train the automatic liver mask model on labelled T2w MRI",
         description="k-fold training over cases: every case is scored (Dice, HD95) by the fold network that never "
@@ -18,14 +20,14 @@ def register(sub) -> None:
                         "onto it by registration; may be repeated")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=3000, help="optimiser steps per fold")
+    p.add_argument("--steps", type=int, default=SegTrainConfig.steps, help="optimiser steps per fold")
     p.add_argument("--batch-size", type=int, default=16, help="slices per step")
     p.add_argument("--patch", default="128,128", help="training patch in voxels y,x (multiples of 16)")
     p.add_argument("--width", type=int, default=16, help="UNet filters at the first level (doubling per level)")
-    p.add_argument("--context", type=int, default=2,
-                   help="neighbouring slices on each side given to the network with each slice (default 2)")
-    p.add_argument("--organ-intensity", type=float, default=0.35,
-                   help="probability per labelled organ of scaling its signal in training (0: off; default 0.35)")
+    p.add_argument("--context", type=int, default=SegNetConfig.context,
+                   help="neighbouring slices on each side given to the network with each slice (default %(default)s)")
+    p.add_argument("--organ-intensity", type=float, default=SegTrainConfig.organ_intensity_prob,
+                   help="probability per labelled organ of scaling its signal in training (0: off; default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=1, help="folds trained at a time, each in its own process")

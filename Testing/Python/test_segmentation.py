@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from liverstiffness.cli import main
 from liverstiffness.errors import InputError
-from liverstiffness.manifest import read_manifest
+from liverstiffness.manifest import read_manifest, write_manifest
 from liverstiffness.segmentation.grid import network_grid
 from liverstiffness.segmentation.infer import LiverSegmenter
 from liverstiffness.segmentation.metrics import compare, dice, hd95_mm
@@ -248,7 +248,7 @@ def test_training_cases_carry_every_labelled_organ(real_data):
 
     img, liver = chaos(real_data, 1)
     grid = network_grid(img, SegInputSpec().spacing_mm)
-    organs = organs_to_network(real_data / "chaos_t2spir" / "label_1.nii.gz", grid)
+    organs = organs_to_network(sitk.ReadImage(str(real_data / "chaos_t2spir" / "label_1.nii.gz")), grid)
     assert set(np.unique(organs)) == {0, 1, 2, 3, 4}
     assert dice(organs == 1, labels_to_network(liver, grid) > 0) > 0.95
 
@@ -285,15 +285,7 @@ def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, s
             (data / f"{kind}_{n}.nii.gz").symlink_to(real_data / "chaos_t2spir" / f"{kind}_{n}.nii.gz")
     out = tmp_path / "model"
     manifest = tmp_path / "two.csv"                   # two synthetic exams: their T2w, the mask carried onto it
-    with open(small_cohort[0]) as fh:
-        exams = list(csv.DictReader(fh))[:2]
-    for row in exams:
-        for key in ("t1w", "t2w", "dwi", "mask"):
-            row[key] = str(small_cohort[0].parent / row[key])
-    with open(manifest, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(exams[0]))
-        w.writeheader()
-        w.writerows(exams)
+    write_manifest(manifest, small_cohort[1][:2])
     assert main(["train-seg", "--data", str(data), "--manifest", str(manifest), "--out", str(out), "--folds", "2",
                  "--steps", "2", "--batch-size", "2", "--patch", "64,64", "--width", "4", "--device", "cpu",
                  "--threads", "1"]) == 0

@@ -5,9 +5,8 @@ itself: a model is always run on the grid and with the normalisation it was trai
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class SegNetConfig:
     @property
     def divisor(self) -> int:
         """In-plane sizes must be multiples of this (the product of the strides)."""
-        return int(np.prod(self.strides))
+        return math.prod(self.strides)
 
 
 @dataclass

@@ -71,17 +71,20 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def read_label(path: Path, value: int | None) -> sitk.Image:
+    """The liver (``value``, or any non-zero when None) of a labelmap file as a 0/1 image."""
+    return liver_of(sitk.ReadImage(str(path)), value)
+
+
+def liver_of(lab: sitk.Image, value: int | None) -> sitk.Image:
     """The liver (``value``, or any non-zero when None) of a labelmap as a 0/1 image."""
-    lab = sitk.ReadImage(str(path))
     arr = sitk.GetArrayFromImage(lab)
     out = sitk.GetImageFromArray(((np.rint(arr) == value) if value is not None else (arr != 0)).astype(np.uint8))
     out.CopyInformation(lab)
     return out
 
 
-def organs_to_network(path: Path, grid: sitk.Image) -> np.ndarray:
+def organs_to_network(lab: sitk.Image, grid: sitk.Image) -> np.ndarray:
     """Every labelled structure of a labelmap on the network grid (nearest), renumbered 1, 2, …"""
-    lab = sitk.ReadImage(str(path))
     arr = np.rint(sitk.GetArrayFromImage(lab)).astype(np.int64)
     index = np.zeros(arr.shape, np.uint8)
     for i, value in enumerate(v for v in np.unique(arr) if v != 0):
@@ -97,9 +100,9 @@ def load_pairs(folder: str | Path, label_value: int | None, spec: SegInputSpec) 
     for case_id, img_path, lab_path in find_pairs(folder):
         img = sitk.ReadImage(str(img_path), sitk.sitkFloat32)
         x, grid = to_network(img, spec)
-        y = labels_to_network(read_label(lab_path, label_value), grid)
-        cases.append(SegCase(case_id, "real", img_path, lab_path, label_value, x, y,
-                             organs=organs_to_network(lab_path, grid)))
+        lab = sitk.ReadImage(str(lab_path))
+        cases.append(SegCase(case_id, "real", img_path, lab_path, label_value, x,
+                             labels_to_network(liver_of(lab, label_value), grid), organs=organs_to_network(lab, grid)))
     return cases
 
 
