@@ -1,9 +1,10 @@
 """Which part of the architecture makes the image tokens earn their place? One split, held-out site.
 
-    python bench/readout_ablation.py [--build build/demo_model] [--epochs 40] [--seeds 0] [--jobs 2]
+    python bench/readout_ablation.py [--build build/demo_model] [--n-train 300] [--epochs 40] [--seeds 0] [--jobs 2]
 
 On the demo model's cohorts (`make demo-model` makes them; this script synthesises them with the
-same function when they are missing): train on sites A–D with the shipped training recipe (one patient-grouped
+same function when they are missing): train on the first 300 of its A–D exams (the whole demo
+cohort when this was measured) with the shipped training recipe (one patient-grouped
 early-stopping split, `train.train_fold`), test on the held-out site E, for each variant of the
 readout and the stem's input:
 
@@ -45,7 +46,7 @@ VARIANTS = {
 
 def run_variant(job: tuple) -> dict:
     """Train one variant on A–D (single-threaded: the jobs run side by side) and score it on E."""
-    name, arch, seed, epochs, build = job
+    name, arch, seed, epochs, build, n_train = job
     import numpy as np
     import torch
     from scipy.stats import pearsonr
@@ -64,7 +65,7 @@ def run_variant(job: tuple) -> dict:
     cfg = TrainConfig(epochs=epochs, batch_size=8, model=ModelConfig(**arch))   # the shipped recipe otherwise
     options = PreprocessOptions(register=cfg.register, n4=cfg.n4)
     # The same preprocessing caches as `make demo-model` (train and evaluate keep theirs in their out folder).
-    train = load_cohort(read_manifest(train_dir / "manifest.csv", require_label=True), cfg.spec, options,
+    train = load_cohort(read_manifest(train_dir / "manifest.csv", require_label=True)[:n_train], cfg.spec, options,
                         model_dir / "cache", 1, False)
     test = load_cohort(read_manifest(ext_dir / "manifest.csv", require_label=True), cfg.spec, options,
                        eval_dir / "cache", 1, False)
@@ -91,6 +92,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", type=Path, default=ROOT / "build" / "demo_model")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--n-train", type=int, default=300, help="the first N exams of the demo model's A–D cohort")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
     ap.add_argument("--jobs", type=int, default=2, help="variants trained side by side, one thread each")
     ap.add_argument("--table-only", action="store_true",
@@ -99,7 +101,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if not a.table_only:
         synth_cohorts(a.build)
-        jobs = [(name, arch, int(s), a.epochs, a.build) for s in a.seeds.split(",") for name, arch in VARIANTS.items()]
+        jobs = [(name, arch, int(s), a.epochs, a.build, a.n_train) for s in a.seeds.split(",") for name, arch in VARIANTS.items()]
         with ProcessPoolExecutor(a.jobs) as pool:
             list(pool.map(run_variant, jobs))
     # The table holds every seed run so far at these epochs (runs of other seeds add up).
@@ -116,7 +118,8 @@ def write_results(rows: list[dict], a) -> None:
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# Readout and stem-input ablation (`python bench/readout_ablation.py --seeds {','.join(map(str, seeds))}`)", "",
              f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores (about 4–5 min per variant and seed). "
-             f"Trained on the demo model's sites A–D (one patient-grouped early-stopping split, the shipped "
+             f"Trained on the first {a.n_train} exams of the demo model's sites A–D (one patient-grouped "
+             "early-stopping split, the shipped "
              f"recipe, {a.epochs} epochs, batch 8), tested on the held-out site E (n = 90). Pearson r; "
              "a seed sets both the training seed and the early-stopping split; one split, so differences "
              "under ~0.05 are noise.", "",

@@ -308,6 +308,9 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     if not info.main:
         return out
 
+    # A folder trained before with more folds keeps none of their weights: a model folder ships whole.
+    for stale in set(out.glob("fold*.pt")) - {out / f["file"] for f in fold_meta}:
+        stale.unlink()
     y_log = data.log_kpa
     calibration = calibrate(np.exp(y_log), np.exp(oof["full"]), folds, cfg.coverage)
     RidgeBaseline.fit(X_base, y_log, names).save(out / "baseline.json")

@@ -168,7 +168,11 @@ def test_tiny_model_interval_coverage_and_ablation_are_reported_by_evaluate(tiny
 
 
 def test_torchrun_two_cpu_processes(small_cohort, tmp_path):
+    """Two data-parallel CPU processes train a 2-fold model; the folder held a 3-fold model before,
+    whose third fold's weights must not survive into the new one."""
     out = tmp_path / "ddp"
+    out.mkdir()
+    (out / "fold2.pt").write_bytes(b"weights of an earlier 3-fold model")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "liverstiffness", "train", "--manifest", str(small_cohort[0]), "--out", str(out),
@@ -178,6 +182,7 @@ def test_torchrun_two_cpu_processes(small_cohort, tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["metrics"]["world_size"] == 2 and len(meta["folds"]) == 2
     assert all((out / f["file"]).is_file() for f in meta["folds"])
+    assert sorted(p.name for p in out.glob("fold*.pt")) == ["fold0.pt", "fold1.pt"]
 
 
 def test_init_from_fine_tunes_the_source_model(tiny_model, small_cohort, tmp_path):
