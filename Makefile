@@ -44,7 +44,7 @@ bench-clinical: $(STAMP)
 	$(PY) bench/bench_clinical.py
 
 # Re-train the shipped demo model (synthetic data only; see LiverStiffness/liverstiffness/models/demo/MODEL_CARD.md):
-# 1200 training exams, 3 folds in two data-parallel processes, about 35 min on 2 cores (README).
+# 1200 training exams, 3 folds in two data-parallel processes, about 40 min on 2 cores (README).
 demo-model: $(STAMP)
 	$(PY) bench/train_demo_model.py
 

@@ -57,6 +57,9 @@ BASE_BYTES = 900 * 2 ** 20
 #: Share of the liver mask a sequence must cover (below: error) or should cover (below: warning).
 MIN_LIVER_COVERAGE = 0.8
 WARN_LIVER_COVERAGE = 0.97
+#: Share of the liver mask where a sequence is exactly zero above which the report warns of a
+#: signal void: magnitude noise is never exactly zero in tissue, a dropout or zero-filled region is.
+WARN_LIVER_ZERO_SHARE = 0.01
 #: Liver ADC (10⁻³ mm²/s) outside this range is not tissue: the b-values are wrong.
 PLAUSIBLE_LIVER_ADC = (0.2, 4.0)
 #: Magnitude images are ≥ 0; a little below (interpolation ringing) is tolerated, but not a 1st
@@ -361,8 +364,17 @@ def blank_liver_slices(img: sitk.Image, pts: np.ndarray) -> list[int]:
     return [lo + int(i) for i in np.flatnonzero(flat)]
 
 
+def liver_zero_share(img: sitk.Image, pts: np.ndarray) -> float:
+    """Share of the liver points inside ``img``'s field of view where it is exactly zero."""
+    idx = np.rint(_physical_to_index(img, pts)).astype(int) if len(pts) else np.zeros((0, 3), int)
+    ok = np.all((idx >= 0) & (idx < np.array(img.GetSize())), axis=1)
+    if not ok.any():
+        return 0.0
+    return float(np.mean(sitk.GetArrayViewFromImage(img)[idx[ok, 2], idx[ok, 1], idx[ok, 0]] == 0))
+
+
 def check_sequence_against_liver(img: sitk.Image, pts: np.ndarray, where: str, name: str) -> str | None:
-    """Coverage and blank slices of one sequence; returns a warning line or None."""
+    """Coverage, blank slices and signal voids of one sequence; returns a warning line or None."""
     blank = blank_liver_slices(img, pts)
     if blank:
         value = float(sitk.GetArrayViewFromImage(img)[blank[0]].flat[0])
@@ -372,10 +384,15 @@ def check_sequence_against_liver(img: sitk.Image, pts: np.ndarray, where: str, n
     if cover < MIN_LIVER_COVERAGE:
         raise InputError(where, f"covers only {cover:.0%} of the liver mask (its field of view misses the rest); "
                                 f"at least {MIN_LIVER_COVERAGE:.0%} is needed")
+    notes = []
     if cover < WARN_LIVER_COVERAGE:
-        return (f"{name.upper()} covers {cover:.0%} of the liver mask: the rest lies outside its field of view, "
-                f"where the model sees no {name.upper()} signal")
-    return None
+        notes.append(f"{name.upper()} covers {cover:.0%} of the liver mask: the rest lies outside its field of view, "
+                     f"where the model sees no {name.upper()} signal")
+    zero = liver_zero_share(img, pts)
+    if zero > WARN_LIVER_ZERO_SHARE:
+        notes.append(f"{name.upper()} is exactly zero in {zero:.0%} of the liver mask (a signal void or "
+                     "zero-filled region?): the estimate reads that as signal")
+    return "; ".join(notes) or None
 
 
 def check_dwi_against_liver(b_values, images: list[sitk.Image], adc: sitk.Image | None, pts: np.ndarray,

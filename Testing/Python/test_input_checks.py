@@ -89,6 +89,27 @@ def test_blank_slice_through_the_liver_is_refused(one_case, tmp_path):
         read_exam(one_case.t1w, bad, one_case.dwi, one_case.mask, one_case.dwi_b)
 
 
+def test_signal_void_in_the_liver_is_reported(one_case, tmp_path):
+    """Exact zeros over part of the liver (a dropout, a zero-filled region) are not noise: the exam
+    is still estimated, and its report says where the sequence has no signal; the undamaged exam's does not."""
+    from liverstiffness import spatial
+
+    assert not [n for n in read_exam(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b).notes
+                if "exactly zero" in n]
+    t2 = sitk.ReadImage(str(one_case.t2w))
+    arr = sitk.GetArrayFromImage(t2)
+    liver = sitk.GetArrayFromImage(spatial.resample_like(sitk.ReadImage(str(one_case.mask)), t2, interpolation="nearest",
+                                                         pixel=sitk.sitkUInt8)) > 0
+    middle = int(np.flatnonzero(liver.any(axis=(1, 2))).mean())
+    void = np.zeros_like(liver)
+    void[middle - 1:middle + 2] = liver[middle - 1:middle + 2]
+    arr[void] = 0.0
+    notes = read_exam(one_case.t1w, _write_like(t2, arr, tmp_path / "t2w_void.nrrd"), one_case.dwi, one_case.mask,
+                      one_case.dwi_b).notes
+    share = void.sum() / liver.sum()
+    assert any(re.match(rf"T2W is exactly zero in {share:.0%} of the liver mask", n) for n in notes), (notes, share)
+
+
 @pytest.mark.parametrize("geometry, pattern", [
     ({"spacing": (0.0015, 0.0015, 0.005)}, r"voxel spacing of 0\.0015×0\.0015×0\.005 mm, outside"),   # metres
     ({"spacing": (4.4, 4.4, 80.0)}, r"voxel spacing of .*80 mm, outside"),
