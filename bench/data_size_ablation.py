@@ -43,38 +43,20 @@ def train_cohort(n_max: int) -> Path:
 def run_size(job: tuple) -> dict:
     """Train on the first ``n`` exams (single-threaded: the jobs run side by side) and score on E."""
     n, seed, epochs, manifest, build = job
-    import numpy as np
-    import torch
-    from scipy.stats import pearsonr
+    from one_split import train_and_score
 
-    from liverstiffness.baseline import RidgeBaseline, features
     from liverstiffness.cohort_data import load_cohort
-    from liverstiffness.ensemble import predict_log
-    from liverstiffness.folds import inner_split
     from liverstiffness.manifest import read_manifest
     from liverstiffness.preprocess import PreprocessOptions
-    from liverstiffness.train import DistInfo, TrainConfig, train_fold
+    from liverstiffness.train import TrainConfig
 
-    torch.set_num_threads(1)
     _, ext_dir, _, eval_dir = layout(build)
     cfg = TrainConfig(epochs=epochs, batch_size=8)      # the shipped architecture and recipe
     options = PreprocessOptions(register=cfg.register, n4=cfg.n4)
     train = load_cohort(read_manifest(manifest, require_label=True)[:n], cfg.spec, options, WORK / "cache", 1, False)
     test = load_cohort(read_manifest(ext_dir / "manifest.csv", require_label=True), cfg.spec, options,
                        eval_dir / "cache", 1, False)
-    tr, va = inner_split(train.records, cfg.val_fraction, seed)
-    t = time.perf_counter()
-    net, info = train_fold(train.subset(tr), train.subset(va), cfg, seed, torch.device("cpu"), DistInfo(),
-                           f"n={n}", lambda entry: None)
-    row = {"n": n, "seed": seed, "epochs": epochs, "best_epoch": info["best_epoch"],
-           "minutes": round((time.perf_counter() - t) / 60, 1)}
-    for variant in ("full", "without_image_tokens"):
-        pred = predict_log([net], test.images, test.cov, test.known, torch.device("cpu"), variant=variant)[0]
-        row[variant] = float(pearsonr(test.log_kpa, pred)[0])
-    voxel_ml = float(np.prod(cfg.spec.spacing_mm)) / 1000.0
-    X, names = features(train.images, train.cov, train.known, cfg.spec.channels, voxel_ml)
-    Xt, _ = features(test.images, test.cov, test.known, cfg.spec.channels, voxel_ml)
-    row["ridge"] = float(pearsonr(test.log_kpa, RidgeBaseline.fit(X, train.log_kpa, names).predict_log(Xt))[0])
+    row = {"n": n, "seed": seed, "epochs": epochs, **train_and_score(train, test, cfg, seed, f"n={n}")}
     print(json.dumps(row), flush=True)
     with open(WORK / "rows.jsonl", "a") as fh:       # every run's rows, for the table
         fh.write(json.dumps(row) + "\n")

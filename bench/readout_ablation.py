@@ -47,20 +47,14 @@ VARIANTS = {
 def run_variant(job: tuple) -> dict:
     """Train one variant on A–D (single-threaded: the jobs run side by side) and score it on E."""
     name, arch, seed, epochs, build, n_train = job
-    import numpy as np
-    import torch
-    from scipy.stats import pearsonr
+    from one_split import train_and_score
 
-    from liverstiffness.baseline import RidgeBaseline, features
     from liverstiffness.cohort_data import load_cohort
-    from liverstiffness.ensemble import predict_log
-    from liverstiffness.folds import inner_split
     from liverstiffness.manifest import read_manifest
     from liverstiffness.model.network import ModelConfig
     from liverstiffness.preprocess import PreprocessOptions
-    from liverstiffness.train import DistInfo, TrainConfig, train_fold
+    from liverstiffness.train import TrainConfig
 
-    torch.set_num_threads(1)
     train_dir, ext_dir, model_dir, eval_dir = layout(build)
     cfg = TrainConfig(epochs=epochs, batch_size=8, model=ModelConfig(**arch))   # the shipped recipe otherwise
     options = PreprocessOptions(register=cfg.register, n4=cfg.n4)
@@ -69,19 +63,7 @@ def run_variant(job: tuple) -> dict:
                         model_dir / "cache", 1, False)
     test = load_cohort(read_manifest(ext_dir / "manifest.csv", require_label=True), cfg.spec, options,
                        eval_dir / "cache", 1, False)
-    tr, va = inner_split(train.records, cfg.val_fraction, seed)
-    t = time.perf_counter()
-    net, info = train_fold(train.subset(tr), train.subset(va), cfg, seed, torch.device("cpu"), DistInfo(), name,
-                           lambda entry: None)
-    row = {"variant": name, "seed": seed, "best_epoch": info["best_epoch"], "minutes": round((time.perf_counter() - t) / 60, 1)}
-    for variant in ("full", "without_image_tokens"):
-        pred = predict_log([net], test.images, test.cov, test.known, torch.device("cpu"), variant=variant)[0]
-        row[variant] = float(pearsonr(test.log_kpa, pred)[0])
-    voxel_ml = float(np.prod(cfg.spec.spacing_mm)) / 1000.0
-    X, names = features(train.images, train.cov, train.known, cfg.spec.channels, voxel_ml)
-    Xt, _ = features(test.images, test.cov, test.known, cfg.spec.channels, voxel_ml)
-    ridge = RidgeBaseline.fit(X[np.r_[tr, va]], train.log_kpa[np.r_[tr, va]], names)
-    row["ridge"] = float(pearsonr(test.log_kpa, ridge.predict_log(Xt))[0])
+    row = {"variant": name, "seed": seed, **train_and_score(train, test, cfg, seed, name)}
     print(json.dumps(row), flush=True)
     with open(build / "readout_ablation.jsonl", "a") as fh:      # every run's rows, for the table
         fh.write(json.dumps({**row, "epochs": epochs}) + "\n")

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "LiverStiffness"))
+sys.path.insert(0, str(ROOT / "bench"))
 WORK = ROOT / "build" / "data_size"
 
 
@@ -27,24 +27,12 @@ def cohorts(n: int, spec, options):
 
 
 def train_and_score(train, test, cfg, seed: int, tag: str, extra: dict) -> dict:
-    """One patient-grouped early-stopping split, then r on site E (full, without image tokens)."""
-    import torch
-    from scipy.stats import pearsonr
+    """One split (``bench/one_split.py``, no ridge), printed and appended to build/data_size/experiments.jsonl."""
+    from one_split import train_and_score as one_split
 
-    import liverstiffness.train as T
-    from liverstiffness.ensemble import predict_log
-    from liverstiffness.folds import inner_split
-
-    torch.set_num_threads(1)
-    tr, va = inner_split(train.records, cfg.val_fraction, seed)
-    t = time.perf_counter()
-    net, info = T.train_fold(train.subset(tr), train.subset(va), cfg, seed, torch.device("cpu"), T.DistInfo(), tag,
-                             lambda entry: None)
-    row = {"experiment": tag, "n": len(train.records), "seed": seed, **extra, "best_epoch": info["best_epoch"],
-           "minutes": round((time.perf_counter() - t) / 60, 1)}
-    for variant in ("full", "without_image_tokens"):
-        pred = predict_log([net], test.images, test.cov, test.known, torch.device("cpu"), variant=variant)[0]
-        row[variant] = round(float(pearsonr(test.log_kpa, pred)[0]), 3)
+    row = {"experiment": tag, "n": len(train.records), "seed": seed, **extra,
+           **{k: round(v, 3) if isinstance(v, float) else v
+              for k, v in one_split(train, test, cfg, seed, tag, ridge=False).items()}}
     print(json.dumps(row), flush=True)
     with open(WORK / "experiments.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
