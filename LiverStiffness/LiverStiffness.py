@@ -391,9 +391,10 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.maskSegmentSelector.setCurrentSegmentID(result.segment_id)
         self._on_segment_selected()
         c = result.info["confidence"]
-        agreement = c.get("fold_agreement_dice")
-        sure = _("mean probability {p:.2f}").format(p=c["mean_probability"]) + (
-            ", " + _("fold agreement {d:.2f}").format(d=agreement) if agreement else "")
+        folds, scales = c.get("fold_agreement_dice"), c.get("tta_agreement_dice")
+        sure = (_("mean probability {p:.2f}").format(p=c["mean_probability"])
+                + (", " + _("fold agreement {d:.2f}").format(d=folds) if folds else "")
+                + (", " + _("scale agreement {d:.2f}").format(d=scales) if scales else ""))
         check = _("LOW CONFIDENCE: check it carefully") if c.get("low_confidence") else _("check it")
         self.ui.statusLabel.text = _("Automatic liver mask: {ml:.0f} mL ({sure}); {check} "
                                      "(Check mask, Fix in Segment Editor) before estimating.").format(

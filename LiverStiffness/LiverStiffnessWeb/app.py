@@ -472,7 +472,7 @@ class LiverStiffnessWebApp(TrameApp):
         with self.state:
             self.state.busy, self.state.error = "Segmenting the liver on the T2w…", ""
         try:
-            from liverstiffness.segmentation.auto_mask import get_segmenter
+            from liverstiffness.segmentation.auto_mask import confidence_text, get_segmenter
             from LiverStiffnessLib.mrml_convert import sitk_from_volume
 
             image = sitk_from_volume(t2.node, "T2w")
@@ -490,8 +490,8 @@ class LiverStiffnessWebApp(TrameApp):
             items = [i for i in self.state.series_items if i["value"] != "__auto__"]
             self.state.series_items = [*items, {"title": "Automatic liver mask (Segment liver)", "value": "__auto__"}]
             self.state.mask = "__auto__"
-            self.state.auto_mask_text = (f"Automatic liver mask: {result.info['volume_ml']:.0f} mL, mean probability "
-                                         f"{c['mean_probability']:.2f}" + ("; LOW CONFIDENCE" if c.get("low_confidence") else "")
+            self.state.auto_mask_text = (f"Automatic liver mask: {result.info['volume_ml']:.0f} mL, {confidence_text(c)}"
+                                         + ("; LOW CONFIDENCE" if c.get("low_confidence") else "")
                                          + ". Check it (Check mask) before estimating.")
         self._on_inputs_change()
 

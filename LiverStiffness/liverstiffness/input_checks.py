@@ -364,13 +364,19 @@ def blank_liver_slices(img: sitk.Image, pts: np.ndarray) -> list[int]:
     return [lo + int(i) for i in np.flatnonzero(flat)]
 
 
+def values_at_liver(img: sitk.Image, pts: np.ndarray) -> np.ndarray:
+    """``img``'s voxel values at the liver points (nearest voxel) that lie in its field of view."""
+    if len(pts) == 0:
+        return np.zeros(0, np.float32)
+    idx = np.rint(_physical_to_index(img, pts)).astype(int)
+    ok = np.all((idx >= 0) & (idx < np.array(img.GetSize())), axis=1)
+    return sitk.GetArrayViewFromImage(img)[idx[ok, 2], idx[ok, 1], idx[ok, 0]]
+
+
 def liver_zero_share(img: sitk.Image, pts: np.ndarray) -> float:
     """Share of the liver points inside ``img``'s field of view where it is exactly zero."""
-    idx = np.rint(_physical_to_index(img, pts)).astype(int) if len(pts) else np.zeros((0, 3), int)
-    ok = np.all((idx >= 0) & (idx < np.array(img.GetSize())), axis=1)
-    if not ok.any():
-        return 0.0
-    return float(np.mean(sitk.GetArrayViewFromImage(img)[idx[ok, 2], idx[ok, 1], idx[ok, 0]] == 0))
+    values = values_at_liver(img, pts)
+    return float(np.mean(values == 0)) if len(values) else 0.0
 
 
 def check_sequence_against_liver(img: sitk.Image, pts: np.ndarray, where: str, name: str) -> str | None:
@@ -402,22 +408,17 @@ def check_dwi_against_liver(b_values, images: list[sitk.Image], adc: sitk.Image 
         return
     medians = []
     for im in images:
-        idx = np.rint(_physical_to_index(im, pts)).astype(int)
-        size = np.array(im.GetSize())
-        ok = np.all((idx >= 0) & (idx < size), axis=1)
-        arr = sitk.GetArrayViewFromImage(im)
-        if not ok.any():
+        values = values_at_liver(im, pts)
+        if not len(values):
             return          # the coverage check speaks for a DWI that misses the liver
-        medians.append(float(np.median(arr[idx[ok, 2], idx[ok, 1], idx[ok, 0]])))
+        medians.append(float(np.median(values)))
     if medians[-1] >= medians[0]:
         raise InputError(where, f"liver signal does not fall with b (b = {b_values[0]:g} → {b_values[-1]:g} s/mm²: "
                                 f"median {medians[0]:.4g} → {medians[-1]:.4g}); are the b-values in the order of the volumes?")
-    if adc is not None:
-        idx = np.rint(_physical_to_index(adc, pts)).astype(int)
-        ok = np.all((idx >= 0) & (idx < np.array(adc.GetSize())), axis=1)
-        if ok.any():
-            med = float(np.median(sitk.GetArrayViewFromImage(adc)[idx[ok, 2], idx[ok, 1], idx[ok, 0]]))
-            lo, hi = PLAUSIBLE_LIVER_ADC
-            if not lo <= med <= hi:
-                raise InputError(where, f"gives a liver ADC of {med:.3g}×10⁻³ mm²/s, outside the {lo:g}–{hi:g} of any "
-                                        "tissue; are the b-values right and in s/mm²?")
+    adc_values = values_at_liver(adc, pts) if adc is not None else []
+    if len(adc_values):
+        med = float(np.median(adc_values))
+        lo, hi = PLAUSIBLE_LIVER_ADC
+        if not lo <= med <= hi:
+            raise InputError(where, f"gives a liver ADC of {med:.3g}×10⁻³ mm²/s, outside the {lo:g}–{hi:g} of any "
+                                    "tissue; are the b-values right and in s/mm²?")

@@ -183,64 +183,63 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
 
     kpa = float(res["kpa"][0])
     cat = cutoffs.categorize(kpa)
+    report = {
+        "stiffness_label": STIFFNESS_LABEL,
+        "stiffness_kpa": round(kpa, 3),
+        "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
+        "interval_coverage": res["coverage"],
+        "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": cutoffs.band_table(),
+        "cutoff_table": cutoffs.as_dict(),
+        "fold_predictions_kpa": [round(float(v), 3) for v in np.exp(res["fold_log"][:, 0])],
+        "ensemble_sd_log": round(float(res["sd_log"][0]), 4),
+        "sequence_contributions_kpa": attention.pop("sequence_contributions_kpa"),
+        "attention": attention,
+        "model": ens.meta.summary(Path(ens.model_dir)),
+        "device": str(ens.device),
+        "patient": {c: getattr(facts, c) for c in COVARIATES},
+        "inputs": {name: {"source": images.paths.get(name, ""), **geometry(img)} for name, img in (
+            ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.images[-1]), ("mask", images.mask))},
+        "dwi_b_values": list(images.dwi.b_values), "adc_available": prep.has_adc,
+        "preprocessing": {"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
+                          "body_medians": prep.body_medians, "crop": geometry(prep.crop)},
+        "mask": mask_info or {"source": "given", "path": mask_path},
+        "mask_qa": qa_summary, "input_range": input_range, "warnings": warnings_out, "outputs": {},
+        "software": {"liverstiffness": __version__, "torch": torch.__version__},
+        **(report_extra or {}),
+    }
     stage("write")
-    t_write = time.perf_counter()
     with writing(f"--out {out_dir}"):                  # a full disk: one clear error, nothing half-written
-        return _write_result(out_dir, images, facts, ens, opts, prep, res, maps, attention, cat, kpa, qa_summary,
-                             warnings_out, input_range, timings, t_write, t_all, mask_info, mask_path,
-                             cutoffs, report_extra)
+        return _write_result(out_dir, report, images, prep, maps, opts, Path(ens.model_dir),
+                             auto_mask=mask_info is not None, timings=timings, t_all=t_all)
 
 
-def _write_result(out_dir: Path, images: ExamImages, facts: PatientFacts, ens: Ensemble, opts: PredictOptions,
-                  prep: Prepared, res: dict, maps: dict, attention: dict, cat, kpa: float, qa_summary, warnings_out: list,
-                  input_range: dict, timings: dict, t_write: float, t_all: float, mask_info: dict | None,
-                  mask_path: str, cutoffs, report_extra: dict | None) -> dict:
-    """Everything into a staging folder beside ``out_dir``, then moved into place (report.json
-    last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
+def _write_result(out_dir: Path, report: dict, images: ExamImages, prep: Prepared, maps: dict, opts: PredictOptions,
+                  model_dir: Path, auto_mask: bool, timings: dict, t_all: float) -> dict:
+    """``report`` and the maps into a staging folder beside ``out_dir``, then moved into place
+    (report.json last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
+    t_write = time.perf_counter()
     tmp = staging_folder(out_dir)  # inputs accepted: now we may write
     # One more thread writes the maps: zlib lets go of the GIL, so they compress while this one
     # goes on (the montage, the report).
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         outputs, rollout, writes = _write_maps(tmp, prep, maps, pool)
-        report = {
-            "stiffness_label": STIFFNESS_LABEL,
-            "stiffness_kpa": round(kpa, 3),
-            "interval_kpa": [round(float(res["low"][0]), 3), round(float(res["high"][0]), 3)],
-            "interval_coverage": res["coverage"],
-            "category": cat.label, "category_band_kpa": [cat.low_kpa, cat.high_kpa], "mre_bands": cutoffs.band_table(),
-            "cutoff_table": cutoffs.as_dict(),
-            "fold_predictions_kpa": [round(float(v), 3) for v in np.exp(res["fold_log"][:, 0])],
-            "ensemble_sd_log": round(float(res["sd_log"][0]), 4),
-            "sequence_contributions_kpa": attention.pop("sequence_contributions_kpa"),
-            "attention": attention,
-            "model": ens.meta.summary(Path(ens.model_dir)),
-            "device": str(ens.device),
-            "patient": {c: getattr(facts, c) for c in COVARIATES},
-            "inputs": {name: {"source": images.paths.get(name, ""), **geometry(img)} for name, img in (
-                ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.images[-1]), ("mask", images.mask))},
-            "dwi_b_values": list(images.dwi.b_values), "adc_available": prep.has_adc,
-            "preprocessing": {"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
-                              "body_medians": prep.body_medians, "crop": geometry(prep.crop)},
-            "mask": mask_info or {"source": "given", "path": mask_path},
-            "mask_qa": qa_summary, "input_range": input_range, "warnings": warnings_out, "outputs": outputs,
-            "software": {"liverstiffness": __version__, "torch": torch.__version__},
-            **(report_extra or {}),
-        }
-        if mask_info is not None:  # the automatic mask itself, on the T1w grid, for checking
+        report["outputs"] = outputs
+        if auto_mask:  # the automatic mask itself, on the T1w grid, for checking
             sitk.WriteImage(images.mask, str(tmp / "mask_auto.nii.gz"), useCompression=True)
             outputs["mask"] = "mask_auto.nii.gz"
         if opts.montage:
             from .montage import write_montage
             write_montage(tmp / "attention_montage.png", images.t1w, rollout, prep.mask_ref,
-                          title=f"{kpa:.2f} kPa ({cat.label}) — attention rollout", unit="× uniform share")
+                          title=f"{report['stiffness_kpa']:.2f} kPa ({report['category']}) — attention rollout",
+                          unit="× uniform share")
             outputs["montage"] = "attention_montage.png"
         _finish(writes, f"--out {out_dir}")
         timings["write"] = round(time.perf_counter() - t_write, 4)
         timings["total"] = round(time.perf_counter() - t_all, 4)
         report["timings_s"] = timings
         from .report_page import write_report_page
-        outputs["report_page"] = write_report_page(tmp / "report.html", report, tmp, Path(ens.model_dir)).name
+        outputs["report_page"] = write_report_page(tmp / "report.html", report, tmp, model_dir).name
         atomic_write_text(tmp / REPORT, json.dumps(report, indent=2))
         publish_folder(tmp, out_dir)
     except BaseException:

@@ -45,7 +45,7 @@ def run(args) -> int:
     if out.is_dir():
         raise InputError(f"--out {out}", "is a folder; give a file name")
     image = read_volume(args.image, "image")
-    from .segmentation.auto_mask import get_segmenter
+    from .segmentation.auto_mask import confidence_text, get_segmenter
 
     seg = get_segmenter(args.segmenter, args.seg_model, args.device)
     res = seg.segment(image, f"image {args.image}")
@@ -56,10 +56,6 @@ def run(args) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps({"image": str(Path(args.image).resolve()), "mask": str(out.resolve()),
                                                  **res.report()}, indent=2) + "\n")
-    c = res.confidence
-    conf = (f"mean probability {c['mean_probability']:.2f}" if c.get("mean_probability") is not None else "no probability")
-    if c.get("fold_agreement_dice") is not None:
-        conf += f", fold agreement {c['fold_agreement_dice']:.2f}"
-    warn = " LOW CONFIDENCE: check it" if c.get("low_confidence") else ""
-    print(f"Liver mask {res.volume_ml:.0f} mL ({conf}){warn} → {out}")
+    warn = " LOW CONFIDENCE: check it" if res.confidence.get("low_confidence") else ""
+    print(f"Liver mask {res.volume_ml:.0f} mL ({confidence_text(res.confidence)}){warn} → {out}")
     return 0

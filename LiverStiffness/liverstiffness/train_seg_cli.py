@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="neighbouring slices on each side given to the network with each slice (default %(default)s)")
     p.add_argument("--organ-intensity", type=float, default=SegTrainConfig.organ_intensity_prob,
                    help="probability per labelled organ of scaling its signal in training (0: off; default %(default)s)")
+    p.add_argument("--synthetic-share", type=float, default=None,
+                   help="share of training samples drawn from the --manifest exams (default: their share of the cases)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=1, help="folds trained at a time, each in its own process")
@@ -48,6 +50,8 @@ def run(args) -> int:
         raise InputError("--patch", f"needs two multiples of 16 (y,x), got {args.patch!r}")
     if args.context < 0 or not 0 <= args.organ_intensity <= 1:
         raise InputError("--context/--organ-intensity", "context must be 0 or more, organ-intensity within 0–1")
+    if args.synthetic_share is not None and not 0 <= args.synthetic_share <= 1:
+        raise InputError("--synthetic-share", f"must be within 0–1, got {args.synthetic_share}")
     if args.width < 4:
         raise InputError("--width", f"must be at least 4, got {args.width}")
     if args.folds < 2:
@@ -62,7 +66,8 @@ def run(args) -> int:
 
     net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
     cfg = SegTrainConfig(folds=args.folds, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
-                         seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity)
+                         seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
+                         synthetic_share=args.synthetic_share)
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)

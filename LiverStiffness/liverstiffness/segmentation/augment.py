@@ -87,13 +87,25 @@ def training_transforms(patch_yx, seed: int):
     return t
 
 
+def case_weights(cases, synthetic_share: float | None) -> np.ndarray | None:
+    """Sampling probability per case so that synthetic exams make ``synthetic_share`` of the
+    samples (spread evenly over them, the rest over the real cases); None: uniform over cases."""
+    synthetic = np.array([c.source == "synthetic" for c in cases])
+    if synthetic_share is None or synthetic.all() or not synthetic.any():
+        return None
+    return np.where(synthetic, synthetic_share / synthetic.sum(), (1 - synthetic_share) / (~synthetic).sum())
+
+
 def augmented_batch(cases, transforms, rng: np.random.Generator, batch_size: int, context: int,
-                    organ_prob: float = 0.0, organ_range: tuple[float, float] = (1.0, 1.0)):
-    """``batch_size`` random slice stacks, each augmented once: ([B, C, y, x] image, [B, 1, y, x] label)."""
+                    organ_prob: float = 0.0, organ_range: tuple[float, float] = (1.0, 1.0),
+                    weights: np.ndarray | None = None):
+    """``batch_size`` random slice stacks, each augmented once: ([B, C, y, x] image, [B, 1, y, x] label).
+    ``weights``: sampling probability per case (``case_weights``); None: uniform."""
     import torch
 
     xs, ys = [], []
-    for i in rng.integers(0, len(cases), batch_size):
+    picks = rng.integers(0, len(cases), batch_size) if weights is None else rng.choice(len(cases), batch_size, p=weights)
+    for i in picks:
         c = cases[int(i)]
         liver = np.flatnonzero(c.label.reshape(c.label.shape[0], -1).any(axis=1))
         pick_liver = len(liver) and rng.random() < LIVER_SLICE_FRACTION

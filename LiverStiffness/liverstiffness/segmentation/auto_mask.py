@@ -85,9 +85,18 @@ def read_exam_auto(t1w, t2w, dwi, dwi_b, segmenter, register: bool = True) -> tu
     return auto_mask(t1, t2, read_dwi(dwi, dwi_b, "dwi"), paths, segmenter, register)
 
 
+def confidence_text(c: dict) -> str:
+    """The confidence entries a segmenter gave, in words ("mean probability 0.95, fold agreement 0.93, …")."""
+    parts = [f"{words} {c[key]:.2f}" for key, words in (("mean_probability", "mean probability"),
+                                                         ("fold_agreement_dice", "fold agreement"),
+                                                         ("tta_agreement_dice", "scale agreement"))
+             if c.get(key) is not None]
+    return ", ".join(parts) or "no probability"
+
+
 def low_confidence_warning(info: dict) -> str | None:
     c = info.get("confidence") or {}
     if not c.get("low_confidence"):
         return None
-    return (f"automatic liver mask has low confidence (mean probability {c.get('mean_probability')}, fold agreement "
-            f"{c.get('fold_agreement_dice')}): check it, e.g. in Segment Editor, before trusting the estimate")
+    return (f"automatic liver mask has low confidence ({confidence_text(c)}): check it, e.g. in Segment Editor, "
+            "before trusting the estimate")

@@ -92,6 +92,9 @@ class SegTrainConfig:
     # organ-wise intensity augmentation (augment.organ_intensity): probability per organ, factor range
     organ_intensity_prob: float = 0.35
     organ_intensity_range: tuple[float, float] = (0.25, 1.5)
+    # share of training samples drawn from synthetic exams; None: as many as their count says.
+    # The real scans are what the model is scored on, the synthetic ones add contrasts they lack.
+    synthetic_share: float | None = None
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("net", "spec")}

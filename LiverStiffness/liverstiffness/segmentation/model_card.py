@@ -36,7 +36,13 @@ def training_lines(model_dir: Path) -> list[str]:
             f"Dice + cross-entropy loss, seed {c['seed']}.",
             "- Augmentation (MONAI): rotation, scaling, shifts, elastic deformation, lower resolution, bias field, "
             "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
-            f"- Organ-wise intensity: {organ}.", ""]
+            f"- Organ-wise intensity: {organ}.",
+            *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
+               "real scans)."] if c.get("synthetic_share") is not None else []), ""]
+
+
+def _scales(scales) -> str:
+    return ", ".join(f"{s:g}×" for s in scales if s != 1.0)
 
 
 def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
@@ -53,8 +59,9 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
         f"# Model card: {meta.name} {meta.version} (automatic liver mask)", "",
         "## What it does", "",
         ("Segments the liver in an axial T2-weighted abdominal MRI and returns a binary mask on the image's own grid "
-         "(largest connected component, holes filled) with a confidence (mean liver probability and agreement between "
-         "the fold networks). It proposes a mask for a person to check; it does not replace that check."), "",
+         "(largest connected component, holes filled) with a confidence (mean liver probability, agreement between "
+         "the fold networks and between the test-time scales). It proposes a mask for a person to check; it does "
+         "not replace that check."), "",
         "## Input", "",
         f"- Sequence: {meta.spec.sequence}.",
         (f"- Resampled to {meta.spec.spacing_mm} mm (x, y, z), {meta.spec.orientation}; results are resampled back "
@@ -64,7 +71,9 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
         (f"MONAI UNet, 2-D with 2.5-D input: each axial slice with {meta.net.context} neighbour(s) on either side "
          f"({meta.net.in_channels} channels) → the slice's liver logit; channels {meta.net.channels}, strides "
          f"{meta.net.strides}, {meta.net.num_res_units} residual unit(s), {meta.net.norm} norm. An ensemble of "
-         f"{len(meta.folds)} fold networks (mean probability, threshold {meta.inference.threshold})."), "",
+         f"{len(meta.folds)} fold networks (mean probability, threshold {meta.inference.threshold})."
+         + (f" Test-time augmentation: the image also run at {_scales(meta.inference.tta_scales)} the model's in-plane "
+            "spacing, the probabilities averaged on the input grid." if len(meta.inference.tta_scales) > 1 else "")), "",
         "## Training data", "",
         f"- {CHAOS}; licence {CHAOS_LICENCE}.",
         ("- The copy used (shared/data/real/chaos_t2spir) was preprocessed by a research group (Q-Net): intensity "

@@ -33,14 +33,27 @@ DEFAULT_SEG_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "liv
 @dataclass
 class SegInference:
     """How the fold networks are run: every slice of the network grid (with its neighbours), the
-    slice padded to a multiple of the network's divisor, ``batch`` slices at a time."""
+    slice padded to a multiple of the network's divisor, ``batch`` slices at a time.
+
+    ``tta_scales``: test-time augmentation by in-plane scale. The image is also put on network grids
+    whose in-plane spacing is the model's times each factor (a liver a little larger or smaller
+    than the network saw it), and the probabilities, each back on the input grid, are averaged.
+    The agreement between the scales' masks is part of the confidence (it falls on images unlike
+    the training data). A folder without the entry was written before it: (1.0,), none.
+    """
 
     batch: int = 16
-    threshold: float = 0.5           # on the fold-mean probability
+    threshold: float = 0.5           # on the mean probability
+    tta_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
 
     @classmethod
     def from_dict(cls, d: dict) -> SegInference:
-        return cls(int(d["batch"]), float(d["threshold"]))
+        return cls(int(d["batch"]), float(d["threshold"]), tuple(float(s) for s in d.get("tta_scales", (1.0,))))
+
+    def validate(self, where) -> SegInference:
+        if not self.tta_scales or not all(0.5 <= s <= 2.0 for s in self.tta_scales):
+            raise InputError(where, f"inference.tta_scales {list(self.tta_scales)} must be factors within 0.5–2")
+        return self
 
 
 @dataclass
@@ -103,7 +116,12 @@ def read_meta(model_dir: str | Path) -> SegModelMeta:
         raise InputError(path, f"is not valid JSON ({exc.msg})") from None
     if d.get("format") != FORMAT:
         raise InputError(path, f"has format {d.get('format')!r}; expected {FORMAT}")
-    return SegModelMeta.from_dict(d)
+    try:
+        meta = SegModelMeta.from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"is missing or has a malformed entry ({type(exc).__name__}: {exc})") from None
+    meta.inference.validate(path)
+    return meta
 
 
 def load_networks(model_dir: str | Path, meta: SegModelMeta, device: torch.device | str = "cpu",

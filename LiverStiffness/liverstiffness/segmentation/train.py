@@ -65,7 +65,7 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
-    from .augment import augmented_batch, training_transforms
+    from .augment import augmented_batch, case_weights, training_transforms
 
     set_determinism(seed)
     torch.manual_seed(seed)
@@ -74,6 +74,7 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     loss_fn = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
     transforms = training_transforms(cfg.patch_yx, seed)
     rng = np.random.default_rng(seed)
+    weights = case_weights(train_cases, cfg.synthetic_share)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     t0, running = time.perf_counter(), []
@@ -81,7 +82,7 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
         x, y = augmented_batch(train_cases, transforms, rng, cfg.batch_size, cfg.net.context,
-                               cfg.organ_intensity_prob, cfg.organ_intensity_range)
+                               cfg.organ_intensity_prob, cfg.organ_intensity_range, weights)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             loss = loss_fn(net(x).float(), y)
@@ -105,7 +106,8 @@ def evaluate_cases(segmenter, cases: list[SegCase]) -> list[dict]:
         t = time.perf_counter()
         res = segmenter.segment(image, c.case_id, require_liver=False)
         row = {"case_id": c.case_id, "source": c.source, **compare(res.mask, label),
-               "mean_probability": res.confidence["mean_probability"], "seconds": round(time.perf_counter() - t, 2)}
+               "mean_probability": res.confidence["mean_probability"],
+               "tta_agreement_dice": res.confidence.get("tta_agreement_dice"), "seconds": round(time.perf_counter() - t, 2)}
         rows.append(row)
     return rows
 
