@@ -33,10 +33,11 @@ from .postprocess import clean_mask
 # misses (CHAOS 5, 0.81) is caught by the fold agreement. The fold agreement (mean pairwise Dice of
 # the fold networks' masks) needs several networks that never saw an image: measured with three
 # independently trained ones per real case (this model's held-out network and those of two earlier
-# 3000-step runs; masks on the image grid), it was 0.831 and 0.888 on CHAOS 15 and 5 (Dice 0.81 both) and
-# 0.894–0.958 on the 13 others; so 0.89. Five networks of one recipe agree a little more than
-# three of different recipes, so on new images the flag errs towards silence; all three
-# thresholds rest on 15 real and 9 synthetic cases.
+# 3000-step runs, one scale, masks on the image grid; bench/seg_agreement.py), it was 0.824 and
+# 0.884 on CHAOS 15 and 5 (Dice 0.81 both), 0.888 on case 31 (0.89) and 0.891–0.954 on the 12
+# others; so 0.89 flags the two worst and one case at the median. Five networks of one recipe
+# agree a little more than three of different recipes, so on new images the flag errs towards
+# silence; all three thresholds rest on 15 real and 9 synthetic cases.
 LOW_AGREEMENT = 0.89
 LOW_TTA_AGREEMENT = 0.90
 LOW_MEAN_PROBABILITY = 0.90
