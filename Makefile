@@ -51,8 +51,8 @@ demo-model: $(STAMP)
 # Re-train the shipped liver segmentation model: the 15 real CHAOS T2-SPIR cases (CC BY-SA 4.0) and 9 synthetic
 # exams (6 normal-size, 3 small; sites A–D; drawn for 15 % of the training samples), 5 folds (each case scored by
 # the fold network that never saw it; a phantom built from a CHAOS case's anatomy is held out with that case), the
-# fold networks together are the model. 6000 steps (twice the previous model's 3000: +0.015 held-out Dice,
-# bench/RESULTS.md); about 72 min on this project's 2-core CPU (five worker processes of one thread); uses a GPU
+# fold networks together are the model. 6000 steps (twice the previous model's 3000: +0.015 held-out Dice with
+# seed 0, +0.003 with seed 1, bench/RESULTS.md); about 72 min on this project's 2-core CPU (five worker processes of one thread); uses a GPU
 # when present. Then bench/seg_bench.py --update-model (README) measures it.
 seg-model: $(STAMP)
 	$(VENV)/bin/liverstiffness synth --out build/seg_model/synthetic --n 6 --seed 7 --sites A,B,C,D --size normal --quiet

@@ -44,7 +44,7 @@ class SegNetConfig:
     through-plane context (liver dome, tip of the right lobe) that a plain 2-D network lacks.
     Two neighbours each side (±15 mm at 7.7 mm slices) and 3000 steps: held-out CHAOS Dice 0.877,
     against 0.858 with one neighbour and 1200 steps (both on CHAOS alone; bench/RESULTS.md). The
-    shipped model trains 6000 steps (``make seg-model``): 0.897 against 0.882 with 3000.
+    shipped model trains 6000 steps (``make seg-model``): 0.897 against 0.882 with 3000 (seed 1: 0.889, 0.886).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
