@@ -35,12 +35,10 @@ from liverstiffness.segmentation.model_folder import read_meta  # noqa: E402
 
 def held_out_mask(model_dir: Path, case_id: str, image: sitk.Image) -> np.ndarray:
     """The mask of ``image`` by the one fold network of ``model_dir`` that never saw ``case_id``."""
-    meta = read_meta(model_dir)
-    k = next(i for i, f in enumerate(meta.folds) if case_id in f["held_out"])
-    seg = LiverSegmenter.load(model_dir, "cpu", folds=[k])
+    seg = LiverSegmenter.load(model_dir, "cpu", folds=[read_meta(model_dir).fold_holding_out(case_id)])
     seg.meta.inference = replace(seg.meta.inference, tta_scales=(1.0,))   # as the fold agreement: one scale
     prob = sitk.GetArrayFromImage(seg.segment(image, case_id, require_liver=False).probability)
-    return prob >= meta.inference.threshold
+    return prob >= seg.meta.inference.threshold
 
 
 def main() -> None:

@@ -36,8 +36,7 @@ def chaos(real_data, n):
 
 def held_out_fold(case_id):
     """Index of the fold network that never saw ``case_id`` in training."""
-    meta = read_meta(DEFAULT_SEG_MODEL_DIR)
-    return next(i for i, f in enumerate(meta.folds) if case_id in f["held_out"])
+    return read_meta(DEFAULT_SEG_MODEL_DIR).fold_holding_out(case_id)
 
 
 @pytest.fixture(scope="module")

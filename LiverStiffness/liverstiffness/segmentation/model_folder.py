@@ -87,6 +87,10 @@ class SegModelMeta:
                    folds=d["folds"], trained_on=d.get("trained_on", {}), metrics=d.get("metrics", {}),
                    licence=d.get("licence", ""), intended_use=d.get("intended_use", ""))
 
+    def fold_holding_out(self, case_id: str) -> int:
+        """Index of the fold network that never saw ``case_id`` in training (where its held-out scores come from)."""
+        return next(i for i, f in enumerate(self.folds) if case_id in f["held_out"])
+
     def summary(self, model_dir: Path) -> dict:
         """What a report says about the segmentation model."""
         return {"name": self.name, "version": self.version, "path": str(model_dir),
