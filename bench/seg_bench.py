@@ -1,8 +1,8 @@
 """Benchmark of the automatic liver mask (not a timed test): accuracy, effect on the estimate, time.
 
 1. Held-out accuracy on real MRI: every CHAOS case (and synthetic training exam) segmented by
-   the one fold network of the model that never saw it, on the case's own grid, after
-   post-processing: Dice, HD95 and mean surface distance (mm) against the manual label.
+   the fold networks of the model that never saw it (one per training run, averaged), on the
+   case's own grid, after post-processing: Dice, HD95 and mean surface distance (mm) against the manual label.
    ``--update-model`` writes them into the model folder (cv_cases.csv, seg_model.json, card).
 2. Effect on the stiffness estimate: synthetic exams of a site the stiffness model never saw
    (site E, 3 T), predicted with the cohort's own mask and with ``--mask auto``; the change in
@@ -37,7 +37,7 @@ from liverstiffness.segmentation.model_folder import (
     read_meta,
     write_meta,
 )
-from liverstiffness.segmentation.train import evaluate_cases, summarise
+from liverstiffness.segmentation.train import score_held_out, summarise
 
 
 def held_out(model_dir: Path, chaos: Path, synthetic: list[str]) -> list[dict]:
@@ -45,12 +45,7 @@ def held_out(model_dir: Path, chaos: Path, synthetic: list[str]) -> list[dict]:
 
     meta = read_meta(model_dir)
     cases = load_pairs(chaos, 1, meta.spec) + [c for m in synthetic for c in load_manifest(m, meta.spec)]
-    by_id = {c.case_id: c for c in cases}
-    rows = []
-    for k, fold in enumerate(meta.folds):
-        seg = LiverSegmenter.load(model_dir, "cpu", folds=[k])
-        rows += [{"fold": k, **r} for r in evaluate_cases(seg, [by_id[c] for c in fold["held_out"] if c in by_id])]
-    return rows
+    return score_held_out(model_dir, meta, cases)
 
 
 def update_model(model_dir: Path, rows: list[dict]) -> None:

@@ -10,8 +10,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "train-seg", help="train the automatic liver mask model on labelled T2w MRI",
         description="k-fold training over cases: every case is scored (Dice, HD95) by the fold network that never "
-                    "saw it, and the fold networks together form the model folder OUT (seg_model.json, fold*.pt, "
-                    "MODEL_CARD.md, LICENSE-WEIGHTS.md, cv_cases.csv, train_log.jsonl). Uses a CUDA GPU when present.")
+                    "saw it (by the mean of one per run with --runs), and the fold networks together form the model "
+                    "folder OUT (seg_model.json, *.pt weights, MODEL_CARD.md, LICENSE-WEIGHTS.md, cv_cases.csv, "
+                    "train_log.jsonl). Uses a CUDA GPU when present.")
     p.add_argument("--data", action="append", default=[],
                    help="folder of image_N / label_N pairs (NIfTI/NRRD/MHA); may be repeated")
     p.add_argument("--label", type=int, default=1, help="liver label value in the --data labels (default 1, as CHAOS)")
@@ -31,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--synthetic-share", type=float, default=None,
                    help="share of training samples drawn from the --manifest exams (default: their share of the cases)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=int, default=1,
+                   help="independent k-fold runs, seeds SEED, SEED+1, ...; all their networks are the ensemble and "
+                        "each case is scored by the runs' networks that never saw it (default %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=1, help="folds trained at a time, each in its own process")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per fold (default: cores / workers)")
@@ -56,8 +60,8 @@ def run(args) -> int:
         raise InputError("--width", f"must be at least 4, got {args.width}")
     if args.folds < 2:
         raise InputError("--folds", f"must be at least 2, got {args.folds}")
-    if args.steps < 1 or args.workers < 1:
-        raise InputError("--steps/--workers", "must be at least 1")
+    if args.steps < 1 or args.workers < 1 or args.runs < 1:
+        raise InputError("--steps/--workers/--runs", "must be at least 1")
 
     from .segmentation.config import SegNetConfig, SegTrainConfig
     from .segmentation.data import load_manifest, load_pairs
@@ -65,7 +69,7 @@ def run(args) -> int:
     from .segmentation.train import train_segmentation
 
     net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
-    cfg = SegTrainConfig(folds=args.folds, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
+    cfg = SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                          synthetic_share=args.synthetic_share)
     cases, trained_on = [], {}
@@ -79,7 +83,8 @@ def run(args) -> int:
         trained_on[f"synthetic exams (liverstiffness synth) from {Path(manifest).parent.name}"] = len(found)
     if sum(c.source == "real" for c in cases) < args.folds:
         raise InputError("train-seg", f"{args.folds} folds need at least {args.folds} labelled real cases")
-    print(f"{len(cases)} case(s); {args.folds} folds × {args.steps} steps on {args.device}")
+    runs = f"{args.runs} runs × " if args.runs > 1 else ""
+    print(f"{len(cases)} case(s); {runs}{args.folds} folds × {args.steps} steps on {args.device}")
     meta = train_segmentation(cases, args.out, cfg, args.device, args.workers, trained_on)
     write_model_card(Path(args.out), meta)
     for source, m in meta.metrics["held_out"].items():

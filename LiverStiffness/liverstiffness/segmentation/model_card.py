@@ -31,14 +31,24 @@ def training_lines(model_dir: Path) -> list[str]:
              f"{tuple(c['organ_intensity_range'])} with probability {c['organ_intensity_prob']} per organ "
              "(liver and spleen go dark with iron, brighter with oedema)" if c.get("organ_intensity_prob") else "none")
     return ["## Training", "",
-            f"- {c['folds']} folds over cases, {c['steps']} AdamW steps per fold of {c['batch_size']} slices "
+            f"- {_runs(c)}{c['folds']} folds over cases, {c['steps']} AdamW steps per fold of {c['batch_size']} slices "
             f"({c['patch_yx'][0]} × {c['patch_yx'][1]} voxels), learning rate {c['lr']} (warm-up, cosine decay), "
-            f"Dice + cross-entropy loss, seed {c['seed']}.",
+            f"Dice + cross-entropy loss, {_seeds(c)}.",
             "- Augmentation (MONAI): rotation, scaling, shifts, elastic deformation, lower resolution, bias field, "
             "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
             f"- Organ-wise intensity: {organ}.",
             *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
                "real scans)."] if c.get("synthetic_share") is not None else []), ""]
+
+
+def _runs(c: dict) -> str:
+    runs = c.get("runs", 1)
+    return f"{runs} independent runs of " if runs > 1 else ""
+
+
+def _seeds(c: dict) -> str:
+    runs = c.get("runs", 1)
+    return f"seed {c['seed']}" if runs == 1 else f"seeds {c['seed']}–{c['seed'] + runs - 1} (one per run)"
 
 
 def _scales(scales) -> str:
@@ -71,7 +81,8 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
         (f"MONAI UNet, 2-D with 2.5-D input: each axial slice with {meta.net.context} neighbour(s) on either side "
          f"({meta.net.in_channels} channels) → the slice's liver logit; channels {meta.net.channels}, strides "
          f"{meta.net.strides}, {meta.net.num_res_units} residual unit(s), {meta.net.norm} norm. An ensemble of "
-         f"{len(meta.folds)} fold networks (mean probability, threshold {meta.inference.threshold})."
+         f"{len(meta.folds)} fold networks{f' ({meta.runs} runs)' if meta.runs > 1 else ''} (mean probability, "
+         f"threshold {meta.inference.threshold})."
          + (f" Test-time augmentation: the image also run at {_scales(meta.inference.tta_scales)} the model's in-plane "
             "spacing, the probabilities averaged on the input grid." if len(meta.inference.tta_scales) > 1 else "")), "",
         "## Training data", "",
@@ -80,7 +91,7 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
          "clipped at the top 0.5 %, resampled to 1.25 × 1.25 × 7.7 mm, cropped to 256 × 256."),
         *[f"- {k}: {v}" for k, v in tr.items()], "",
         *training_lines(model_dir),
-        "## Held-out accuracy (cases never seen by the network that scored them)", "",
+        "## Held-out accuracy (cases never seen by the networks that scored them)", "",
         meta.metrics.get("protocol", ""), "", *rows, "",
         "## Weights", "",
         *[f"- `{f['file']}` SHA-256 `{f['sha256']}`; held out: {', '.join(f['held_out'])}" for f in meta.folds], "",
@@ -96,7 +107,7 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
 def write_weights_licence(model_dir: Path) -> Path:
     text = f"""# Licence of the liver segmentation weights in this folder
 
-The weight files (`fold*.pt`) were trained on {CHAOS}.
+The weight files (`*.pt`) were trained on {CHAOS}.
 That data is licensed {CHAOS_LICENCE}; the weights are an adaptation of it and are
 therefore shared under the same licence, **CC BY-SA 4.0**:
 

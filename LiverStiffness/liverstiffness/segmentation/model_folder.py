@@ -1,11 +1,12 @@
-"""A segmentation model folder: the fold networks of a k-fold run plus what describes them.
+"""A segmentation model folder: the fold networks of one or more k-fold runs plus what describes them.
 
 ::
 
     seg_model.json       format, architecture, input spec (grid, orientation, normalisation),
                          inference settings, the cases each fold held out, metrics, training
                          data and licence, and the SHA-256 of every weight file
-    fold0.pt ...         state_dicts, float16 tensors only (loaded with torch.load(weights_only=True))
+    fold0.pt ...         state_dicts, float16 tensors only (loaded with torch.load(weights_only=True));
+                         run0_fold0.pt ... when the folder holds several runs (seeds), each its own folds
     MODEL_CARD.md        the human-readable card
     LICENSE-WEIGHTS.md   the weights' own terms (they derive from CC BY-SA 4.0 data)
     cv_cases.csv, train_log.jsonl
@@ -63,7 +64,7 @@ class SegModelMeta:
     net: SegNetConfig
     spec: SegInputSpec
     inference: SegInference
-    folds: list[dict]                # file, sha256, held_out (case ids), steps
+    folds: list[dict]                # file, sha256, held_out (case ids), steps; run, seed with several runs
     trained_on: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     licence: str = ""
@@ -87,9 +88,15 @@ class SegModelMeta:
                    folds=d["folds"], trained_on=d.get("trained_on", {}), metrics=d.get("metrics", {}),
                    licence=d.get("licence", ""), intended_use=d.get("intended_use", ""))
 
-    def fold_holding_out(self, case_id: str) -> int:
-        """Index of the fold network that never saw ``case_id`` in training (where its held-out scores come from)."""
-        return next(i for i, f in enumerate(self.folds) if case_id in f["held_out"])
+    def networks_holding_out(self, case_id: str) -> list[int]:
+        """Indices of the networks that never saw ``case_id`` in training, one per run (its held-out
+        scores come from their ensemble)."""
+        return [i for i, f in enumerate(self.folds) if case_id in f["held_out"]]
+
+    @property
+    def runs(self) -> int:
+        """Independent k-fold runs (seeds) in the folder; every case is held out once per run."""
+        return len({f.get("run", 0) for f in self.folds})
 
     def summary(self, model_dir: Path) -> dict:
         """What a report says about the segmentation model."""

@@ -1,13 +1,16 @@
 """Train the liver segmentation model: k folds over cases, the fold networks are the ensemble.
 
-Every case is held out by exactly one fold network, which scores it on the case's own grid
-(Dice, HD95, mean surface distance against the manual label): these are the numbers reported
+Every case is held out by exactly one fold network of a run, which scores it on the case's own
+grid (Dice, HD95, mean surface distance against the manual label): these are the numbers reported
 as "never seen in training". Real and synthetic cases are split into folds separately, so each
-fold holds out its share of both. The shipped model runs all k networks and averages them (each
-saw (k−1)/k of the cases); its score on new data is expected at or above the single networks'.
+fold holds out its share of both. With several runs (seeds: other fold splits, sampling and
+augmentation) a case is held out once per run and scored by the mean of those networks, the way
+the ensemble runs. The shipped model runs all networks and averages them (each saw (k−1)/k of the
+cases); its score on new data is expected at or above the held-out networks'.
 
-Reproducible: the folds, the sampling and the augmentation follow ``seed`` (and the fold index),
-so running the folds one after another or in parallel worker processes gives the same networks.
+Reproducible: the folds, the sampling and the augmentation follow the run's seed (and the fold
+index), so running the folds one after another or in parallel worker processes gives the same
+networks, and run r of ``runs`` is the single run with seed ``seed + r``.
 """
 from __future__ import annotations
 
@@ -107,43 +110,72 @@ def evaluate_cases(segmenter, cases: list[SegCase]) -> list[dict]:
         res = segmenter.segment(image, c.case_id, require_liver=False)
         row = {"case_id": c.case_id, "source": c.source, **compare(res.mask, label),
                "mean_probability": res.confidence["mean_probability"],
-               "tta_agreement_dice": res.confidence.get("tta_agreement_dice"), "seconds": round(time.perf_counter() - t, 2)}
+               "tta_agreement_dice": res.confidence.get("tta_agreement_dice"),
+               "fold_agreement_dice": res.confidence.get("fold_agreement_dice"),   # None with one network
+               "seconds": round(time.perf_counter() - t, 2)}
         rows.append(row)
     return rows
 
 
-def _fold_job(k: int, cases: list[SegCase], folds: list[int], cfg: SegTrainConfig, out: Path, device: str,
-              threads: int) -> tuple[dict, list[dict]]:
-    """Train fold ``k`` (in this process or a worker), save it, score its held-out cases."""
-    from .infer import LiverSegmenter, _device
+def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: SegTrainConfig, out: Path,
+              device: str, threads: int) -> dict:
+    """Train fold ``k`` of run ``run`` (in this process or a worker) and save it."""
+    from .infer import _device
 
     if threads:
         torch.set_num_threads(threads)
     dev = _device(device)
+    seed = cfg.seed + run
     train = [c for c, f in zip(cases, folds) if f != k]
     held = [c for c, f in zip(cases, folds) if f == k]
-    log_path = out / f"train_log_fold{k}.jsonl"
-    with open(log_path, "w") as fh:
+    name = f"fold{k}.pt" if cfg.runs == 1 else f"run{run}_fold{k}.pt"
+    with open(out / f"train_log_{Path(name).stem}.jsonl", "w") as fh:
         def log(entry):
-            fh.write(json.dumps({"fold": k, **entry}) + "\n")
+            fh.write(json.dumps({"run": run, "fold": k, **entry}) + "\n")
             fh.flush()
         t = time.perf_counter()
-        net = train_network(train, cfg, cfg.seed + 1000 * k, dev, log)
+        net = train_network(train, cfg, seed + 1000 * k, dev, log)
         train_s = time.perf_counter() - t
-    name = f"fold{k}.pt"
-    digest = save_weights(net, out / name)
-    fold = {"file": name, "sha256": digest, "held_out": [c.case_id for c in held],
-            "trained_on": [c.case_id for c in train], "steps": cfg.steps, "train_seconds": round(train_s, 1)}
-    meta = _meta(cfg, [fold], {})
+    return {"file": name, "sha256": save_weights(net, out / name), "run": run, "seed": seed,
+            "held_out": [c.case_id for c in held], "trained_on": [c.case_id for c in train], "steps": cfg.steps,
+            "train_seconds": round(train_s, 1)}
+
+
+def score_held_out(model_dir: str | Path, meta: SegModelMeta, cases: list[SegCase], device: str = "cpu") -> list[dict]:
+    """Each case segmented by the networks of ``model_dir`` that never saw it (one per run, their mean
+    probability, with the folder's test-time scales) and scored against its label on its own grid."""
+    from .infer import LiverSegmenter, _device
     from .model_folder import load_networks
-    seg = LiverSegmenter(meta, load_networks(out, meta, dev), out, dev)  # the saved (float16) weights, as shipped
-    return fold, [{"fold": k, **r} for r in evaluate_cases(seg, held)]
+
+    dev = _device(device)
+    by_networks: dict[tuple[int, ...], list[SegCase]] = {}
+    for c in cases:
+        idx = tuple(meta.networks_holding_out(c.case_id))
+        if idx:
+            by_networks.setdefault(idx, []).append(c)
+    rows = []
+    for idx, group in by_networks.items():
+        seg = LiverSegmenter(meta, load_networks(model_dir, meta, dev, list(idx)), Path(model_dir), dev)
+        files = " ".join(meta.folds[i]["file"] for i in idx)
+        rows += [{"networks": files, **r} for r in evaluate_cases(seg, group)]
+    order = {c.case_id: i for i, c in enumerate(cases)}
+    return sorted(rows, key=lambda r: order[r["case_id"]])
 
 
 def _meta(cfg: SegTrainConfig, folds: list[dict], metrics: dict, trained_on: dict | None = None) -> SegModelMeta:
     return SegModelMeta(name="liverstiffness-liverseg", version="0.1.0", net=cfg.net, spec=cfg.spec,
                         inference=SegInference(), folds=folds,
                         trained_on=trained_on or {}, metrics=metrics)
+
+
+def protocol(folds: int, runs: int) -> str:
+    """How the held-out scores were made (model card and seg_model.json)."""
+    if runs == 1:
+        return (f"{folds}-fold cross-validation over cases; each case scored by the one fold network that never "
+                "saw it, on the image's own grid, after post-processing")
+    return (f"{runs} independent {folds}-fold cross-validation runs over cases (seeds, so fold splits, differ); "
+            f"each case scored by the mean probability of the {runs} networks that never saw it (one per run), "
+            "on the image's own grid, after post-processing")
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -170,7 +202,8 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
         raise ValueError("at least 2 folds: every case needs a network that never saw it")
     if sum(c.source == "real" for c in cases) < cfg.folds:
         raise ValueError(f"{cfg.folds} folds need at least {cfg.folds} real cases")
-    folds = assign_folds(cases, cfg.folds, cfg.seed)
+    folds = {r: assign_folds(cases, cfg.folds, cfg.seed + r) for r in range(cfg.runs)}
+    jobs = [(r, k) for r in range(cfg.runs) for k in range(cfg.folds)]
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     t0 = time.perf_counter()
     results = {}
@@ -178,28 +211,29 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
         # spawn, not fork: a forked copy of a process that already runs torch's threads can hang.
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {k: pool.submit(_fold_job, k, cases, folds, cfg, out, device, threads) for k in range(cfg.folds)}
-            for k, fut in futures.items():
-                results[k] = fut.result()
-                progress(f"fold {k} done")
+            futures = {job: pool.submit(_fold_job, *job, cases, folds[job[0]], cfg, out, device, threads) for job in jobs}
+            for job, fut in futures.items():
+                results[job] = fut.result()
+                progress(f"run {job[0]} fold {job[1]} done")
     else:
-        for k in range(cfg.folds):
-            results[k] = _fold_job(k, cases, folds, cfg, out, device, cfg.threads)
-            progress(f"fold {k} done")
-    fold_meta = [results[k][0] for k in range(cfg.folds)]
-    rows = [r for k in range(cfg.folds) for r in results[k][1]]
+        for job in jobs:
+            results[job] = _fold_job(*job, cases, folds[job[0]], cfg, out, device, cfg.threads)
+            progress(f"run {job[0]} fold {job[1]} done")
+    train_s = time.perf_counter() - t0
+    fold_meta = [results[job] for job in jobs]
+    with open(out / "train_log.jsonl", "w") as fh:  # one log for the folder; the per-fold logs go
+        for fold in fold_meta:
+            part = out / f"train_log_{Path(fold['file']).stem}.jsonl"
+            fh.write(part.read_text())
+            part.unlink()
+    # scored from the saved (float16) weights, as shipped
+    rows = score_held_out(out, _meta(cfg, fold_meta, {}), cases, device)
     with open(out / "cv_cases.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    with open(out / "train_log.jsonl", "w") as fh:  # one log for the folder; the per-fold logs go
-        for k in range(cfg.folds):
-            part = out / f"train_log_fold{k}.jsonl"
-            fh.write(part.read_text())
-            part.unlink()
-    metrics = {"held_out": summarise(rows), "protocol": f"{cfg.folds}-fold cross-validation over cases; each case "
-               "scored by the one fold network that never saw it, on the image's own grid, after post-processing",
-               "train_wall_seconds": round(time.perf_counter() - t0, 1)}
+    metrics = {"held_out": summarise(rows), "protocol": protocol(cfg.folds, cfg.runs),
+               "train_wall_seconds": round(train_s, 1)}
     meta = _meta(replace(cfg), fold_meta, metrics, trained_on)
     write_meta(out, meta)
     return meta
