@@ -39,6 +39,15 @@ def held_out_networks(case_id):
     return read_meta(DEFAULT_SEG_MODEL_DIR).networks_holding_out(case_id)
 
 
+def four_chaos_pairs(real_data, folder):
+    """A training folder of four real CHAOS pairs (links), for tiny train-seg runs."""
+    folder.mkdir()
+    for n in (1, 2, 3, 5):
+        for kind in ("image", "label"):
+            (folder / f"{kind}_{n}.nii.gz").symlink_to(real_data / "chaos_t2spir" / f"{kind}_{n}.nii.gz")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def segmenter():
     return LiverSegmenter.load(device="cpu")
@@ -329,11 +338,7 @@ def test_a_phantom_shares_the_fold_of_the_chaos_case_its_anatomy_came_from():
 
 def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, small_cohort, tmp_path):
     """A tiny run (2 folds, 2 steps) on real pairs and synthetic exams: the protocol, not the accuracy."""
-    data = tmp_path / "pairs"
-    data.mkdir()
-    for n in (1, 2, 3, 5):
-        for kind in ("image", "label"):
-            (data / f"{kind}_{n}.nii.gz").symlink_to(real_data / "chaos_t2spir" / f"{kind}_{n}.nii.gz")
+    data = four_chaos_pairs(real_data, tmp_path / "pairs")
     out = tmp_path / "model"
     manifest = tmp_path / "two.csv"                   # two synthetic exams: their T2w, the mask carried onto it
     write_manifest(manifest, small_cohort[1][:2])
@@ -368,11 +373,7 @@ def test_runs_are_the_single_runs_of_consecutive_seeds_and_score_each_case_toget
     from liverstiffness.segmentation.model_card import write_model_card
     from liverstiffness.segmentation.train import train_segmentation
 
-    data = tmp_path / "pairs"
-    data.mkdir()
-    for n in (1, 2, 3, 5):
-        for kind in ("image", "label"):
-            (data / f"{kind}_{n}.nii.gz").symlink_to(real_data / "chaos_t2spir" / f"{kind}_{n}.nii.gz")
+    data = four_chaos_pairs(real_data, tmp_path / "pairs")
     cfg = SegTrainConfig(folds=2, runs=2, steps=2, batch_size=2, patch_yx=(64, 64), seed=5, threads=1,
                          net=SegNetConfig(channels=(4, 8, 16, 32, 64)))
     cases = load_pairs(data, 1, cfg.spec)

@@ -72,7 +72,7 @@ class LiverSegmenter:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto", folds: list[int] | None = None) -> LiverSegmenter:
-        """``folds`` picks fold networks by index (e.g. the one that held a case out); default all."""
+        """``folds`` picks fold networks by index (e.g. those that held a case out); default all."""
         model_dir = Path(model_dir) if model_dir else DEFAULT_SEG_MODEL_DIR
         meta = read_meta(model_dir)
         dev = _device(device)
