@@ -40,12 +40,16 @@ from liverstiffness.segmentation.model_folder import (
 from liverstiffness.segmentation.train import score_held_out, summarise
 
 
-def held_out(model_dir: Path, chaos: Path, synthetic: list[str]) -> list[dict]:
+def held_out_cases(chaos: Path, synthetic: list[str], spec) -> list:
+    """The labelled cases a model is scored on: the CHAOS pairs and the synthetic exams of ``synthetic``."""
     from liverstiffness.segmentation.data import load_manifest, load_pairs
 
+    return load_pairs(chaos, 1, spec) + [c for m in synthetic for c in load_manifest(m, spec)]
+
+
+def held_out(model_dir: Path, chaos: Path, synthetic: list[str]) -> list[dict]:
     meta = read_meta(model_dir)
-    cases = load_pairs(chaos, 1, meta.spec) + [c for m in synthetic for c in load_manifest(m, meta.spec)]
-    return score_held_out(model_dir, meta, cases)
+    return score_held_out(model_dir, meta, held_out_cases(chaos, synthetic, meta.spec))
 
 
 def update_model(model_dir: Path, rows: list[dict]) -> None:

@@ -25,7 +25,8 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LiverStiffness"))
 
-from liverstiffness.segmentation.data import load_manifest, load_pairs  # noqa: E402
+from seg_bench import held_out_cases  # noqa: E402  (the cases seg_bench.py scores)
+
 from liverstiffness.segmentation.infer import LiverSegmenter  # noqa: E402
 from liverstiffness.segmentation.metrics import compare  # noqa: E402
 from liverstiffness.segmentation.model_folder import read_meta  # noqa: E402
@@ -42,16 +43,19 @@ def main() -> None:
     if len(args.models) < 2:
         ap.error("give at least two model folders")
     names = [m.name for m in args.models]
-    spec = read_meta(args.models[0]).spec
-    cases = load_pairs(args.chaos, 1, spec) + [c for m in args.synthetic_manifest for c in load_manifest(m, spec)]
+    metas = [read_meta(m) for m in args.models]
+    cases = held_out_cases(args.chaos, args.synthetic_manifest, metas[0].spec)
     combos = [c for r in range(1, len(names) + 1) for c in combinations(range(len(names)), r)]
+    segmenters: dict[tuple, LiverSegmenter] = {}   # (folder, its held-out networks): loaded once
     scores: dict[str, dict[tuple, list[dict]]] = {}
     for case in cases:
         image, label = case.originals()
         probs = []
-        for model in args.models:
-            held = read_meta(model).networks_holding_out(case.case_id)
-            seg = LiverSegmenter.load(model, "cpu", folds=held)
+        for i, (model, meta) in enumerate(zip(args.models, metas)):
+            held = tuple(meta.networks_holding_out(case.case_id))
+            if (i, held) not in segmenters:
+                segmenters[(i, held)] = LiverSegmenter.load(model, "cpu", folds=list(held))
+            seg = segmenters[(i, held)]
             probs.append(sitk.GetArrayFromImage(seg.segment(image, case.case_id, require_liver=False).probability))
         for combo in combos:
             mask = sitk.GetImageFromArray(clean_mask(np.mean([probs[i] for i in combo], axis=0)).astype(np.uint8))

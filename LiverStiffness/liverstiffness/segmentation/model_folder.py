@@ -64,7 +64,7 @@ class SegModelMeta:
     net: SegNetConfig
     spec: SegInputSpec
     inference: SegInference
-    folds: list[dict]                # file, sha256, held_out (case ids), steps; run, seed with several runs
+    folds: list[dict]                # file, sha256, held_out (case ids), steps, run, seed (older folders: no run/seed)
     trained_on: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     licence: str = ""

@@ -117,6 +117,11 @@ def evaluate_cases(segmenter, cases: list[SegCase]) -> list[dict]:
     return rows
 
 
+def _fold_log(out: Path, weights_file: str) -> Path:
+    """A fold network's own training log, written by its job and merged into train_log.jsonl after."""
+    return out / f"train_log_{Path(weights_file).stem}.jsonl"
+
+
 def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: SegTrainConfig, out: Path,
               device: str, threads: int) -> dict:
     """Train fold ``k`` of run ``run`` (in this process or a worker) and save it."""
@@ -129,7 +134,7 @@ def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: Seg
     train = [c for c, f in zip(cases, folds) if f != k]
     held = [c for c, f in zip(cases, folds) if f == k]
     name = f"fold{k}.pt" if cfg.runs == 1 else f"run{run}_fold{k}.pt"
-    with open(out / f"train_log_{Path(name).stem}.jsonl", "w") as fh:
+    with open(_fold_log(out, name), "w") as fh:
         def log(entry):
             fh.write(json.dumps({"run": run, "fold": k, **entry}) + "\n")
             fh.flush()
@@ -223,7 +228,7 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
     fold_meta = [results[job] for job in jobs]
     with open(out / "train_log.jsonl", "w") as fh:  # one log for the folder; the per-fold logs go
         for fold in fold_meta:
-            part = out / f"train_log_{Path(fold['file']).stem}.jsonl"
+            part = _fold_log(out, fold["file"])
             fh.write(part.read_text())
             part.unlink()
     # scored from the saved (float16) weights, as shipped
