@@ -29,6 +29,9 @@ def register(sub) -> None:
                    help="neighbouring slices on each side given to the network with each slice (default %(default)s)")
     p.add_argument("--organ-intensity", type=float, default=SegTrainConfig.organ_intensity_prob,
                    help="probability per labelled organ of scaling its signal in training (0: off; default %(default)s)")
+    p.add_argument("--organ-keep-bright", action="store_true",
+                   help="with --organ-intensity, an organ's bright inner structures (vessels) keep their signal, as "
+                        "in an iron-loaded liver (dark parenchyma, bright vessels)")
     p.add_argument("--synthetic-share", type=float, default=None,
                    help="share of training samples drawn from the --manifest exams (default: their share of the cases)")
     p.add_argument("--seed", type=int, default=0)
@@ -71,6 +74,7 @@ def run(args) -> int:
     net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
     cfg = SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
+                         organ_intensity_keep_bright=args.organ_keep_bright,
                          synthetic_share=args.synthetic_share)
     cases, trained_on = [], {}
     for folder in args.data:

@@ -299,6 +299,29 @@ def test_organ_intensity_scales_each_labelled_organ_alone():
     assert np.allclose(out[:, 0, :], 0.5) and np.allclose(out[:, 16, :], 0.5)
 
 
+def test_organ_intensity_can_darken_the_parenchyma_and_keep_the_vessels_bright():
+    """keep_bright (iron overload): the organ's parenchyma takes the factor, its vessels (2× its
+    median) keep their signal, the same random draws as without it; off, vessels darken too."""
+    from liverstiffness.segmentation.augment import organ_intensity
+
+    stack = np.full((3, 32, 32), 0.1, np.float32)
+    organs = np.zeros(stack.shape, np.uint8)
+    organs[:, 4:28, 4:28] = 1
+    stack[:, 4:28, 4:28] = 0.4                            # parenchyma
+    stack[:, 14:17, 4:28] = 0.8                           # a vessel across the organ
+    parenchyma, vessel = (slice(None), slice(8, 11), slice(8, 11)), (slice(None), 15, slice(10, 22))
+    plain = organ_intensity(stack, organs, np.random.default_rng(3), 1.0, (0.4, 0.4))
+    kept = organ_intensity(stack, organs, np.random.default_rng(3), 1.0, (0.4, 0.4), keep_bright=True)
+    assert np.allclose(plain[parenchyma], 0.16, atol=1e-3) and np.allclose(kept[parenchyma], 0.16, atol=1e-3)
+    assert np.allclose(plain[vessel], 0.32, atol=1e-3) and np.allclose(kept[vessel], 0.8, atol=1e-3)
+    assert np.allclose(kept[:, 0, :], 0.1)                # outside the organ unchanged
+    first = np.random.default_rng(4)
+    organ_intensity(stack, organs, first, 0.5, (0.25, 1.5), keep_bright=True)
+    second = np.random.default_rng(4)
+    organ_intensity(stack, organs, second, 0.5, (0.25, 1.5))
+    assert first.random() == second.random()              # same draws: a run differs only by the vessels
+
+
 def test_training_cases_carry_every_labelled_organ(real_data):
     """CHAOS labels (1 liver, 2–3 kidneys, 4 spleen) reach the network grid as organs 1–4, the
     liver among them where the liver label is."""

@@ -100,6 +100,7 @@ class SegTrainConfig:
     # organ-wise intensity augmentation (augment.organ_intensity): probability per organ, factor range
     organ_intensity_prob: float = 0.35
     organ_intensity_range: tuple[float, float] = (0.25, 1.5)
+    organ_intensity_keep_bright: bool = False    # an organ's vessels keep their signal (augment.py)
     # share of training samples drawn from synthetic exams; None: as many as their count says.
     # The real scans are what the model is scored on, the synthetic ones add contrasts they lack.
     synthetic_share: float | None = None

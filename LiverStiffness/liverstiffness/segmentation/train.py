@@ -85,7 +85,8 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
         x, y = augmented_batch(train_cases, transforms, rng, cfg.batch_size, cfg.net.context,
-                               cfg.organ_intensity_prob, cfg.organ_intensity_range, weights)
+                               cfg.organ_intensity_prob, cfg.organ_intensity_range, weights,
+                               cfg.organ_intensity_keep_bright)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             loss = loss_fn(net(x).float(), y)
