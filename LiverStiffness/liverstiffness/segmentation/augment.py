@@ -54,15 +54,16 @@ def organ_intensity(stack: np.ndarray, organs: np.ndarray, rng: np.random.Genera
         return stack
     lo, hi = np.log(factor_range)
     factor = np.ones(stack.shape, np.float32)
-    kept = np.zeros(stack.shape, np.float32)        # per voxel: 1 keeps its own signal
+    kept = np.zeros(stack.shape, np.float32) if keep_bright else None    # per voxel: 1 keeps its own signal
     for o in chosen:
         inside = organs == o
         factor[inside] = np.exp(rng.uniform(lo, hi))
-        if keep_bright:
+        if kept is not None:
             median = max(float(np.median(stack[inside])), 1e-3)
             kept[inside] = np.clip((stack[inside] / median - BRIGHT_FROM) / BRIGHT_RAMP, 0.0, 1.0)
     factor = gaussian_filter(factor, (0, ORGAN_INTENSITY_EDGE_SIGMA, ORGAN_INTENSITY_EDGE_SIGMA))
-    factor = factor * (1.0 - kept) + kept
+    if kept is not None:
+        factor = factor * (1.0 - kept) + kept
     return np.clip(stack * factor, 0.0, 1.0)
 
 

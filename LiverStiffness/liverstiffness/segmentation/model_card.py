@@ -27,12 +27,14 @@ def training_lines(model_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     c = json.loads(path.read_text())
-    organ = (f"each labelled organ's signal (liver, kidneys, spleen) scaled by its own factor in "
-             f"{tuple(c['organ_intensity_range'])} with probability {c['organ_intensity_prob']} per organ "
-             "(liver and spleen go dark with iron, brighter with oedema)"
-             + ("; the organ's vessels (voxels well above its median) keep their signal, as iron darkens the "
-                "parenchyma, not the blood" if c.get("organ_intensity_keep_bright") else "")
-             if c.get("organ_intensity_prob") else "none")
+    organ = "none"
+    if c.get("organ_intensity_prob"):
+        organ = (f"each labelled organ's signal (liver, kidneys, spleen) scaled by its own factor in "
+                 f"{tuple(c['organ_intensity_range'])} with probability {c['organ_intensity_prob']} per organ "
+                 "(liver and spleen go dark with iron, brighter with oedema)")
+        if c.get("organ_intensity_keep_bright"):
+            organ += "; the organ's vessels (voxels well above its median) keep their signal, as iron darkens the " \
+                     "parenchyma, not the blood"
     return ["## Training", "",
             f"- {_runs(c)}{c['folds']} folds over cases, {c['steps']} AdamW steps per fold of {c['batch_size']} slices "
             f"({c['patch_yx'][0]} × {c['patch_yx'][1]} voxels), learning rate {c['lr']} (warm-up, cosine decay), "
