@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--organ-keep-bright", action="store_true",
                    help="with --organ-intensity, an organ's bright inner structures (vessels) keep their signal, as "
                         "in an iron-loaded liver (dark parenchyma, bright vessels)")
+    p.add_argument("--aux-organs", action="store_true",
+                   help="also learn the other labelled organs of the --data labels (kidneys, spleen) as extra outputs, "
+                        "a training aid; the model still outputs the liver only")
     p.add_argument("--synthetic-share", type=float, default=None,
                    help="share of training samples drawn from the --manifest exams (default: their share of the cases)")
     p.add_argument("--seed", type=int, default=0)
@@ -45,6 +48,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     from .errors import InputError
 
     if not args.data and not args.manifest:
@@ -87,6 +92,12 @@ def run(args) -> int:
         trained_on[f"synthetic exams (liverstiffness synth) from {Path(manifest).parent.name}"] = len(found)
     if sum(c.source == "real" for c in cases) < args.folds:
         raise InputError("train-seg", f"{args.folds} folds need at least {args.folds} labelled real cases")
+    if args.aux_organs:
+        counts = {c.case_id: len(c.other_organs) for c in cases if c.source == "real"}
+        if len(set(counts.values())) != 1 or not min(counts.values()):
+            raise InputError("--aux-organs", "needs the same number (≥ 1) of labelled organs besides the liver in "
+                                             f"every --data label; found {counts}")
+        cfg = replace(cfg, net=replace(net, aux_organs=min(counts.values())))
     runs = f"{args.runs} runs × " if args.runs > 1 else ""
     print(f"{len(cases)} case(s); {runs}{args.folds} folds × {args.steps} steps on {args.device}")
     meta = train_segmentation(cases, args.out, cfg, args.device, args.workers, trained_on)

@@ -384,6 +384,54 @@ def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, s
     assert main(["train-seg", "--data", str(data), "--out", str(out), "--synthetic-share", "1.5"]) == 2
 
 
+def test_aux_organs_add_the_neighbours_as_targets_and_the_model_still_outputs_the_liver(real_data, tmp_path):
+    """--aux-organs: each sample's label gains the kidneys and spleen (the same spatial draw as the
+    liver, which with the image stays exactly as without), a synthetic exam's are marked unknown, and
+    the trained folder has 1 + 3 outputs, says so, and segments with the liver's."""
+    import torch
+
+    from liverstiffness.segmentation.augment import augmented_batch, training_transforms
+    from liverstiffness.segmentation.config import SegInputSpec
+    from liverstiffness.segmentation.data import SegCase, load_pairs
+
+    data = four_chaos_pairs(real_data, tmp_path / "pairs")
+    cases = load_pairs(data, 1, SegInputSpec())
+    assert all(c.other_organs == (2, 3, 4) for c in cases)        # CHAOS: kidneys 2, 3, spleen 4
+    no_organs = SegCase("synthetic_x", "synthetic", tmp_path, None, None, cases[0].image, cases[0].label)
+    pool = cases + [no_organs]
+
+    def batch(aux):
+        return augmented_batch(pool, training_transforms((64, 64), 0), np.random.default_rng(1), 12, 2, 0.35,
+                               (0.25, 1.5), None, False, aux)
+
+    x, y, known = batch(3)
+    x0, y0, known0 = batch(0)
+    assert y.shape[1] == 4 and y0.shape[1] == 1 and torch.equal(x, x0) and torch.equal(y[:, :1], y0)
+    assert not known0.any() and known.any() and not known.all()   # the synthetic exam was drawn, unlabelled
+    assert y[~known, 1:].sum() == 0 and y[known, 1:].sum() > 0
+    assert (y[:, :1] * y[:, 1:]).sum() < 0.01 * y[:, 1:].sum()    # neighbours, not the liver
+
+    out = tmp_path / "model"
+    assert main(["train-seg", "--data", str(data), "--out", str(out), "--folds", "2", "--steps", "2",
+                 "--batch-size", "2", "--patch", "64,64", "--width", "4", "--device", "cpu", "--threads", "1",
+                 "--aux-organs"]) == 0
+    meta = read_meta(out)
+    arch = json.loads((out / "seg_model.json").read_text())["architecture"]
+    assert meta.net.aux_organs == 3 and arch["out_channels"] == 4 and "channel 0" in arch["output"]
+    assert "3 labelled organs (kidneys, spleen) learnt as extra outputs" in (out / "MODEL_CARD.md").read_text()
+    img, _ = chaos(real_data, 1)
+    res = LiverSegmenter.load(out, "cpu").segment(img, require_liver=False)
+    assert res.probability.GetSize() == img.GetSize()
+    bad = tmp_path / "liver_only"                                 # labels with the liver alone
+    bad.mkdir()
+    (bad / "image_1.nii.gz").symlink_to(data / "image_1.nii.gz")
+    sitk.WriteImage(chaos(real_data, 1)[1], str(bad / "label_1.nii.gz"))
+    for n in (2, 3):
+        (bad / f"image_{n}.nii.gz").symlink_to(data / f"image_{n}.nii.gz")
+        (bad / f"label_{n}.nii.gz").symlink_to(data / f"label_{n}.nii.gz")
+    assert main(["train-seg", "--data", str(bad), "--out", str(tmp_path / "no"), "--folds", "2", "--aux-organs"]) == 2
+
+
 def test_runs_are_the_single_runs_of_consecutive_seeds_and_score_each_case_together(real_data, tmp_path):
     """``runs=2, seed=5`` trains the single runs of seeds 5 and 6 (the same splits and weights), and each
     case is scored by the mean of its two held-out networks, one per run."""

@@ -115,12 +115,14 @@ def case_weights(cases, synthetic_share: float | None) -> np.ndarray | None:
 
 def augmented_batch(cases, transforms, rng: np.random.Generator, batch_size: int, context: int,
                     organ_prob: float = 0.0, organ_range: tuple[float, float] = (1.0, 1.0),
-                    weights: np.ndarray | None = None, organ_keep_bright: bool = False):
-    """``batch_size`` random slice stacks, each augmented once: ([B, C, y, x] image, [B, 1, y, x] label).
-    ``weights``: sampling probability per case (``case_weights``); None: uniform."""
+                    weights: np.ndarray | None = None, organ_keep_bright: bool = False, aux_organs: int = 0):
+    """``batch_size`` random slice stacks, each augmented once: [B, C, y, x] image, [B, 1 + aux_organs, y, x]
+    label (the liver, then each other organ of the case's ``other_organs``) and [B] whether the sample's
+    other organs are labelled (a synthetic exam has only its liver). ``weights``: sampling probability per
+    case (``case_weights``); None: uniform."""
     import torch
 
-    xs, ys = [], []
+    xs, ys, known = [], [], []
     picks = rng.integers(0, len(cases), batch_size) if weights is None else rng.choice(len(cases), batch_size, p=weights)
     for i in picks:
         c = cases[int(i)]
@@ -132,8 +134,16 @@ def augmented_batch(cases, transforms, rng: np.random.Generator, batch_size: int
             organs = c.organs if c.organs is not None else c.label
             stack = organ_intensity(stack, slice_stack(organs, k, context), rng, organ_prob, organ_range,
                                     organ_keep_bright)
-        out = transforms({"image": stack,
-                          "label": c.label[k][None].astype(np.float32)})
+        label = c.label[k][None].astype(np.float32)
+        if aux_organs:
+            others = np.zeros((aux_organs, *label.shape[1:]), np.float32)
+            has = c.organs is not None and len(c.other_organs) >= aux_organs
+            for j, o in enumerate(c.other_organs[:aux_organs] if has else ()):
+                others[j] = c.organs[k] == o
+            label = np.concatenate([label, others])
+            known.append(has)
+        # one call for all label channels: the same spatial draw moves liver and neighbours alike
+        out = transforms({"image": stack, "label": label})
         xs.append(torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32))
         ys.append((torch.as_tensor(np.asarray(out["label"])) > 0.5).float())
-    return torch.stack(xs), torch.stack(ys)
+    return torch.stack(xs), torch.stack(ys), torch.as_tensor(known if aux_organs else [False] * len(xs))

@@ -53,22 +53,31 @@ class SegNetConfig:
     num_res_units: int = 1
     context: int = 2                 # neighbouring slices on each side (input channels: 2·context + 1)
     norm: str = "instance"
+    # extra outputs, one per other labelled organ (kidneys, spleen), trained beside the liver so the
+    # network learns what its neighbours look like; inference reads the liver's output (channel 0) only
+    aux_organs: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> SegNetConfig:
         return cls(tuple(d["channels"]), tuple(d["strides"]), int(d["num_res_units"]), int(d["context"]),
-                   d.get("norm", "instance"))
+                   d.get("norm", "instance"), int(d.get("aux_organs", 0)))
 
     def validate(self) -> SegNetConfig:
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError("strides needs one entry fewer than channels")
         if self.context < 0:
             raise ValueError(f"context must be 0 or more, got {self.context}")
+        if self.aux_organs < 0:
+            raise ValueError(f"aux_organs must be 0 or more, got {self.aux_organs}")
         return self
 
     @property
     def in_channels(self) -> int:
         return 2 * self.context + 1
+
+    @property
+    def out_channels(self) -> int:
+        return 1 + self.aux_organs
 
     @property
     def divisor(self) -> int:

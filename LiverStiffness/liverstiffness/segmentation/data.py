@@ -13,7 +13,7 @@ held-out CHAOS case is never seen through a phantom built from it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +41,16 @@ class SegCase:
     # liver and e.g. kidneys and spleen), for the organ-wise intensity augmentation; None: liver only.
     organs: np.ndarray | None = None
     group: str = ""                  # cases of one group share a fold (default: the case itself)
+    # the indices in ``organs`` of the organs other than the liver (targets of the auxiliary outputs)
+    other_organs: tuple[int, ...] = field(init=False, default=())
 
     def __post_init__(self):
         self.group = self.group or self.case_id
+        if self.organs is not None:
+            # the liver's index is the one its label mostly covers (the two grids' edges differ by a voxel)
+            under_liver = self.organs[(self.label > 0) & (self.organs > 0)]
+            liver = int(np.bincount(under_liver).argmax()) if under_liver.size else 0
+            self.other_organs = tuple(int(o) for o in np.unique(self.organs) if o not in (0, liver))
 
     def originals(self) -> tuple[sitk.Image, sitk.Image]:
         """The image and its liver label on the image's own grid (where held-out scores are taken)."""

@@ -42,6 +42,9 @@ def training_lines(model_dir: Path) -> list[str]:
             "- Augmentation (MONAI): rotation, scaling, shifts, elastic deformation, lower resolution, bias field, "
             "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
             f"- Organ-wise intensity: {organ}.",
+            *([f"- The other {c['net']['aux_organs']} labelled organs (kidneys, spleen) learnt as extra outputs beside "
+               "the liver (their loss weighted 0.5), a training aid: the model outputs the liver only."]
+              if c.get("net", {}).get("aux_organs") else []),
             *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
                "real scans)."] if c.get("synthetic_share") is not None else []), ""]
 

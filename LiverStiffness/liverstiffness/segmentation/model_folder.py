@@ -73,9 +73,12 @@ class SegModelMeta:
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "version": self.version,
                 "architecture": {"class": "monai.networks.nets.UNet", "spatial_dims": 2,
-                                 "in_channels": self.net.in_channels, "out_channels": 1,
+                                 "in_channels": self.net.in_channels, "out_channels": self.net.out_channels,
                                  "input": "axial slice with its neighbours (2.5-D), on the network grid",
-                                 "output": "liver logit of the middle slice (sigmoid → probability)", **asdict(self.net)},
+                                 "output": "liver logit of the middle slice (sigmoid → probability)"
+                                           + (" in channel 0; then one logit per other organ, a training aid that "
+                                              "inference does not read" if self.net.aux_organs else ""),
+                                 **asdict(self.net)},
                 "input_spec": asdict(self.spec), "inference": asdict(self.inference), "folds": self.folds,
                 "trained_on": self.trained_on, "metrics": self.metrics, "licence": self.licence,
                 "intended_use": self.intended_use}

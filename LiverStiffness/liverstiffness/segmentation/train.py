@@ -33,6 +33,8 @@ from .model_folder import SegInference, SegModelMeta, save_weights, write_meta
 from .network import build_network
 
 SOURCES = ("real", "synthetic")
+# weight of the other organs' loss (mean over them) beside the liver's: a training aid, the liver leads
+AUX_WEIGHT = 0.5
 
 
 def assign_folds(cases: list[SegCase], k: int, seed: int) -> list[int]:
@@ -64,7 +66,8 @@ def _lr(step: int, cfg: SegTrainConfig) -> float:
 
 def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, device: torch.device,
                   log=None) -> torch.nn.Module:
-    """One network on ``train_cases`` for ``cfg.steps`` steps (Dice + cross-entropy loss)."""
+    """One network on ``train_cases`` for ``cfg.steps`` steps (Dice + cross-entropy loss; with
+    ``cfg.net.aux_organs``, plus AUX_WEIGHT × that loss on the other organs' outputs)."""
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
@@ -84,12 +87,15 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
-        x, y = augmented_batch(train_cases, transforms, rng, cfg.batch_size, cfg.net.context,
-                               cfg.organ_intensity_prob, cfg.organ_intensity_range, weights,
-                               cfg.organ_intensity_keep_bright)
+        x, y, known = augmented_batch(train_cases, transforms, rng, cfg.batch_size, cfg.net.context,
+                                      cfg.organ_intensity_prob, cfg.organ_intensity_range, weights,
+                                      cfg.organ_intensity_keep_bright, cfg.net.aux_organs)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = loss_fn(net(x).float(), y)
+            logits = net(x).float()
+        loss = loss_fn(logits[:, :1], y[:, :1])
+        if known.any():   # the other organs, on the samples that have them labelled
+            loss = loss + AUX_WEIGHT * loss_fn(logits[known.to(device), 1:], y[known.to(device), 1:])
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
