@@ -8,6 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+# weight of the other organs' loss (SegNetConfig.aux_organs; mean over them) beside the liver's: a training
+# aid, the liver leads
+AUX_WEIGHT = 0.5
+
 
 @dataclass(frozen=True)
 class SegInputSpec:

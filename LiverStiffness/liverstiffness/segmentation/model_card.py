@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .config import AUX_WEIGHT
 from .model_folder import SegModelMeta
 
 CHAOS = ("CHAOS challenge data (Kavur et al., \"CHAOS Challenge - combined (CT-MR) healthy abdominal organ "
@@ -43,7 +44,7 @@ def training_lines(model_dir: Path) -> list[str]:
             "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
             f"- Organ-wise intensity: {organ}.",
             *([f"- The other {c['net']['aux_organs']} labelled organs (kidneys, spleen) learnt as extra outputs beside "
-               "the liver (their loss weighted 0.5), a training aid: the model outputs the liver only."]
+               f"the liver (their loss weighted {AUX_WEIGHT}), a training aid: the model outputs the liver only."]
               if c.get("net", {}).get("aux_organs") else []),
             *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
                "real scans)."] if c.get("synthetic_share") is not None else []), ""]

@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SegTrainConfig
+from .config import AUX_WEIGHT, SegTrainConfig
 from .data import SegCase
 from .metrics import compare
 from .model_folder import SegInference, SegModelMeta, save_weights, write_meta
 from .network import build_network
 
 SOURCES = ("real", "synthetic")
-# weight of the other organs' loss (mean over them) beside the liver's: a training aid, the liver leads
-AUX_WEIGHT = 0.5
 
 
 def assign_folds(cases: list[SegCase], k: int, seed: int) -> list[int]:
@@ -95,7 +93,8 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
             logits = net(x).float()
         loss = loss_fn(logits[:, :1], y[:, :1])
         if known.any():   # the other organs, on the samples that have them labelled
-            loss = loss + AUX_WEIGHT * loss_fn(logits[known.to(device), 1:], y[known.to(device), 1:])
+            sel = known.to(device)
+            loss = loss + AUX_WEIGHT * loss_fn(logits[sel, 1:], y[sel, 1:])
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
