@@ -135,15 +135,15 @@ def augmented_batch(cases, transforms, rng: np.random.Generator, batch_size: int
             stack = organ_intensity(stack, slice_stack(organs, k, context), rng, organ_prob, organ_range,
                                     organ_keep_bright)
         label = c.label[k][None].astype(np.float32)
+        has = aux_organs > 0 and c.organs is not None and len(c.other_organs) >= aux_organs
         if aux_organs:
             others = np.zeros((aux_organs, *label.shape[1:]), np.float32)
-            has = c.organs is not None and len(c.other_organs) >= aux_organs
             for j, o in enumerate(c.other_organs[:aux_organs] if has else ()):
                 others[j] = c.organs[k] == o
             label = np.concatenate([label, others])
-            known.append(has)
+        known.append(has)
         # one call for all label channels: the same spatial draw moves liver and neighbours alike
         out = transforms({"image": stack, "label": label})
         xs.append(torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32))
         ys.append((torch.as_tensor(np.asarray(out["label"])) > 0.5).float())
-    return torch.stack(xs), torch.stack(ys), torch.as_tensor(known if aux_organs else [False] * len(xs))
+    return torch.stack(xs), torch.stack(ys), torch.as_tensor(known)
