@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from .segmentation.config import SegNetConfig, SegTrainConfig  # the defaults live there, once
+    from .segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig  # the defaults live there, once
 
     p = sub.add_parser(
         "train-seg", help="train the automatic liver mask model on labelled T2w MRI",
@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=SegTrainConfig.steps, help="optimiser steps per fold")
     p.add_argument("--batch-size", type=int, default=16, help="slices per step")
     p.add_argument("--patch", default="128,128", help="training patch in voxels y,x (multiples of 16)")
+    p.add_argument("--spacing", default=None,
+                   help="network grid x,y,z in mm (default {}: the shipped model's)".format(
+                       ",".join(f"{v:g}" for v in SegInputSpec.spacing_mm)))
     p.add_argument("--width", type=int, default=16, help="UNet filters at the first level (doubling per level)")
     p.add_argument("--context", type=int, default=SegNetConfig.context,
                    help="neighbouring slices on each side given to the network with each slice (default %(default)s)")
@@ -64,6 +67,16 @@ def run(args) -> int:
         raise InputError("--context/--organ-intensity", "context must be 0 or more, organ-intensity within 0–1")
     if args.synthetic_share is not None and not 0 <= args.synthetic_share <= 1:
         raise InputError("--synthetic-share", f"must be within 0–1, got {args.synthetic_share}")
+    from .segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig
+
+    spacing = SegInputSpec.spacing_mm
+    if args.spacing is not None:
+        try:
+            spacing = tuple(float(v) for v in args.spacing.split(","))
+        except ValueError:
+            raise InputError("--spacing", f"{args.spacing!r} is not three numbers x,y,z (mm)") from None
+        if len(spacing) != 3 or not all(0.5 <= v <= 20 for v in spacing):
+            raise InputError("--spacing", f"needs three spacings x,y,z within 0.5–20 mm, got {args.spacing!r}")
     if args.width < 4:
         raise InputError("--width", f"must be at least 4, got {args.width}")
     if args.folds < 2:
@@ -71,7 +84,6 @@ def run(args) -> int:
     if args.steps < 1 or args.workers < 1 or args.runs < 1:
         raise InputError("--steps/--workers/--runs", "must be at least 1")
 
-    from .segmentation.config import SegNetConfig, SegTrainConfig
     from .segmentation.data import load_manifest, load_pairs
     from .segmentation.model_card import write_model_card
     from .segmentation.train import train_segmentation
@@ -80,7 +92,7 @@ def run(args) -> int:
     cfg = SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                          organ_intensity_keep_bright=args.organ_keep_bright,
-                         synthetic_share=args.synthetic_share)
+                         synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing))
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)

@@ -367,8 +367,9 @@ def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, s
     write_manifest(manifest, small_cohort[1][:2])
     assert main(["train-seg", "--data", str(data), "--manifest", str(manifest), "--out", str(out), "--folds", "2",
                  "--steps", "2", "--batch-size", "2", "--patch", "64,64", "--width", "4", "--device", "cpu",
-                 "--threads", "1", "--synthetic-share", "0.2"]) == 0
+                 "--threads", "1", "--synthetic-share", "0.2", "--spacing", "3,3,7.7"]) == 0
     meta = read_meta(out)
+    assert meta.spec.spacing_mm == (3.0, 3.0, 7.7)     # the grid it trained on, run on and scored with
     with open(out / "cv_cases.csv") as fh:
         rows = list(csv.DictReader(fh))
     synthetic = [r for r in rows if r["source"] == "synthetic"]
@@ -382,6 +383,8 @@ def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, s
     assert meta.inference.tta_scales == (0.9, 1.0, 1.1)     # a new folder runs (and was scored) with TTA
     assert main(["train-seg", "--data", str(data), "--out", str(out), "--patch", "60,64"]) == 2
     assert main(["train-seg", "--data", str(data), "--out", str(out), "--synthetic-share", "1.5"]) == 2
+    assert main(["train-seg", "--data", str(data), "--out", str(out), "--spacing", "2,2"]) == 2
+    assert main(["train-seg", "--data", str(data), "--out", str(out), "--spacing", "0,2,7.7"]) == 2
 
 
 def test_aux_organs_add_the_neighbours_as_targets_and_the_model_still_outputs_the_liver(real_data, tmp_path):
