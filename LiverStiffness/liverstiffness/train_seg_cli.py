@@ -54,6 +54,7 @@ def run(args) -> int:
     from dataclasses import replace
 
     from .errors import InputError
+    from .segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig
 
     if not args.data and not args.manifest:
         raise InputError("train-seg", "give at least one --data folder or --manifest")
@@ -67,8 +68,6 @@ def run(args) -> int:
         raise InputError("--context/--organ-intensity", "context must be 0 or more, organ-intensity within 0–1")
     if args.synthetic_share is not None and not 0 <= args.synthetic_share <= 1:
         raise InputError("--synthetic-share", f"must be within 0–1, got {args.synthetic_share}")
-    from .segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig
-
     spacing = SegInputSpec.spacing_mm
     if args.spacing is not None:
         try:

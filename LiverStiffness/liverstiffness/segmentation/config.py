@@ -18,9 +18,11 @@ class SegInputSpec:
     """How an image becomes the network's input.
 
     The image is resampled (linear, anti-aliased) onto an axis-aligned LPS grid that covers it,
-    at ``spacing_mm``: 2.5 mm in-plane holds the liver's outline to ~1 % Dice (measured on the
-    CHAOS labels), and the slice spacing is the training data's own (CHAOS T2-SPIR, 7.7 mm), so
-    the network always sees one orientation and one voxel size whatever the scanner wrote.
+    at ``spacing_mm``: 2.5 mm in-plane holds the liver's outline to 0.4 % Dice (the CHAOS labels taken
+    there and back), and 2.0 mm trained worse (``train-seg --spacing``, run Q in bench/RESULTS.md: held-out
+    Dice 0.891 against 0.897, the errors along the outline unchanged); the slice spacing is the
+    training data's own (CHAOS T2-SPIR, 7.7 mm), so the network always sees one orientation and one
+    voxel size whatever the scanner wrote.
     Intensities are scaled per image by percentiles (MONAI ``ScaleIntensityRangePercentiles``):
     MR signal has no absolute unit.
     """
