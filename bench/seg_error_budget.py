@@ -34,14 +34,11 @@ sys.path.insert(0, str(ROOT / "LiverStiffness"))
 from seg_bench import held_out_cases  # noqa: E402  (the cases seg_bench.py scores)
 
 from liverstiffness.segmentation.infer import LiverSegmenter  # noqa: E402
+from liverstiffness.segmentation.metrics import dice  # noqa: E402
 from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, read_meta  # noqa: E402
 from liverstiffness.segmentation.postprocess import clean_mask, fill_holes, largest_component  # noqa: E402
 
 BANDS_MM = (1.25, 2.5, 5.0)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
 def in_plane_distance(mask: np.ndarray, spacing_yx) -> np.ndarray:
@@ -73,14 +70,6 @@ def disk(r: int) -> np.ndarray:
     return (x * x + y * y <= r * r)[None]
 
 
-def lcc6(prob: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(prob >= 0.5)
-    if n > 1:
-        sizes = ndimage.sum(labels > 0, labels, range(1, n + 1))
-        return fill_holes(labels == int(np.argmax(sizes)) + 1)
-    return fill_holes(labels > 0)
-
-
 def opened(prob: np.ndarray, r: int) -> np.ndarray:
     return fill_holes(largest_component(ndimage.binary_opening(prob >= 0.5, structure=disk(r))))
 
@@ -105,7 +94,8 @@ def slice_chain(prob: np.ndarray, overlap: float) -> np.ndarray:
     return mask
 
 
-VARIANTS = {"shipped (26-connected, holes filled)": clean_mask, "6-connected": lcc6,
+VARIANTS = {"shipped (26-connected, holes filled)": clean_mask,
+            "6-connected": lambda p: fill_holes(largest_component(p >= 0.5, connectivity=1)),
             "opening r = 2 voxels": lambda p: opened(p, 2), "opening r = 4 voxels": lambda p: opened(p, 4),
             "slice chain, any overlap": lambda p: slice_chain(p, 0.0),
             "slice chain, half on the slice before": lambda p: slice_chain(p, 0.5)}
@@ -118,11 +108,13 @@ def main() -> None:
     args = ap.parse_args()
     meta = read_meta(args.model)
     rows, variants = [], {name: [] for name in VARIANTS}
+    segmenters: dict[tuple, LiverSegmenter] = {}     # per set of held-out networks: loaded once
     for case in held_out_cases(args.chaos, [], meta.spec):
         image, label_img = case.originals()
-        held = meta.networks_holding_out(case.case_id)
-        prob = sitk.GetArrayFromImage(LiverSegmenter.load(args.model, "cpu", held)
-                                      .segment(image, case.case_id, require_liver=False).probability)
+        held = tuple(meta.networks_holding_out(case.case_id))
+        if held not in segmenters:
+            segmenters[held] = LiverSegmenter.load(args.model, "cpu", list(held))
+        prob = sitk.GetArrayFromImage(segmenters[held].segment(image, case.case_id, require_liver=False).probability)
         label = sitk.GetArrayFromImage(label_img) > 0
         spacing_yx = image.GetSpacing()[1::-1]
         rows.append({"case": case.case_id, **budget(clean_mask(prob), label, spacing_yx)})
