@@ -1,0 +1,58 @@
+"""Score the finished fold networks of a ``train-seg`` folder that was stopped before it wrote seg_model.json.
+
+``train-seg`` scores its networks only once every fold has trained. A long run (e.g. ``--folds 15``,
+leave-one-out: fifteen networks, three waves of five workers here) can be stopped after some waves; this
+scores the networks it saved, each on the real CHAOS cases it held out, as ``train-seg`` would have (the
+folder's config, ``train.score_held_out``: the shipped test-time scales and post-processing, on each
+image's own grid). The held-out cases are dealt again by ``train.assign_folds`` from the folder's
+config.json: the real cases are dealt first, so their folds do not depend on the synthetic exams.
+
+    .venv/bin/python bench/seg_score_folds.py RUN_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "LiverStiffness"))
+
+from seg_bench import held_out_cases  # noqa: E402  (the cases seg_bench.py scores)
+
+from liverstiffness.model.checkpoint import sha256  # noqa: E402
+from liverstiffness.segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig  # noqa: E402
+from liverstiffness.segmentation.train import _meta, assign_folds, score_held_out  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a train-seg --out folder with config.json and some foldK.pt")
+    ap.add_argument("--chaos", type=Path, default=ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir")
+    args = ap.parse_args()
+    d = json.loads((args.run / "config.json").read_text())
+    cfg = SegTrainConfig(folds=d["folds"], runs=d["runs"], steps=d["steps"], seed=d["seed"],
+                         net=SegNetConfig.from_dict(d["net"]), spec=SegInputSpec.from_dict(d["spec"]))
+    cases = held_out_cases(args.chaos, [], cfg.spec)
+    folds = []
+    for r in range(cfg.runs):
+        fold_of = assign_folds(cases, cfg.folds, cfg.seed + r)
+        for k in range(cfg.folds):
+            path = args.run / (f"fold{k}.pt" if cfg.runs == 1 else f"run{r}_fold{k}.pt")
+            if path.is_file():
+                folds.append({"file": path.name, "sha256": sha256(path), "run": r,
+                              "held_out": [c.case_id for c, f in zip(cases, fold_of) if f == k]})
+    meta = _meta(cfg, folds, {})
+    scored = [c for c in cases if meta.networks_holding_out(c.case_id)]
+    rows = score_held_out(args.run, meta, scored)
+    print(f"{args.run.name}: {len(folds)} of {cfg.folds * cfg.runs} networks, {len(rows)} real cases held out")
+    for row in rows:
+        print(f"  {row['case_id']:20s} Dice {row['dice']:.4f}  HD95 {row['hd95_mm']:.1f} mm")
+    print(f"  mean Dice {np.mean([r['dice'] for r in rows]):.4f}")
+
+
+if __name__ == "__main__":
+    main()
