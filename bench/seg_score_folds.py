@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a train-seg --out folder with config.json and some foldK.pt")
     ap.add_argument("--chaos", type=Path, default=ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir")
     args = ap.parse_args()
+    if not (args.run / "config.json").is_file():
+        sys.exit(f"{args.run}: not a train-seg --out folder (no config.json)")
     d = json.loads((args.run / "config.json").read_text())
     cfg = SegTrainConfig(folds=d["folds"], runs=d["runs"], steps=d["steps"], seed=d["seed"],
                          net=SegNetConfig.from_dict(d["net"]), spec=SegInputSpec.from_dict(d["spec"]))
@@ -45,7 +47,9 @@ def main() -> None:
             if path.is_file():
                 folds.append({"file": path.name, "sha256": sha256(path), "run": r,
                               "held_out": [c.case_id for c, f in zip(cases, fold_of) if f == k]})
-    meta = _meta(cfg, folds, {})
+    if not folds:
+        sys.exit(f"{args.run}: no finished fold networks yet")
+    meta = _meta(cfg, folds, {})    # the folder's seg_model.json as train-seg writes it, for the networks there
     scored = [c for c in cases if meta.networks_holding_out(c.case_id)]
     rows = score_held_out(args.run, meta, scored)
     print(f"{args.run.name}: {len(folds)} of {cfg.folds * cfg.runs} networks, {len(rows)} real cases held out")
