@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ from seg_bench import held_out_cases  # noqa: E402  (the cases seg_bench.py scor
 
 from liverstiffness.segmentation.infer import LiverSegmenter  # noqa: E402
 from liverstiffness.segmentation.metrics import dice  # noqa: E402
-from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, read_meta  # noqa: E402
+from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, load_networks, read_meta  # noqa: E402
 from liverstiffness.segmentation.postprocess import clean_mask, fill_holes, largest_component  # noqa: E402
 
 BANDS_MM = (1.25, 2.5, 5.0)
@@ -113,15 +114,13 @@ def main() -> None:
     args = ap.parse_args()
     meta = read_meta(args.model)
     rows, variants = [], {name: [] for name in VARIANTS}
-    segmenters: dict[tuple, LiverSegmenter] = {}     # per set of networks: loaded once
+    networks = load_networks(args.model, meta, "cpu")      # every network once; each case picks its own
     for case in held_out_cases(args.chaos, [], meta.spec):
         image, label_img = case.originals()
-        nets = tuple(meta.networks_holding_out(case.case_id))
-        if args.seen:
-            nets = tuple(i for i in range(len(meta.folds)) if i not in nets)
-        if nets not in segmenters:
-            segmenters[nets] = LiverSegmenter.load(args.model, "cpu", list(nets))
-        prob = sitk.GetArrayFromImage(segmenters[nets].segment(image, case.case_id, require_liver=False).probability)
+        held = meta.networks_holding_out(case.case_id)
+        nets = [i for i in range(len(networks)) if (i in held) != args.seen]
+        seg = LiverSegmenter(meta, [networks[i] for i in nets], args.model, torch.device("cpu"))
+        prob = sitk.GetArrayFromImage(seg.segment(image, case.case_id, require_liver=False).probability)
         label = sitk.GetArrayFromImage(label_img) > 0
         spacing_yx = image.GetSpacing()[1::-1]
         rows.append({"case": case.case_id, **budget(clean_mask(prob), label, spacing_yx)})

@@ -25,7 +25,7 @@ from seg_bench import held_out_cases  # noqa: E402  (the cases seg_bench.py scor
 
 from liverstiffness.model.checkpoint import sha256  # noqa: E402
 from liverstiffness.segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig  # noqa: E402
-from liverstiffness.segmentation.train import _meta, assign_folds, score_held_out  # noqa: E402
+from liverstiffness.segmentation.train import assign_folds, folder_meta, score_held_out, split, weights_file  # noqa: E402
 
 
 def main() -> None:
@@ -43,13 +43,13 @@ def main() -> None:
     for r in range(cfg.runs):
         fold_of = assign_folds(cases, cfg.folds, cfg.seed + r)
         for k in range(cfg.folds):
-            path = args.run / (f"fold{k}.pt" if cfg.runs == 1 else f"run{r}_fold{k}.pt")
+            path = args.run / weights_file(cfg.runs, r, k)
             if path.is_file():
                 folds.append({"file": path.name, "sha256": sha256(path), "run": r,
-                              "held_out": [c.case_id for c, f in zip(cases, fold_of) if f == k]})
+                              "held_out": [c.case_id for c in split(cases, fold_of, k)[1]]})
     if not folds:
         sys.exit(f"{args.run}: no finished fold networks yet")
-    meta = _meta(cfg, folds, {})    # the folder's seg_model.json as train-seg writes it, for the networks there
+    meta = folder_meta(cfg, folds, {})    # the folder's seg_model.json as train-seg writes it, for the networks there
     scored = [c for c in cases if meta.networks_holding_out(c.case_id)]
     rows = score_held_out(args.run, meta, scored)
     print(f"{args.run.name}: {len(folds)} of {cfg.folds * cfg.runs} networks, {len(rows)} real cases held out")

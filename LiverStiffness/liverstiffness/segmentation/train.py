@@ -123,6 +123,16 @@ def evaluate_cases(segmenter, cases: list[SegCase]) -> list[dict]:
     return rows
 
 
+def weights_file(runs: int, run: int, k: int) -> str:
+    """The file name of fold ``k`` of run ``run`` in a folder of ``runs`` runs."""
+    return f"fold{k}.pt" if runs == 1 else f"run{run}_fold{k}.pt"
+
+
+def split(cases: list[SegCase], folds: list[int], k: int) -> tuple[list[SegCase], list[SegCase]]:
+    """(training cases, held-out cases) of fold ``k`` under the fold index per case ``folds``."""
+    return [c for c, f in zip(cases, folds) if f != k], [c for c, f in zip(cases, folds) if f == k]
+
+
 def _fold_log(out: Path, weights_file: str) -> Path:
     """A fold network's own training log, written by its job and merged into train_log.jsonl after."""
     return out / f"train_log_{Path(weights_file).stem}.jsonl"
@@ -137,9 +147,8 @@ def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: Seg
         torch.set_num_threads(threads)
     dev = _device(device)
     seed = cfg.seed + run
-    train = [c for c, f in zip(cases, folds) if f != k]
-    held = [c for c, f in zip(cases, folds) if f == k]
-    name = f"fold{k}.pt" if cfg.runs == 1 else f"run{run}_fold{k}.pt"
+    train, held = split(cases, folds, k)
+    name = weights_file(cfg.runs, run, k)
     with open(_fold_log(out, name), "w") as fh:
         def log(entry):
             fh.write(json.dumps({"run": run, "fold": k, **entry}) + "\n")
@@ -173,7 +182,7 @@ def score_held_out(model_dir: str | Path, meta: SegModelMeta, cases: list[SegCas
     return sorted(rows, key=lambda r: order[r["case_id"]])
 
 
-def _meta(cfg: SegTrainConfig, folds: list[dict], metrics: dict, trained_on: dict | None = None) -> SegModelMeta:
+def folder_meta(cfg: SegTrainConfig, folds: list[dict], metrics: dict, trained_on: dict | None = None) -> SegModelMeta:
     return SegModelMeta(name="liverstiffness-liverseg", version="0.1.0", net=cfg.net, spec=cfg.spec,
                         inference=SegInference(), folds=folds,
                         trained_on=trained_on or {}, metrics=metrics)
@@ -238,13 +247,13 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
             fh.write(part.read_text())
             part.unlink()
     # scored from the saved (float16) weights, as shipped
-    rows = score_held_out(out, _meta(cfg, fold_meta, {}), cases, device)
+    rows = score_held_out(out, folder_meta(cfg, fold_meta, {}), cases, device)
     with open(out / "cv_cases.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     metrics = {"held_out": summarise(rows), "protocol": protocol(cfg.folds, cfg.runs),
                "train_wall_seconds": round(train_s, 1)}
-    meta = _meta(replace(cfg), fold_meta, metrics, trained_on)
+    meta = folder_meta(replace(cfg), fold_meta, metrics, trained_on)
     write_meta(out, meta)
     return meta
