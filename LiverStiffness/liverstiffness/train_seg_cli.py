@@ -40,6 +40,12 @@ def register(sub) -> None:
                         "a training aid; the model still outputs the liver only")
     p.add_argument("--synthetic-share", type=float, default=None,
                    help="share of training samples drawn from the --manifest exams (default: their share of the cases)")
+    p.add_argument("--lr", type=float, default=SegTrainConfig.lr,
+                   help="peak learning rate (AdamW; 5 %% warm-up, then cosine to zero; default %(default)s)")
+    p.add_argument("--init-from", default=None, metavar="SEG_DIR",
+                   help="start each fold network from a network of this model folder instead of random weights: one "
+                        "that never trained on the fold's held-out cases (the same seed and cases continue each "
+                        "network with its own folds); same architecture and grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", type=int, default=1,
                    help="independent k-fold runs, seeds SEED, SEED+1, ...; all their networks are the ensemble and "
@@ -82,6 +88,11 @@ def run(args) -> int:
         raise InputError("--folds", f"must be at least 2, got {args.folds}")
     if args.steps < 1 or args.workers < 1 or args.runs < 1:
         raise InputError("--steps/--workers/--runs", "must be at least 1")
+    if not 0 < args.lr <= 1:
+        raise InputError("--lr", f"must be within (0, 1], got {args.lr}")
+    if args.init_from is not None:
+        from .segmentation.model_folder import read_meta
+        read_meta(args.init_from)        # a one-line error now, not after the data are loaded
 
     from .segmentation.data import load_manifest, load_pairs
     from .segmentation.model_card import write_model_card
@@ -91,7 +102,8 @@ def run(args) -> int:
     cfg = SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                          organ_intensity_keep_bright=args.organ_keep_bright,
-                         synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing))
+                         synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
+                         init_from=args.init_from)
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)

@@ -562,3 +562,56 @@ def test_totalsegmentator_missing_stops_predict_with_one_line(tiny_model, one_ca
     assert err == ("error: --segmenter totalsegmentator: TotalSegmentator is not installed "
                    "(pip install TotalSegmentator, then totalseg_download_weights -t total_mr)")
     assert not (tmp_path / "never").exists()
+
+
+def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_cases(real_data, tmp_path):
+    """``init_from``: each fold network starts from the folder's network that held out the same cases
+    (same seed and cases), recorded with its SHA-256; a folder whose networks saw the held-out cases, or
+    another architecture, is refused in one line before anything is written."""
+    from dataclasses import replace
+
+    import torch
+
+    from liverstiffness.segmentation.config import SegNetConfig, SegTrainConfig
+    from liverstiffness.segmentation.data import load_pairs
+    from liverstiffness.segmentation.model_card import write_model_card
+    from liverstiffness.segmentation.model_folder import write_meta
+    from liverstiffness.segmentation.train import train_segmentation
+
+    data = four_chaos_pairs(real_data, tmp_path / "pairs")
+    cfg = SegTrainConfig(folds=2, runs=2, steps=2, batch_size=2, patch_yx=(64, 64), seed=5, threads=1,
+                         net=SegNetConfig(channels=(4, 8, 16, 32, 64)))
+    cases = load_pairs(data, 1, cfg.spec)
+    base = train_segmentation(cases, tmp_path / "base", cfg, "cpu", progress=lambda _: None)
+    # a tiny learning rate: the continued networks must still be their starting networks, to fp16 precision
+    cont = train_segmentation(cases, tmp_path / "cont", replace(cfg, steps=1, lr=1e-9, init_from=str(tmp_path / "base")),
+                              "cpu", progress=lambda _: None)
+    fresh = train_segmentation(cases, tmp_path / "fresh", replace(cfg, steps=1, lr=1e-9), "cpu", progress=lambda _: None)
+
+    def weights(folder, fold):
+        return torch.load(folder / fold["file"], weights_only=True)
+
+    for b, c, f in zip(base.folds, cont.folds, fresh.folds):
+        assert c["held_out"] == b["held_out"]
+        assert c["started_from"] == {"file": b["file"], "sha256": b["sha256"]}
+        wb, wc, wf = weights(tmp_path / "base", b), weights(tmp_path / "cont", c), weights(tmp_path / "fresh", f)
+        assert all(torch.allclose(wb[k].float(), wc[k].float(), atol=1e-3) for k in wb)
+        assert not all(torch.allclose(wf[k].float(), wc[k].float(), atol=1e-3) for k in wf)   # not a fresh start
+    assert json.loads((tmp_path / "cont" / "config.json").read_text())["init_from"] == str(tmp_path / "base")
+    card = write_model_card(tmp_path / "cont", cont).read_text()
+    assert f"started from a network of `{tmp_path / 'base'}`" in card and "; started from `run1_fold1.pt`" in card
+
+    seen = tmp_path / "seen"                    # every network listed as having trained on every case
+    shutil.copytree(tmp_path / "base", seen)
+    meta = read_meta(seen)
+    for f in meta.folds:
+        f["trained_on"] = [c.case_id for c in cases]
+    write_meta(seen, meta)
+    with pytest.raises(InputError, match="trained on a case that fold 0 of run 0 holds out"):
+        train_segmentation(cases, tmp_path / "leak", replace(cfg, init_from=str(seen)), "cpu", progress=lambda _: None)
+    assert not (tmp_path / "leak").exists()
+    common = ["train-seg", "--data", str(data), "--folds", "2", "--steps", "1", "--patch", "64,64", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "wide"), "--width", "8", "--init-from", str(tmp_path / "base")]) == 2
+    assert main(common + ["--out", str(tmp_path / "none"), "--init-from", str(tmp_path / "pairs")]) == 2
+    assert main(common + ["--out", str(tmp_path / "lr"), "--lr", "0"]) == 2
+    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr"))

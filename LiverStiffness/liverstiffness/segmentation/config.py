@@ -121,6 +121,9 @@ class SegTrainConfig:
     # share of training samples drawn from synthetic exams; None: as many as their count says.
     # The real scans are what the model is scored on, the synthetic ones add contrasts they lack.
     synthetic_share: float | None = None
+    # a model folder whose networks the fold networks start from (``train.starting_networks`` picks, per
+    # fold, one that never saw the fold's held-out cases); None: random initialisation
+    init_from: str | None = None
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("net", "spec")}

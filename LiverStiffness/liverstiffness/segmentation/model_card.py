@@ -46,6 +46,9 @@ def training_lines(model_dir: Path) -> list[str]:
             *([f"- The other {c['net']['aux_organs']} labelled organs (kidneys, spleen) learnt as extra outputs beside "
                f"the liver (their loss weighted {AUX_WEIGHT}), a training aid: the model outputs the liver only."]
               if c.get("net", {}).get("aux_organs") else []),
+            *([f"- Each fold network started from a network of `{c['init_from']}` (the one per fold that never saw "
+               "the fold's held-out cases; Weights below names it), not from random weights."]
+              if c.get("init_from") else []),
             *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
                "real scans)."] if c.get("synthetic_share") is not None else []), ""]
 
@@ -103,7 +106,9 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
         "## Held-out accuracy (cases never seen by the networks that scored them)", "",
         meta.metrics.get("protocol", ""), "", *rows, "",
         "## Weights", "",
-        *[f"- `{f['file']}` SHA-256 `{f['sha256']}`; held out: {', '.join(f['held_out'])}" for f in meta.folds], "",
+        *[f"- `{f['file']}` SHA-256 `{f['sha256']}`; held out: {', '.join(f['held_out'])}"
+          + (f"; started from `{f['started_from']['file']}` (SHA-256 `{f['started_from']['sha256'][:12]}…`)"
+             if "started_from" in f else "") for f in meta.folds], "",
         "## Licence", "", LICENCE, "See LICENSE-WEIGHTS.md.", "",
         "## Limits", "", *[f"- {x}" for x in LIMITS],
     ]

@@ -63,9 +63,10 @@ def _lr(step: int, cfg: SegTrainConfig) -> float:
 
 
 def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, device: torch.device,
-                  log=None) -> torch.nn.Module:
+                  log=None, start: torch.nn.Module | None = None) -> torch.nn.Module:
     """One network on ``train_cases`` for ``cfg.steps`` steps (Dice + cross-entropy loss; with
-    ``cfg.net.aux_organs``, plus AUX_WEIGHT × that loss on the other organs' outputs)."""
+    ``cfg.net.aux_organs``, plus AUX_WEIGHT × that loss on the other organs' outputs); ``start``: a
+    network whose weights it begins from (the schedule, warm-up included, runs again from step 0)."""
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
@@ -73,7 +74,10 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
 
     set_determinism(seed)
     torch.manual_seed(seed)
-    net = build_network(cfg.net).to(device).train()
+    net = build_network(cfg.net)     # drawn even with ``start``, so the augmentation's draws stay the same
+    if start is not None:
+        net.load_state_dict(start.state_dict())
+    net = net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
     transforms = training_transforms(cfg.patch_yx, seed)
@@ -133,15 +137,49 @@ def split(cases: list[SegCase], folds: list[int], k: int) -> tuple[list[SegCase]
     return [c for c, f in zip(cases, folds) if f != k], [c for c, f in zip(cases, folds) if f == k]
 
 
+def starting_networks(init_dir: str | Path, cases: list[SegCase], folds: dict[int, list[int]],
+                      cfg: SegTrainConfig) -> dict[tuple[int, int], int]:
+    """For each fold network (run, fold) to train, the index of the network of the folder ``init_dir``
+    it starts from: one that never trained on any case the new fold holds out (else those cases'
+    held-out scores would be scores on seen livers); of those, the one of the same run that held out
+    exactly the same cases when there is one (continuing a run with its own seed and cases), else one
+    of another run that did, else the eligible ones in turn."""
+    from ..errors import InputError
+    from .model_folder import read_meta
+
+    init = read_meta(init_dir)
+    where = f"--init-from {init_dir}"
+    if (init.net, init.spec) != (cfg.net, cfg.spec):
+        raise InputError(where, "has another network or input grid than the one to train (its seg_model.json "
+                                "architecture / input_spec); start from a folder trained with the same settings")
+    if any("trained_on" not in f for f in init.folds):
+        raise InputError(where, "does not list the cases each network trained on (written before that was "
+                                "recorded), so it cannot be checked that they never saw the held-out cases")
+    picks = {}
+    for r, fold_of in folds.items():
+        for k in range(cfg.folds):
+            held = {c.case_id for c in split(cases, fold_of, k)[1]}
+            ok = [i for i, f in enumerate(init.folds) if not held & set(f["trained_on"])]
+            same = [i for i in ok if set(init.folds[i]["held_out"]) == held]
+            same.sort(key=lambda i: init.folds[i].get("run", 0) != r)    # its own run's first (splits can repeat)
+            if not ok:
+                raise InputError(where, f"every network there trained on a case that fold {k} of run {r} holds out "
+                                        f"({', '.join(sorted(held))}); use the same --seed and cases, or another folder")
+            picks[(r, k)] = same[0] if same else ok[(r * cfg.folds + k) % len(ok)]
+    return picks
+
+
 def _fold_log(out: Path, weights_file: str) -> Path:
     """A fold network's own training log, written by its job and merged into train_log.jsonl after."""
     return out / f"train_log_{Path(weights_file).stem}.jsonl"
 
 
 def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: SegTrainConfig, out: Path,
-              device: str, threads: int) -> dict:
-    """Train fold ``k`` of run ``run`` (in this process or a worker) and save it."""
+              device: str, threads: int, start_index: int | None = None) -> dict:
+    """Train fold ``k`` of run ``run`` (in this process or a worker) and save it; ``start_index``: the
+    network of ``cfg.init_from`` it starts from."""
     from .infer import _device
+    from .model_folder import load_networks, read_meta
 
     if threads:
         torch.set_num_threads(threads)
@@ -149,16 +187,21 @@ def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: Seg
     seed = cfg.seed + run
     train, held = split(cases, folds, k)
     name = weights_file(cfg.runs, run, k)
+    start, started_from = None, {}
+    if start_index is not None:
+        init = read_meta(cfg.init_from)
+        start = load_networks(cfg.init_from, init, "cpu", [start_index])[0]   # its SHA-256 checked there
+        started_from = {"started_from": {k_: init.folds[start_index][k_] for k_ in ("file", "sha256")}}
     with open(_fold_log(out, name), "w") as fh:
         def log(entry):
             fh.write(json.dumps({"run": run, "fold": k, **entry}) + "\n")
             fh.flush()
         t = time.perf_counter()
-        net = train_network(train, cfg, seed + 1000 * k, dev, log)
+        net = train_network(train, cfg, seed + 1000 * k, dev, log, start)
         train_s = time.perf_counter() - t
     return {"file": name, "sha256": save_weights(net, out / name), "run": run, "seed": seed,
             "held_out": [c.case_id for c in held], "trained_on": [c.case_id for c in train], "steps": cfg.steps,
-            "train_seconds": round(train_s, 1)}
+            "train_seconds": round(train_s, 1), **started_from}
 
 
 def score_held_out(model_dir: str | Path, meta: SegModelMeta, cases: list[SegCase], device: str = "cpu") -> list[dict]:
@@ -217,13 +260,14 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
                        workers: int = 1, trained_on: dict | None = None, progress=print) -> SegModelMeta:
     """k-fold training into the model folder ``out``; returns its metadata (also written there)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.folds < 2:
         raise ValueError("at least 2 folds: every case needs a network that never saw it")
     if sum(c.source == "real" for c in cases) < cfg.folds:
         raise ValueError(f"{cfg.folds} folds need at least {cfg.folds} real cases")
     folds = {r: assign_folds(cases, cfg.folds, cfg.seed + r) for r in range(cfg.runs)}
     jobs = [(r, k) for r in range(cfg.runs) for k in range(cfg.folds)]
+    starts = starting_networks(cfg.init_from, cases, folds, cfg) if cfg.init_from else {}   # checked before writing
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     t0 = time.perf_counter()
     results = {}
@@ -231,13 +275,14 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
         # spawn, not fork: a forked copy of a process that already runs torch's threads can hang.
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {job: pool.submit(_fold_job, *job, cases, folds[job[0]], cfg, out, device, threads) for job in jobs}
+            futures = {job: pool.submit(_fold_job, *job, cases, folds[job[0]], cfg, out, device, threads,
+                                          starts.get(job)) for job in jobs}
             for job, fut in futures.items():
                 results[job] = fut.result()
                 progress(f"run {job[0]} fold {job[1]} done")
     else:
         for job in jobs:
-            results[job] = _fold_job(*job, cases, folds[job[0]], cfg, out, device, cfg.threads)
+            results[job] = _fold_job(*job, cases, folds[job[0]], cfg, out, device, cfg.threads, starts.get(job))
             progress(f"run {job[0]} fold {job[1]} done")
     train_s = time.perf_counter() - t0
     fold_meta = [results[job] for job in jobs]
