@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, default=16, help="UNet filters at the first level (doubling per level)")
     p.add_argument("--context", type=int, default=SegNetConfig.context,
                    help="neighbouring slices on each side given to the network with each slice (default %(default)s)")
+    p.add_argument("--scale-aug", type=float, default=SegTrainConfig.scale_aug,
+                   help="in-plane scaling augmentation: each axis scaled by up to 1 ± this (default %(default)s)")
     p.add_argument("--organ-intensity", type=float, default=SegTrainConfig.organ_intensity_prob,
                    help="probability per labelled organ of scaling its signal in training (0: off; default %(default)s)")
     p.add_argument("--organ-keep-bright", action="store_true",
@@ -88,6 +90,8 @@ def run(args) -> int:
         raise InputError("--folds", f"must be at least 2, got {args.folds}")
     if args.steps < 1 or args.workers < 1 or args.runs < 1:
         raise InputError("--steps/--workers/--runs", "must be at least 1")
+    if not 0 <= args.scale_aug < 0.9:
+        raise InputError("--scale-aug", f"must be within 0–0.9, got {args.scale_aug}")
     if not 0 < args.lr <= 1:
         raise InputError("--lr", f"must be within (0, 1], got {args.lr}")
     if args.init_from is not None:
@@ -103,7 +107,7 @@ def run(args) -> int:
                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                          organ_intensity_keep_bright=args.organ_keep_bright,
                          synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
-                         init_from=args.init_from)
+                         scale_aug=args.scale_aug, init_from=args.init_from)
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)

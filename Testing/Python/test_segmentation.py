@@ -614,4 +614,24 @@ def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_c
     assert main(common + ["--out", str(tmp_path / "wide"), "--width", "8", "--init-from", str(tmp_path / "base")]) == 2
     assert main(common + ["--out", str(tmp_path / "none"), "--init-from", str(tmp_path / "pairs")]) == 2
     assert main(common + ["--out", str(tmp_path / "lr"), "--lr", "0"]) == 2
-    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr"))
+    assert main(common + ["--out", str(tmp_path / "sc"), "--scale-aug", "0.95"]) == 2
+    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr", "sc"))
+
+
+def test_scale_augmentation_spans_the_range_it_is_given():
+    """``train-seg --scale-aug``: a disk's area after the training transforms stays within (1 ± 0.15)² per axis
+    by default and reaches beyond it with 0.3 (rotation, shifts and the elastic deformation keep the area)."""
+    from liverstiffness.segmentation.augment import training_transforms
+
+    yy, xx = np.mgrid[:64, :64]
+    disk = ((yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2).astype(np.float32)[None]
+
+    def area_ratios(scale):
+        t = training_transforms((64, 64), 3, scale)
+        return np.array([float(np.asarray(t({"image": disk.copy(), "label": disk.copy()})["label"]).sum()) / disk.sum()
+                         for _ in range(60)])
+
+    default, wide = area_ratios(0.15), area_ratios(0.3)
+    assert 0.68 < default.min() and default.max() < 1.36
+    assert wide.min() < 0.68 or wide.max() > 1.36
+    assert wide.std() > 1.5 * default.std()

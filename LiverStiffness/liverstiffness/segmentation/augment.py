@@ -6,7 +6,7 @@ samples are drawn from slices that hold liver, so the network learns the organ's
 than empty slices.
 
 Augmentation is strong on purpose: 15 real cases from one scanner type must stand for many.
-Spatial: rotation ±15°, scaling ±15 %, shifts, and now and then an elastic deformation (2-D,
+Spatial: rotation ±15°, scaling ±15 % per axis (``train-seg --scale-aug``), shifts, and now and then an elastic deformation (2-D,
 in-plane). Appearance: bias field, gamma, intensity scale and shift, lower resolution, blur and
 noise. No flips: the liver is on the patient's right, and a mirrored abdomen would teach the
 network that the spleen may be liver.
@@ -67,7 +67,8 @@ def organ_intensity(stack: np.ndarray, organs: np.ndarray, rng: np.random.Genera
     return np.clip(stack * factor, 0.0, 1.0)
 
 
-def training_transforms(patch_yx, seed: int):
+def training_transforms(patch_yx, seed: int, scale: float = 0.15):
+    """``scale``: each in-plane axis scaled by a factor within 1 ± scale (RandAffine)."""
     from monai.transforms import (
         Compose,
         Rand2DElasticd,
@@ -88,7 +89,7 @@ def training_transforms(patch_yx, seed: int):
     t = Compose([
         SpatialPadd(keys, patch),
         RandSpatialCropd(keys, patch, random_size=False),
-        RandAffined(keys, prob=0.85, rotate_range=(0.26,), scale_range=(0.15, 0.15), translate_range=(10, 10),
+        RandAffined(keys, prob=0.85, rotate_range=(0.26,), scale_range=(scale, scale), translate_range=(10, 10),
                     mode=("bilinear", "nearest"), padding_mode="zeros"),
         Rand2DElasticd(keys, spacing=(24, 24), magnitude_range=(0.5, 2.0), prob=0.2, mode=("bilinear", "nearest"),
                        padding_mode="zeros"),

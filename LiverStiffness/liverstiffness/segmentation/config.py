@@ -114,6 +114,7 @@ class SegTrainConfig:
     net: SegNetConfig = field(default_factory=SegNetConfig)
     spec: SegInputSpec = field(default_factory=SegInputSpec)
     threads: int = 0                        # torch CPU threads; 0: torch's default
+    scale_aug: float = 0.15                 # in-plane scaling augmentation: each axis by 1 ± this at most
     # organ-wise intensity augmentation (augment.organ_intensity): probability per organ, factor range
     organ_intensity_prob: float = 0.35
     organ_intensity_range: tuple[float, float] = (0.25, 1.5)

@@ -40,8 +40,9 @@ def training_lines(model_dir: Path) -> list[str]:
             f"- {_runs(c)}{c['folds']} folds over cases, {c['steps']} AdamW steps per fold of {c['batch_size']} slices "
             f"({c['patch_yx'][0]} × {c['patch_yx'][1]} voxels), learning rate {c['lr']} (warm-up, cosine decay), "
             f"Dice + cross-entropy loss, {_seeds(c)}.",
-            "- Augmentation (MONAI): rotation, scaling, shifts, elastic deformation, lower resolution, bias field, "
-            "gamma, intensity scale and shift, blur, noise; no flips (the liver's side is anatomy).",
+            f"- Augmentation (MONAI): rotation, scaling (up to ±{c.get('scale_aug', 0.15):.0%} per axis), shifts, "
+            "elastic deformation, lower resolution, bias field, gamma, intensity scale and shift, blur, noise; no flips "
+            "(the liver's side is anatomy).",
             f"- Organ-wise intensity: {organ}.",
             *([f"- The other {c['net']['aux_organs']} labelled organs (kidneys, spleen) learnt as extra outputs beside "
                f"the liver (their loss weighted {AUX_WEIGHT}), a training aid: the model outputs the liver only."]

@@ -80,7 +80,7 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     net = net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
-    transforms = training_transforms(cfg.patch_yx, seed)
+    transforms = training_transforms(cfg.patch_yx, seed, cfg.scale_aug)
     rng = np.random.default_rng(seed)
     weights = case_weights(train_cases, cfg.synthetic_share)
     amp = device.type == "cuda"
