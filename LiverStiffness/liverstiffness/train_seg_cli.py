@@ -91,7 +91,7 @@ def run(args) -> int:
     if args.steps < 1 or args.workers < 1 or args.runs < 1:
         raise InputError("--steps/--workers/--runs", "must be at least 1")
     if not 0 <= args.scale_aug < 0.9:
-        raise InputError("--scale-aug", f"must be within 0–0.9, got {args.scale_aug}")
+        raise InputError("--scale-aug", f"must be at least 0 and below 0.9, got {args.scale_aug}")
     if not 0 < args.lr <= 1:
         raise InputError("--lr", f"must be within (0, 1], got {args.lr}")
     if args.init_from is not None:

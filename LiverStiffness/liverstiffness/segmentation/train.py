@@ -160,11 +160,11 @@ def starting_networks(init_dir: str | Path, cases: list[SegCase], folds: dict[in
         for k in range(cfg.folds):
             held = {c.case_id for c in split(cases, fold_of, k)[1]}
             ok = [i for i, f in enumerate(init.folds) if not held & set(f["trained_on"])]
-            same = [i for i in ok if set(init.folds[i]["held_out"]) == held]
-            same.sort(key=lambda i: init.folds[i].get("run", 0) != r)    # its own run's first (splits can repeat)
             if not ok:
                 raise InputError(where, f"every network there trained on a case that fold {k} of run {r} holds out "
                                         f"({', '.join(sorted(held))}); use the same --seed and cases, or another folder")
+            same = [i for i in ok if set(init.folds[i]["held_out"]) == held]
+            same.sort(key=lambda i: init.folds[i].get("run", 0) != r)    # its own run's first (splits can repeat)
             picks[(r, k)] = same[0] if same else ok[(r * cfg.folds + k) % len(ok)]
     return picks
 
@@ -191,7 +191,7 @@ def _fold_job(run: int, k: int, cases: list[SegCase], folds: list[int], cfg: Seg
     if start_index is not None:
         init = read_meta(cfg.init_from)
         start = load_networks(cfg.init_from, init, "cpu", [start_index])[0]   # its SHA-256 checked there
-        started_from = {"started_from": {k_: init.folds[start_index][k_] for k_ in ("file", "sha256")}}
+        started_from = {"started_from": {key: init.folds[start_index][key] for key in ("file", "sha256")}}
     with open(_fold_log(out, name), "w") as fh:
         def log(entry):
             fh.write(json.dumps({"run": run, "fold": k, **entry}) + "\n")
