@@ -404,7 +404,7 @@ def test_aux_organs_add_the_neighbours_as_targets_and_the_model_still_outputs_th
     pool = cases + [no_organs]
 
     def batch(aux):
-        return augmented_batch(pool, training_transforms((64, 64), 0), np.random.default_rng(1), 12, 2, 0.35,
+        return augmented_batch(pool, training_transforms((64, 64), 0, 0.15), np.random.default_rng(1), 12, 2, 0.35,
                                (0.25, 1.5), None, False, aux)
 
     x, y, known = batch(3)

@@ -6,9 +6,9 @@ samples are drawn from slices that hold liver, so the network learns the organ's
 than empty slices.
 
 Augmentation is strong on purpose: 15 real cases from one scanner type must stand for many.
-Spatial: rotation ±15°, scaling ±15 % per axis (``train-seg --scale-aug``), shifts, and now and then an elastic deformation (2-D,
-in-plane). Appearance: bias field, gamma, intensity scale and shift, lower resolution, blur and
-noise. No flips: the liver is on the patient's right, and a mirrored abdomen would teach the
+Spatial: rotation ±15°, scaling ±15 % per axis (``train-seg --scale-aug``), shifts, and now and
+then an elastic deformation (2-D, in-plane). Appearance: bias field, gamma, intensity scale and
+shift, lower resolution, blur and noise. No flips: the liver is on the patient's right, and a mirrored abdomen would teach the
 network that the spleen may be liver.
 
 Organ-wise intensity: now and then each labelled organ's signal (liver, spleen, kidneys) is
@@ -67,8 +67,9 @@ def organ_intensity(stack: np.ndarray, organs: np.ndarray, rng: np.random.Genera
     return np.clip(stack * factor, 0.0, 1.0)
 
 
-def training_transforms(patch_yx, seed: int, scale: float = 0.15):
-    """``scale``: each in-plane axis scaled by a factor within 1 ± scale (RandAffine)."""
+def training_transforms(patch_yx, seed: int, scale: float):
+    """``scale``: each in-plane axis scaled by a factor within 1 ± scale (RandAffine; the default is
+    ``SegTrainConfig.scale_aug``, kept there once)."""
     from monai.transforms import (
         Compose,
         Rand2DElasticd,
