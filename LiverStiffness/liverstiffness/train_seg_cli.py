@@ -44,6 +44,9 @@ def register(sub) -> None:
                    help="share of training samples drawn from the --manifest exams (default: their share of the cases)")
     p.add_argument("--lr", type=float, default=SegTrainConfig.lr,
                    help="peak learning rate (AdamW; 5 %% warm-up, then cosine to zero; default %(default)s)")
+    p.add_argument("--swa", type=float, default=SegTrainConfig.swa, metavar="SHARE",
+                   help="stochastic weight averaging: over the last SHARE of the steps the learning rate stays where "
+                        "the schedule had it and the network is the average of its weights (0: off; default %(default)s)")
     p.add_argument("--init-from", default=None, metavar="SEG_DIR",
                    help="start each fold network from a network of this model folder instead of random weights: one "
                         "that never trained on the fold's held-out cases (the same seed and cases continue each "
@@ -92,6 +95,8 @@ def run(args) -> int:
         raise InputError("--steps/--workers/--runs", "must be at least 1")
     if not 0 <= args.scale_aug < 0.9:
         raise InputError("--scale-aug", f"must be at least 0 and below 0.9, got {args.scale_aug}")
+    if not 0 <= args.swa < 1:
+        raise InputError("--swa", f"must be at least 0 and below 1, got {args.swa}")
     if not 0 < args.lr <= 1:
         raise InputError("--lr", f"must be within (0, 1], got {args.lr}")
     if args.init_from is not None:
@@ -107,7 +112,7 @@ def run(args) -> int:
                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                          organ_intensity_keep_bright=args.organ_keep_bright,
                          synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
-                         scale_aug=args.scale_aug, init_from=args.init_from)
+                         scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa)
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)

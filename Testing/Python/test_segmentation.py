@@ -80,6 +80,18 @@ def test_surface_metrics_match_a_hand_computation():
     assert hd95_mm(ia, ib) == pytest.approx(3.0, abs=0.01)
     res = compare(ia, ia)
     assert res["dice"] == 1.0 and res["hd95_mm"] == 0.0 and res["volume_ml"] == pytest.approx(4000 * 6 / 1000)
+    # a mask filling the whole grid (an untrained network's) has no outline inside it: infinite, as an
+    # empty mask, not an overflowed distance map's 1.8e19 mm
+    full = sitk.GetImageFromArray(np.ones_like(a))
+    full.CopyInformation(ia)
+    res = compare(full, ia)
+    assert res["dice"] == pytest.approx(2 * 4000 / (20 * 40 * 40 + 4000), abs=1e-4)
+    assert res["hd95_mm"] == res["mean_surface_mm"] == float("inf") and hd95_mm(full, ia) == float("inf")
+    from liverstiffness.segmentation.train import summarise
+    rows = [{"source": "real", "dice": 0.2, **{k: res[k] for k in ("hd95_mm", "mean_surface_mm")}},
+            {"source": "real", "dice": 0.9, "hd95_mm": 3.0, "mean_surface_mm": 1.0}]
+    hd = summarise(rows)["real"]["hd95_mm"]
+    assert hd["mean"] == hd["sd"] == hd["max"] == float("inf") and hd["min"] == 3.0     # infinite, never NaN
 
 
 def test_network_grid_is_axis_aligned_and_covers_an_oblique_image():
@@ -615,7 +627,8 @@ def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_c
     assert main(common + ["--out", str(tmp_path / "none"), "--init-from", str(tmp_path / "pairs")]) == 2
     assert main(common + ["--out", str(tmp_path / "lr"), "--lr", "0"]) == 2
     assert main(common + ["--out", str(tmp_path / "sc"), "--scale-aug", "0.95"]) == 2
-    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr", "sc"))
+    assert main(common + ["--out", str(tmp_path / "swa"), "--swa", "1"]) == 2
+    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr", "sc", "swa"))
 
 
 def test_scale_augmentation_spans_the_range_it_is_given():
@@ -635,3 +648,47 @@ def test_scale_augmentation_spans_the_range_it_is_given():
     assert 0.68 < default.min() and default.max() < 1.36
     assert wide.min() < 0.68 or wide.max() > 1.36
     assert wide.std() > 1.5 * default.std()
+
+
+def test_swa_returns_the_average_of_the_weights_it_visited_at_a_held_learning_rate(real_data, tmp_path, monkeypatch):
+    """``train-seg --swa``: from the averaging's first step the learning rate stays where the schedule was,
+    and the network returned is the mean of the weights taken every SWA_EVERY steps and at the last."""
+    from dataclasses import replace
+
+    import torch
+    from torch.optim.swa_utils import AveragedModel
+
+    from liverstiffness.segmentation import train as train_mod
+    from liverstiffness.segmentation.config import SegNetConfig, SegTrainConfig
+    from liverstiffness.segmentation.data import load_pairs
+
+    cfg = SegTrainConfig(steps=100, swa=0.5, lr=1e-3, batch_size=2, patch_yx=(64, 64), threads=1,
+                         net=SegNetConfig(channels=(4, 8, 16, 32, 64)))
+    start = train_mod.swa_start(cfg)
+    assert start == 50 and train_mod.swa_start(replace(cfg, swa=0.0)) is None
+    plain = replace(cfg, swa=0.0)
+    assert [train_mod._lr(s, cfg) for s in range(start + 1)] == [train_mod._lr(s, plain) for s in range(start + 1)]
+    assert {train_mod._lr(s, cfg) for s in range(start, 100)} == {train_mod._lr(start, plain)}
+    assert train_mod._lr(start, plain) > 0.5 * cfg.lr > 0.01 * cfg.lr > train_mod._lr(99, plain)   # held, not decayed
+
+    taken = []
+    update = AveragedModel.update_parameters
+
+    def recording(self, model):
+        taken.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return update(self, model)
+
+    monkeypatch.setattr(AveragedModel, "update_parameters", recording)
+    monkeypatch.setattr(train_mod, "SWA_EVERY", 2)       # train.py's name for config.SWA_EVERY
+    cases = load_pairs(four_chaos_pairs(real_data, tmp_path / "pairs"), 1, cfg.spec)[:2]
+    small = replace(cfg, steps=8)                  # averaged from step 4: steps 4 and 6 (every 2) and 7 (the last)
+    net = train_mod.train_network(cases, small, seed=3, device=torch.device("cpu"))
+    assert len(taken) == 3
+    got = net.state_dict()
+    for k in got:
+        assert torch.allclose(got[k], torch.stack([t[k] for t in taken]).mean(0), atol=1e-6)
+    assert not all(torch.allclose(got[k], taken[-1][k]) for k in got)       # not simply the last weights
+    # without --swa nothing is averaged and the last weights are returned
+    taken.clear()
+    train_mod.train_network(cases, replace(small, swa=0.0), seed=3, device=torch.device("cpu"))
+    assert not taken

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 # weight of the other organs' loss (SegNetConfig.aux_organs; mean over them) beside the liver's: a training
 # aid, the liver leads
 AUX_WEIGHT = 0.5
+# with SegTrainConfig.swa: the weights are added to the average every this many steps
+SWA_EVERY = 20
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,9 @@ class SegTrainConfig:
     # a model folder whose networks the fold networks start from (``train.starting_networks`` picks, per
     # fold, one that never saw the fold's held-out cases); None: random initialisation
     init_from: str | None = None
+    # stochastic weight averaging: the last this share of the steps at the learning rate the schedule
+    # had reached there, the network's weights averaged over them (every SWA_EVERY steps); 0: off
+    swa: float = 0.0
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("net", "spec")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import AUX_WEIGHT
+from .config import AUX_WEIGHT, SWA_EVERY
 from .model_folder import SegModelMeta
 
 CHAOS = ("CHAOS challenge data (Kavur et al., \"CHAOS Challenge - combined (CT-MR) healthy abdominal organ "
@@ -51,6 +51,9 @@ def training_lines(model_dir: Path) -> list[str]:
             *([f"- Each fold network started from a network of `{c['init_from']}` (the one per fold that never saw "
                "the fold's held-out cases; Weights below names it), not from random weights."]
               if c.get("init_from") else []),
+            *([f"- Stochastic weight averaging: each network is the mean of its weights over the last "
+               f"{c['swa']:.0%} of its steps (every {SWA_EVERY} steps, the learning rate held where the schedule was "
+               "when the averaging began)."] if c.get("swa") else []),
             *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
                "real scans)."] if c.get("synthetic_share") is not None else []), ""]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AUX_WEIGHT, SegTrainConfig
+from .config import AUX_WEIGHT, SWA_EVERY, SegTrainConfig
 from .data import SegCase
 from .metrics import compare
 from .model_folder import SegInference, SegModelMeta, save_weights, write_meta
@@ -54,8 +54,18 @@ def assign_folds(cases: list[SegCase], k: int, seed: int) -> list[int]:
     return fold
 
 
+def swa_start(cfg: SegTrainConfig) -> int | None:
+    """The step from which the weights are averaged (``cfg.swa``: the last share of the steps); None: off."""
+    return cfg.steps - max(1, round(cfg.swa * cfg.steps)) if cfg.swa > 0 else None
+
+
 def _lr(step: int, cfg: SegTrainConfig) -> float:
-    """Linear warm-up over the first 5 % of steps, then cosine decay to zero."""
+    """Linear warm-up over the first 5 % of steps, then cosine decay to zero; with ``cfg.swa`` the rate
+    stays, from the averaging's first step on, where the schedule had it (a constant rate keeps the weights
+    moving around the minimum, which is what the average is taken over)."""
+    start = swa_start(cfg)
+    if start is not None:
+        step = min(step, start)
     warm = max(1, cfg.steps // 20)
     if step < warm:
         return cfg.lr * (step + 1) / warm
@@ -66,9 +76,12 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
                   log=None, start: torch.nn.Module | None = None) -> torch.nn.Module:
     """One network on ``train_cases`` for ``cfg.steps`` steps (Dice + cross-entropy loss; with
     ``cfg.net.aux_organs``, plus AUX_WEIGHT × that loss on the other organs' outputs); ``start``: a
-    network whose weights it begins from (the schedule, warm-up included, runs again from step 0)."""
+    network whose weights it begins from (the schedule, warm-up included, runs again from step 0); with
+    ``cfg.swa`` the network returned is the average of its weights over the last steps (stochastic weight
+    averaging, ``torch.optim.swa_utils``)."""
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
+    from torch.optim.swa_utils import AveragedModel
 
     from .augment import augmented_batch, case_weights, training_transforms
 
@@ -86,6 +99,9 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     t0, running = time.perf_counter(), []
+    average_from = swa_start(cfg)
+    # the instance-norm network keeps no running statistics, so the averaged weights need no update pass
+    averaged = AveragedModel(net) if average_from is not None else None
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
@@ -104,10 +120,15 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
         scaler.step(opt)
         scaler.update()
         running.append(loss.item())
+        if averaged is not None and step >= average_from and (
+                (step - average_from) % SWA_EVERY == 0 or step + 1 == cfg.steps):
+            averaged.update_parameters(net)
         if log and ((step + 1) % 20 == 0 or step + 1 == cfg.steps):
             log({"step": step + 1, "loss": round(float(np.mean(running)), 4), "lr": round(_lr(step, cfg), 6),
                  "elapsed_s": round(time.perf_counter() - t0, 1)})
             running = []
+    if averaged is not None:
+        net.load_state_dict(averaged.module.state_dict())
     return net.eval()
 
 
@@ -251,7 +272,9 @@ def summarise(rows: list[dict]) -> dict:
         out[source] = {"n": len(sel)}
         for key in ("dice", "hd95_mm", "mean_surface_mm"):
             v = np.array([r[key] for r in sel], float)
-            out[source][key] = {"mean": round(float(v.mean()), 4), "sd": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4),
+            # a case without an outline (metrics.compare: inf) makes the mean and the spread infinite, not NaN
+            sd = float(v.std(ddof=1)) if len(v) > 1 and np.isfinite(v).all() else (0.0 if len(v) == 1 else float("inf"))
+            out[source][key] = {"mean": round(float(v.mean()), 4), "sd": round(sd, 4),
                                 "min": round(float(v.min()), 4), "max": round(float(v.max()), 4)}
     return out
 
