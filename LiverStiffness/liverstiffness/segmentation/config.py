@@ -131,6 +131,8 @@ class SegTrainConfig:
     init_from: str | None = None
     # stochastic weight averaging: the last this share of the steps at the learning rate the schedule
     # had reached there, the network's weights averaged over them (every SWA_EVERY steps); 0: off
+    # (0.8 over 3000 steps continuing the shipped networks, runs U and U1 in bench/RESULTS.md: held-out CHAOS
+    # Dice +0.004 and +0.005 on two seeds; not yet in the shipped recipe)
     swa: float = 0.0
 
     def to_dict(self) -> dict:
