@@ -272,8 +272,12 @@ def summarise(rows: list[dict]) -> dict:
         out[source] = {"n": len(sel)}
         for key in ("dice", "hd95_mm", "mean_surface_mm"):
             v = np.array([r[key] for r in sel], float)
-            # a case without an outline (metrics.compare: inf) makes the mean and the spread infinite, not NaN
-            sd = float(v.std(ddof=1)) if len(v) > 1 and np.isfinite(v).all() else (0.0 if len(v) == 1 else float("inf"))
+            if len(v) == 1:
+                sd = 0.0
+            elif np.isfinite(v).all():
+                sd = float(v.std(ddof=1))
+            else:           # a case without an outline (metrics.compare: inf): an infinite spread, not NaN
+                sd = float("inf")
             out[source][key] = {"mean": round(float(v.mean()), 4), "sd": round(sd, 4),
                                 "min": round(float(v.min()), 4), "max": round(float(v.max()), 4)}
     return out
