@@ -688,7 +688,7 @@ def test_swa_returns_the_average_of_the_weights_it_visited_at_a_held_learning_ra
     for k in got:
         assert torch.allclose(got[k], torch.stack([t[k] for t in taken]).mean(0), atol=1e-6)
     assert not all(torch.allclose(got[k], taken[-1][k]) for k in got)       # not simply the last weights
-    # without --swa nothing is averaged and the last weights are returned
+    # without --swa nothing is averaged
     taken.clear()
     train_mod.train_network(cases, replace(small, swa=0.0), seed=3, device=torch.device("cpu"))
     assert not taken
