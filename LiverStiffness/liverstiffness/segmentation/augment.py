@@ -8,8 +8,8 @@ than empty slices.
 Augmentation is strong on purpose: 15 real cases from one scanner type must stand for many.
 Spatial: rotation ±15°, scaling ±15 % per axis (``train-seg --scale-aug``), shifts, and now and
 then an elastic deformation (2-D, in-plane). Appearance: bias field, gamma, intensity scale and
-shift, lower resolution, blur and noise. No flips: the liver is on the patient's right, and a mirrored abdomen would teach the
-network that the spleen may be liver.
+shift, lower resolution, blur and noise. No flips: the liver is on the patient's right, and a
+mirrored abdomen would teach the network that the spleen may be liver.
 
 Organ-wise intensity: now and then each labelled organ's signal (liver, spleen, kidneys) is
 scaled by its own factor before the spatial transforms. Liver T2 signal is not one value:

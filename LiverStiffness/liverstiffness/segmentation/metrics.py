@@ -25,27 +25,25 @@ def surface_distances_mm(a: sitk.Image, b: sitk.Image) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _has_outline(m: np.ndarray) -> bool:
-    """Whether a mask has an outline inside its grid: some voxels in it and some outside. The grid's edge
-    is not an outline (``LabelContour``), so a mask that fills the grid has none to measure a distance to."""
-    return bool(m.any()) and not bool(m.all())
+def _surface_scores(a: sitk.Image, b: sitk.Image, a_arr: np.ndarray, b_arr: np.ndarray) -> tuple[float, float]:
+    """(95th percentile, mean) of the symmetric surface distance (mm) of the binary images ``a`` and ``b``
+    (``a_arr``, ``b_arr``: their arrays); both inf when either mask has no outline inside its grid: an empty
+    mask, or one filling the grid, whose edge is not an outline (``LabelContour``)."""
+    if not all(m.any() and not m.all() for m in (a_arr, b_arr)):
+        return float("inf"), float("inf")
+    d = surface_distances_mm(a, b)
+    return float(np.percentile(d, 95)), float(d.mean())
 
 
 def hd95_mm(a: sitk.Image, b: sitk.Image) -> float:
     """95th percentile of the symmetric surface distance (mm); inf when either mask is empty or fills the grid."""
-    if not (_has_outline(sitk.GetArrayFromImage(a) > 0) and _has_outline(sitk.GetArrayFromImage(b) > 0)):
-        return float("inf")
-    return float(np.percentile(surface_distances_mm(a, b), 95))
+    return _surface_scores(a, b, sitk.GetArrayFromImage(a) > 0, sitk.GetArrayFromImage(b) > 0)[0]
 
 
 def compare(mask: sitk.Image, reference: sitk.Image) -> dict:
     """Dice, HD95 (mm), mean surface distance (mm) and both volumes (mL) of two masks on one grid."""
     a, b = sitk.GetArrayFromImage(mask) > 0, sitk.GetArrayFromImage(reference) > 0
     voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
-    # no outline on one side (an empty mask, or one filling the grid): the distances are infinite
-    hd95 = mean_surface = float("inf")
-    if _has_outline(a) and _has_outline(b):
-        d = surface_distances_mm(mask, reference)
-        hd95, mean_surface = round(float(np.percentile(d, 95)), 2), round(float(d.mean()), 2)
-    return {"dice": round(dice(a, b), 4), "hd95_mm": hd95, "mean_surface_mm": mean_surface,
+    hd95, mean_surface = _surface_scores(mask, reference, a, b)
+    return {"dice": round(dice(a, b), 4), "hd95_mm": round(hd95, 2), "mean_surface_mm": round(mean_surface, 2),
             "volume_ml": round(float(a.sum()) * voxel_ml, 1), "reference_volume_ml": round(float(b.sum()) * voxel_ml, 1)}
