@@ -61,14 +61,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from dataclasses import replace
-
+def training_config(args):
+    """The SegTrainConfig of the parsed command line, its settings checked (InputError names the flag);
+    the data and --init-from are checked by ``run``."""
     from .errors import InputError
     from .segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig
 
-    if not args.data and not args.manifest:
-        raise InputError("train-seg", "give at least one --data folder or --manifest")
     try:
         patch = tuple(int(v) for v in args.patch.split(","))
     except ValueError:
@@ -99,20 +97,28 @@ def run(args) -> int:
         raise InputError("--swa", f"must be at least 0 and below 1, got {args.swa}")
     if not 0 < args.lr <= 1:
         raise InputError("--lr", f"must be within (0, 1], got {args.lr}")
-    if args.init_from is not None:
-        from .segmentation.model_folder import read_meta
-        read_meta(args.init_from)        # a one-line error now, not after the data are loaded
+    net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
+    return SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
+                          seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
+                          organ_intensity_keep_bright=args.organ_keep_bright,
+                          synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
+                          scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa)
 
+
+def run(args) -> int:
+    from dataclasses import replace
+
+    from .errors import InputError
     from .segmentation.data import load_manifest, load_pairs
     from .segmentation.model_card import write_model_card
     from .segmentation.train import train_segmentation
 
-    net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
-    cfg = SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
-                         seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
-                         organ_intensity_keep_bright=args.organ_keep_bright,
-                         synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
-                         scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa)
+    if not args.data and not args.manifest:
+        raise InputError("train-seg", "give at least one --data folder or --manifest")
+    cfg = training_config(args)
+    if args.init_from is not None:
+        from .segmentation.model_folder import read_meta
+        read_meta(args.init_from)        # a one-line error now, not after the data are loaded
     cases, trained_on = [], {}
     for folder in args.data:
         found = load_pairs(folder, args.label, cfg.spec)
@@ -129,7 +135,7 @@ def run(args) -> int:
         if len(set(counts.values())) != 1 or not min(counts.values()):
             raise InputError("--aux-organs", "needs the same number (≥ 1) of labelled organs besides the liver in "
                                              f"every --data label; found {counts}")
-        cfg = replace(cfg, net=replace(net, aux_organs=min(counts.values())))
+        cfg = replace(cfg, net=replace(cfg.net, aux_organs=min(counts.values())))
     runs = f"{args.runs} runs × " if args.runs > 1 else ""
     print(f"{len(cases)} case(s); {runs}{args.folds} folds × {args.steps} steps on {args.device}")
     meta = train_segmentation(cases, args.out, cfg, args.device, args.workers, trained_on)

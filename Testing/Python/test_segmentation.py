@@ -128,6 +128,46 @@ def test_shipped_model_folder_is_small_self_describing_and_licensed():
     assert meta.metrics["held_out"]["real"]["n"] == 15
 
 
+def test_make_seg_model_trains_the_recipe_the_shipped_folder_records():
+    """``make seg-model``'s two train-seg commands give the settings the shipped folder records: stage 2 its
+    config.json, stage 1 the init_recipe in it (the folder its networks started from), all but that folder's
+    path; a setting the older stage-1 record lacks is at its default (the option came later)."""
+    import shlex
+    import subprocess
+
+    from liverstiffness.cli import _load_extra_commands, build_parser
+    from liverstiffness.segmentation.config import SegTrainConfig
+    from liverstiffness.train_seg_cli import training_config
+
+    root = DEFAULT_SEG_MODEL_DIR.parents[3]          # the repository, where the Makefile is
+    make = subprocess.run(["make", "-n", "seg-model"], cwd=root, capture_output=True, text=True, check=True).stdout
+    commands = [shlex.split(line)[1:] for line in make.replace("\\\n", " ").splitlines() if " train-seg " in line]
+    assert len(commands) == 2
+    _load_extra_commands()
+    # as config.json holds them (JSON: tuples as lists)
+    stage1, stage2 = (json.loads(json.dumps(training_config(build_parser().parse_args(c)).to_dict())) for c in commands)
+    defaults = json.loads(json.dumps(SegTrainConfig().to_dict()))
+    shipped = json.loads((DEFAULT_SEG_MODEL_DIR / "config.json").read_text())
+    earlier = shipped.pop("init_recipe")
+    assert stage2.pop("init_from") and shipped.pop("init_from") and stage2 == shipped
+    assert stage2["swa"] == 0.8 and stage1["steps"] == 6000 and not stage1["init_from"]
+    assert all(earlier.get(k, defaults[k]) == v for k, v in stage1.items() if k not in ("net", "spec"))
+    assert {**defaults["net"], **earlier["net"]} == stage1["net"] and earlier["spec"] == stage1["spec"]
+
+
+def test_the_confidence_flags_catch_every_poor_held_out_mask_of_the_shipped_model():
+    """infer's thresholds, calibrated on the shipped folder's held-out cases (cv_cases.csv): each case with
+    Dice under 0.8 is reported as low-confidence, and most cases are not (a flag on everything says nothing)."""
+    from liverstiffness.segmentation.infer import low_confidence
+
+    with open(DEFAULT_SEG_MODEL_DIR / "cv_cases.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    flagged = [low_confidence(*(float(r[k]) for k in ("mean_probability", "fold_agreement_dice", "tta_agreement_dice")))
+               for r in rows]
+    assert len(rows) == 24 and all(f for f, r in zip(flagged, rows) if float(r["dice"]) < 0.8)
+    assert sum(flagged) <= len(rows) / 2
+
+
 def test_changed_weights_or_a_foreign_folder_are_refused(tmp_path):
     copy = tmp_path / "seg"
     shutil.copytree(DEFAULT_SEG_MODEL_DIR, copy)
@@ -490,6 +530,60 @@ def test_runs_are_the_single_runs_of_consecutive_seeds_and_score_each_case_toget
     assert "2 independent runs of 2 folds" in card and "seeds 5–6 (one per run)" in card and "(2 runs)" in card
 
 
+def test_single_runs_joined_are_the_runs_folder_they_would_make_together(real_data, tmp_path):
+    """``join_runs``: single runs of seeds 5 and 6, continued from a two-run folder with weight averaging (as
+    the shipped networks were), joined into one folder equal that of ``runs=2, seed=5`` trained in one go:
+    the same weights, records, training log, held-out scores and recipe, which names the folder they
+    started from; runs out of seed order or a folder that is not empty are refused before anything is written."""
+    from dataclasses import replace
+
+    from liverstiffness.segmentation.config import SegNetConfig, SegTrainConfig
+    from liverstiffness.segmentation.data import load_pairs
+    from liverstiffness.segmentation.model_card import write_model_card
+    from liverstiffness.segmentation.train import join_runs, train_segmentation
+
+    data = four_chaos_pairs(real_data, tmp_path / "pairs")
+    cfg = SegTrainConfig(folds=2, runs=2, steps=2, batch_size=2, patch_yx=(64, 64), seed=5, threads=1,
+                         net=SegNetConfig(channels=(4, 8, 16, 32, 64)))
+    cases = load_pairs(data, 1, cfg.spec)
+    quiet = {"device": "cpu", "progress": lambda _: None}
+    train_segmentation(cases, tmp_path / "base", cfg, **quiet)
+    cont = replace(cfg, steps=3, init_from=str(tmp_path / "base"), swa=0.5)
+    both = train_segmentation(cases, tmp_path / "both", cont, **quiet)
+    for seed in (5, 6):
+        train_segmentation(cases, tmp_path / f"seed{seed}", replace(cont, runs=1, seed=seed), **quiet)
+    joined = join_runs([tmp_path / "seed5", tmp_path / "seed6"], tmp_path / "joined", cases)
+
+    def timeless(records):
+        return [{k: v for k, v in r.items() if k not in ("train_seconds", "elapsed_s")} for r in records]
+
+    def log(folder):
+        return timeless(json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines())
+
+    assert [f["file"] for f in joined.folds] == ["run0_fold0.pt", "run0_fold1.pt", "run1_fold0.pt", "run1_fold1.pt"]
+    assert timeless(joined.folds) == timeless(both.folds) and {f["run"] for f in joined.folds} == {0, 1}
+    assert all((tmp_path / "joined" / f["file"]).read_bytes() == (tmp_path / "both" / f["file"]).read_bytes()
+               for f in both.folds)
+    assert log(tmp_path / "joined") == log(tmp_path / "both") and {e["run"] for e in log(tmp_path / "joined")} == {0, 1}
+    def scores(folder):
+        with open(folder / "cv_cases.csv") as fh:
+            return timeless(dict(r, elapsed_s=r.pop("seconds")) for r in csv.DictReader(fh))
+
+    assert scores(tmp_path / "joined") == scores(tmp_path / "both")
+    assert joined.metrics["held_out"] == both.metrics["held_out"] and joined.metrics["protocol"] == both.metrics["protocol"]
+    recipe = json.loads((tmp_path / "joined" / "config.json").read_text())
+    assert recipe == json.loads((tmp_path / "both" / "config.json").read_text())
+    assert recipe["init_recipe"] == json.loads((tmp_path / "base" / "config.json").read_text())
+    card = write_model_card(tmp_path / "joined", joined).read_text()
+    assert "3 AdamW steps" in card and ("those were trained as 2 independent runs of 2 folds, 2 AdamW steps per fold "
+                                        "at learning rate 0.002, seeds 5–6 (one per run)") in card
+    with pytest.raises(ValueError, match="seed5: not the single run of seed 7"):   # seeds out of order
+        join_runs([tmp_path / "seed6", tmp_path / "seed5"], tmp_path / "reversed", cases)
+    with pytest.raises(ValueError, match="not empty"):
+        join_runs([tmp_path / "seed5", tmp_path / "seed6"], tmp_path / "joined", cases)
+    assert not (tmp_path / "reversed").exists()
+
+
 # ---------------------------------------------------------------------------------- --mask auto
 
 
@@ -611,7 +705,8 @@ def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_c
         assert not all(torch.allclose(wf[k].float(), wc[k].float(), atol=1e-3) for k in wf)   # not a fresh start
     assert json.loads((tmp_path / "cont" / "config.json").read_text())["init_from"] == str(tmp_path / "base")
     card = write_model_card(tmp_path / "cont", cont).read_text()
-    assert f"started from a network of `{tmp_path / 'base'}`" in card and "; started from `run1_fold1.pt`" in card
+    assert f"started from a network of an earlier folder (`{tmp_path / 'base'}` when" in card
+    assert "; started from `run1_fold1.pt`" in card
 
     seen = tmp_path / "seen"                    # every network listed as having trained on every case
     shutil.copytree(tmp_path / "base", seen)

@@ -53,7 +53,8 @@ class SegNetConfig:
     Two neighbours each side (±15 mm at 7.7 mm slices) and 3000 steps: held-out CHAOS Dice 0.877,
     against 0.858 with one neighbour and 1200 steps (both on CHAOS alone; bench/RESULTS.md). The
     shipped model trains 6000 steps, two runs (``make seg-model``): one run scored 0.897 against 0.882
-    with 3000 (seed 1: 0.889, 0.886), the two runs together 0.900.
+    with 3000 (seed 1: 0.889, 0.886), the two runs together 0.900, and 0.904 after 3000 more steps with
+    their weights averaged (``swa``).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -131,11 +132,19 @@ class SegTrainConfig:
     init_from: str | None = None
     # stochastic weight averaging: the last this share of the steps at the learning rate the schedule
     # had reached there, the network's weights averaged over them (every SWA_EVERY steps); 0: off
-    # (0.8 over 3000 steps continuing the shipped networks, runs U and U1 in bench/RESULTS.md: held-out CHAOS
-    # Dice +0.004 and +0.005 on two seeds; not yet in the shipped recipe)
+    # (the shipped recipe's second stage: 0.8 over 3000 steps continuing the 6000-step networks, runs U and U1
+    # in bench/RESULTS.md: held-out CHAOS Dice +0.004 and +0.005 on two seeds)
     swa: float = 0.0
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("net", "spec")}
         d["net"], d["spec"] = asdict(self.net), asdict(self.spec)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SegTrainConfig:
+        """The settings of a ``config.json`` (``to_dict``); what it adds beside them (init_recipe) is left out,
+        and a setting it lacks (a folder older than the option) takes its default."""
+        known = {f.name for f in fields(cls)} - {"net", "spec"}
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**settings, net=SegNetConfig.from_dict(d["net"]), spec=SegInputSpec.from_dict(d["spec"]))

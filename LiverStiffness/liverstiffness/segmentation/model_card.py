@@ -48,14 +48,23 @@ def training_lines(model_dir: Path) -> list[str]:
             *([f"- The other {c['net']['aux_organs']} labelled organs (kidneys, spleen) learnt as extra outputs beside "
                f"the liver (their loss weighted {AUX_WEIGHT}), a training aid: the model outputs the liver only."]
               if c.get("net", {}).get("aux_organs") else []),
-            *([f"- Each fold network started from a network of `{c['init_from']}` (the one per fold that never saw "
-               "the fold's held-out cases; Weights below names it), not from random weights."]
-              if c.get("init_from") else []),
+            *([f"- Each fold network started from a network of an earlier folder (`{c['init_from']}` when it was "
+               "trained; the one per fold that never saw the fold's held-out cases, Weights below names it), not "
+               "from random weights" + _earlier(c.get("init_recipe")) + "."] if c.get("init_from") else []),
             *([f"- Stochastic weight averaging: each network is the mean of its weights over the last "
                f"{c['swa']:.0%} of its steps (every {SWA_EVERY} steps, the learning rate held where the schedule was "
                "when the averaging began)."] if c.get("swa") else []),
             *([f"- Synthetic exams drawn for {c['synthetic_share']:.0%} of the training samples (the rest from the "
                "real scans)."] if c.get("synthetic_share") is not None else []), ""]
+
+
+def _earlier(c: dict | None) -> str:
+    """How the networks a folder started from were trained (config.json's init_recipe, itself maybe continued)."""
+    if not c:
+        return ""
+    return (f"; those were trained as {_runs(c)}{c['folds']} folds, {c['steps']} AdamW steps per fold at learning rate "
+            f"{c['lr']}, {_seeds(c)}" + (", the weights averaged" if c.get("swa") else "")
+            + (f", themselves started from an earlier folder{_earlier(c.get('init_recipe'))}" if c.get("init_from") else ""))
 
 
 def _runs(c: dict) -> str:

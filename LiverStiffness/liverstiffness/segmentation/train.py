@@ -162,9 +162,9 @@ def starting_networks(init_dir: str | Path, cases: list[SegCase], folds: dict[in
                       cfg: SegTrainConfig) -> dict[tuple[int, int], int]:
     """For each fold network (run, fold) to train, the index of the network of the folder ``init_dir``
     it starts from: one that never trained on any case the new fold holds out (else those cases'
-    held-out scores would be scores on seen livers); of those, the one of the same run that held out
-    exactly the same cases when there is one (continuing a run with its own seed and cases), else one
-    of another run that did, else the eligible ones in turn."""
+    held-out scores would be scores on seen livers); of those, the one of the same seed (else run) that
+    held out exactly the same cases when there is one (continuing a run with its own seed and cases),
+    else one of another run that did, else the eligible ones in turn."""
     from ..errors import InputError
     from .model_folder import read_meta
 
@@ -185,9 +185,22 @@ def starting_networks(init_dir: str | Path, cases: list[SegCase], folds: dict[in
                 raise InputError(where, f"every network there trained on a case that fold {k} of run {r} holds out "
                                         f"({', '.join(sorted(held))}); use the same --seed and cases, or another folder")
             same = [i for i in ok if set(init.folds[i]["held_out"]) == held]
-            same.sort(key=lambda i: init.folds[i].get("run", 0) != r)    # its own run's first (splits can repeat)
+            # splits can repeat across seeds: the network of its own seed first, so a run continues the same
+            # network whether it is trained alone or as run r of several (join_runs relies on it)
+            same.sort(key=lambda i: (init.folds[i].get("seed") != cfg.seed + r, init.folds[i].get("run", 0) != r))
             picks[(r, k)] = same[0] if same else ok[(r * cfg.folds + k) % len(ok)]
     return picks
+
+
+def recipe(cfg: SegTrainConfig) -> dict:
+    """A folder's config.json: its training settings and, when its networks started from another folder's
+    (``init_from``), that folder's own config.json as ``init_recipe``, so the folder keeps every stage its
+    networks went through after the folder it started from has gone."""
+    d = cfg.to_dict()
+    if cfg.init_from:
+        first = Path(cfg.init_from) / "config.json"
+        d["init_recipe"] = json.loads(first.read_text()) if first.is_file() else None
+    return d
 
 
 def _fold_log(out: Path, weights_file: str) -> Path:
@@ -295,7 +308,7 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
     jobs = [(r, k) for r in range(cfg.runs) for k in range(cfg.folds)]
     starts = starting_networks(cfg.init_from, cases, folds, cfg) if cfg.init_from else {}   # checked before writing
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(recipe(cfg), indent=2) + "\n")
     t0 = time.perf_counter()
     results = {}
     if workers > 1:
@@ -318,6 +331,12 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
             part = _fold_log(out, fold["file"])
             fh.write(part.read_text())
             part.unlink()
+    return _score_and_describe(out, cfg, fold_meta, cases, device, train_s, trained_on)
+
+
+def _score_and_describe(out: Path, cfg: SegTrainConfig, fold_meta: list[dict], cases: list[SegCase], device: str,
+                        train_s: float, trained_on: dict | None) -> SegModelMeta:
+    """The last step of a model folder: its held-out cases scored (cv_cases.csv) and seg_model.json."""
     # scored from the saved (float16) weights, as shipped
     rows = score_held_out(out, folder_meta(cfg, fold_meta, {}), cases, device)
     with open(out / "cv_cases.csv", "w", newline="") as fh:
@@ -329,3 +348,51 @@ def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfi
     meta = folder_meta(replace(cfg), fold_meta, metrics, trained_on)
     write_meta(out, meta)
     return meta
+
+
+def join_runs(run_dirs: list[str | Path], out: str | Path, cases: list[SegCase], device: str = "cpu") -> SegModelMeta:
+    """Single runs of seeds s, s + 1, … trained one by one, written as the one folder that ``runs`` =
+    their number and seed s writes (its run r is the single run of seed s + r, the same splits, starting
+    networks and so weights: tested): the networks under their run's names, their records and training
+    logs given their run, every case scored by all the networks that never saw it together. Refused
+    (ValueError, before anything is written) unless the folders are exactly those runs of one recipe."""
+    from ..model.checkpoint import sha256
+    from .model_folder import read_meta
+
+    run_dirs, out = [Path(d) for d in run_dirs], Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty; join into a new folder")
+    settings = [json.loads((d / "config.json").read_text()) for d in run_dirs]
+    first = settings[0]
+    for r, (d, c) in enumerate(zip(run_dirs, settings)):
+        if c.get("runs") != 1 or c.get("seed") != first["seed"] + r or {**c, "seed": first["seed"]} != first:
+            raise ValueError(f"{d}: not the single run of seed {first['seed'] + r} with {run_dirs[0]}'s settings")
+    cfg = SegTrainConfig.from_dict({**first, "runs": len(run_dirs)})
+    folds = {r: assign_folds(cases, cfg.folds, cfg.seed + r) for r in range(cfg.runs)}
+    starts = starting_networks(cfg.init_from, cases, folds, cfg) if cfg.init_from else {}
+    init = read_meta(cfg.init_from) if cfg.init_from else None
+    metas = [read_meta(d) for d in run_dirs]
+    for r, (d, meta) in enumerate(zip(run_dirs, metas)):
+        if meta.trained_on != metas[0].trained_on or len(meta.folds) != cfg.folds:
+            raise ValueError(f"{d}: trained on other data or with another number of folds than {run_dirs[0]}")
+        for k, f in enumerate(meta.folds):
+            held = [c.case_id for c in split(cases, folds[r], k)[1]]
+            start = ({key: init.folds[starts[(r, k)]][key] for key in ("file", "sha256")} if init else None)
+            if f["held_out"] != held or f.get("started_from") != start or sha256(d / f["file"]) != f["sha256"]:
+                raise ValueError(f"{d / f['file']}: not fold {k} of run {r} of the joined folder (its held-out "
+                                 "cases, starting network or SHA-256 differ)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(recipe(cfg), indent=2) + "\n")
+    fold_meta = []
+    with open(out / "train_log.jsonl", "w") as log:
+        for r, (d, meta) in enumerate(zip(run_dirs, metas)):
+            for k, f in enumerate(meta.folds):
+                # saved again, not copied: torch.save names its archive after the file, so a copy would keep
+                # the single run's bytes and SHA-256; the tensors are the same
+                name = weights_file(cfg.runs, r, k)
+                torch.save(torch.load(d / f["file"], weights_only=True), out / name)
+                fold_meta.append({**f, "file": name, "sha256": sha256(out / name), "run": r})
+            for line in (d / "train_log.jsonl").read_text().splitlines():
+                log.write(json.dumps({**json.loads(line), "run": r}) + "\n")
+    train_s = sum(m.metrics.get("train_wall_seconds", 0.0) for m in metas)   # one after the other
+    return _score_and_describe(out, cfg, fold_meta, cases, device, train_s, metas[0].trained_on)

@@ -1,0 +1,49 @@
+"""Single runs of the liver-mask recipe, trained one after the other, put together as one ``--runs`` folder.
+
+    .venv/bin/python bench/seg_join_runs.py OUT RUN0 RUN1 ... [--synthetic-manifest CSV ...]
+
+RUNr is ``train-seg --runs 1 --seed s+r`` with otherwise the same flags; OUT is then the folder that
+``--runs N --seed s`` writes (``train.join_runs``: the same networks, records and logs, every case
+scored by all its held-out networks together; a test shows the two equal), with its model card.
+The shipped folder was made so from runs U and U1 (bench/RESULTS.md): each run was measured
+against its twin before the pair was put together. Give the synthetic manifests the runs were
+trained with, in the same order (their exams are scored too).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "LiverStiffness"))
+
+from seg_bench import held_out_cases  # noqa: E402  (the cases train-seg and seg_bench.py score)
+
+from liverstiffness.segmentation.model_card import write_model_card  # noqa: E402
+from liverstiffness.segmentation.model_folder import read_meta  # noqa: E402
+from liverstiffness.segmentation.train import join_runs  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path, help="the folder to write (new or empty)")
+    ap.add_argument("runs", nargs="+", type=Path, help="the single runs, in the order of their seeds")
+    ap.add_argument("--chaos", type=Path, default=ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir")
+    ap.add_argument("--synthetic-manifest", action="append", default=[],
+                    help="a manifest of synthetic exams the runs were trained with; may be repeated")
+    args = ap.parse_args()
+    cases = held_out_cases(args.chaos, args.synthetic_manifest, read_meta(args.runs[0]).spec)
+    try:
+        meta = join_runs(args.runs, args.out, cases)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    write_model_card(args.out, meta)
+    for source, m in meta.metrics["held_out"].items():
+        print(f"held out ({source}, n = {m['n']}): Dice {m['dice']['mean']:.4f} ± {m['dice']['sd']:.4f} "
+              f"(min {m['dice']['min']:.4f}), HD95 {m['hd95_mm']['mean']:.1f} mm")
+    print(f"model folder → {args.out}")
+
+
+if __name__ == "__main__":
+    main()
