@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "LiverStiffness"))
 
 from seg_bench import held_out_cases  # noqa: E402  (the cases train-seg and seg_bench.py score)
 
+from liverstiffness.errors import InputError  # noqa: E402
 from liverstiffness.segmentation.model_card import write_model_card  # noqa: E402
 from liverstiffness.segmentation.model_folder import read_meta  # noqa: E402
 from liverstiffness.segmentation.train import join_runs  # noqa: E402
@@ -33,11 +34,12 @@ def main() -> None:
     ap.add_argument("--synthetic-manifest", action="append", default=[],
                     help="a manifest of synthetic exams the runs were trained with; may be repeated")
     args = ap.parse_args()
-    cases = held_out_cases(args.chaos, args.synthetic_manifest, read_meta(args.runs[0]).spec)
     try:
+        cases = held_out_cases(args.chaos, args.synthetic_manifest, read_meta(args.runs[0]).spec)
         meta = join_runs(args.runs, args.out, cases)
-    except ValueError as exc:
-        sys.exit(f"error: {exc}")
+    except (InputError, ValueError, OSError) as exc:      # not run folders, or not runs of one recipe
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
     write_model_card(args.out, meta)
     for source, m in meta.metrics["held_out"].items():
         print(f"held out ({source}, n = {m['n']}): Dice {m['dice']['mean']:.4f} ± {m['dice']['sd']:.4f} "

@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--swa", type=float, default=SegTrainConfig.swa, metavar="SHARE",
                    help="stochastic weight averaging: over the last SHARE of the steps the learning rate stays where "
                         "the schedule had it and the network is the average of its weights (0: off; default %(default)s)")
+    p.add_argument("--batch-dice", action="store_true",
+                   help="the Dice loss over the whole batch of slices instead of per slice")
     p.add_argument("--init-from", default=None, metavar="SEG_DIR",
                    help="start each fold network from a network of this model folder instead of random weights: one "
                         "that never trained on the fold's held-out cases (the same seed and cases continue each "
@@ -102,7 +104,7 @@ def training_config(args):
                           seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                           organ_intensity_keep_bright=args.organ_keep_bright,
                           synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
-                          scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa)
+                          scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa, batch_dice=args.batch_dice)
 
 
 def run(args) -> int:

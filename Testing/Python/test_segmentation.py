@@ -745,6 +745,35 @@ def test_scale_augmentation_spans_the_range_it_is_given():
     assert wide.std() > 1.5 * default.std()
 
 
+def test_batch_dice_weighs_a_stray_voxel_on_a_liver_free_slice_by_its_size(tmp_path):
+    """``--batch-dice``: the Dice term over the batch, so a few false-positive voxels on a slice without liver
+    cost what they are, while per slice that slice's Dice is ~0 (its loss ~1) whatever their number; with
+    one slice in the batch both are the same loss. The flag reaches the recipe and the card."""
+    import torch
+
+    from liverstiffness.cli import _load_extra_commands, build_parser
+    from liverstiffness.segmentation.config import SegTrainConfig
+    from liverstiffness.segmentation.model_card import training_lines
+    from liverstiffness.segmentation.train import loss_function
+    from liverstiffness.train_seg_cli import training_config
+
+    y = torch.zeros(2, 1, 32, 32)
+    y[0, :, 8:24, 8:24] = 1                          # a liver on the first slice, none on the second
+    logits = torch.where(y > 0, 10.0, -10.0)         # right everywhere ...
+    logits[1, :, 0:2, 0:2] = 10.0                    # ... but four voxels on the liver-free slice
+    per_slice, batch = loss_function(SegTrainConfig()), loss_function(SegTrainConfig(batch_dice=True))
+    assert float(per_slice(logits, y)) > 0.45 and float(batch(logits, y)) < 0.05
+    assert torch.isclose(per_slice(logits[:1], y[:1]), batch(logits[:1], y[:1]))
+
+    _load_extra_commands()
+    args = build_parser().parse_args(["train-seg", "--data", "d", "--out", "o", "--batch-dice"])
+    cfg = training_config(args)
+    assert cfg.batch_dice and not training_config(build_parser().parse_args(["train-seg", "--data", "d",
+                                                                                "--out", "o"])).batch_dice
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert "Dice + cross-entropy loss (the Dice over the batch)" in "\n".join(training_lines(tmp_path))
+
+
 def test_swa_returns_the_average_of_the_weights_it_visited_at_a_held_learning_rate(real_data, tmp_path, monkeypatch):
     """``train-seg --swa``: from the averaging's first step the learning rate stays where the schedule was,
     and the network returned is the mean of the weights taken every SWA_EVERY steps and at the last."""

@@ -135,6 +135,9 @@ class SegTrainConfig:
     # (the shipped recipe's second stage: 0.8 over 3000 steps continuing the 6000-step networks, runs U and U1
     # in bench/RESULTS.md: held-out CHAOS Dice +0.004 and +0.005 on two seeds)
     swa: float = 0.0
+    # the Dice term over the whole batch of slices instead of per slice (MONAI DiceLoss(batch=True)): a
+    # slice with a sliver of liver, or none, no longer weighs as much as one through the liver's middle
+    batch_dice: bool = False
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("net", "spec")}

@@ -72,6 +72,13 @@ def _lr(step: int, cfg: SegTrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, cfg.steps - warm)))
 
 
+def loss_function(cfg: SegTrainConfig):
+    """Dice + cross-entropy on the liver logit (sigmoid); the Dice per slice, or over the batch (``batch_dice``)."""
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=cfg.batch_dice)
+
+
 def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, device: torch.device,
                   log=None, start: torch.nn.Module | None = None) -> torch.nn.Module:
     """One network on ``train_cases`` for ``cfg.steps`` steps (Dice + cross-entropy loss; with
@@ -79,7 +86,6 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
     network whose weights it begins from (the schedule, warm-up included, runs again from step 0); with
     ``cfg.swa`` the network returned is the average of its weights over the last steps (stochastic weight
     averaging, ``torch.optim.swa_utils``)."""
-    from monai.losses import DiceCELoss
     from monai.utils import set_determinism
     from torch.optim.swa_utils import AveragedModel
 
@@ -92,7 +98,7 @@ def train_network(train_cases: list[SegCase], cfg: SegTrainConfig, seed: int, de
         net.load_state_dict(start.state_dict())
     net = net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    loss_fn = loss_function(cfg)
     transforms = training_transforms(cfg.patch_yx, seed, cfg.scale_aug)
     rng = np.random.default_rng(seed)
     weights = case_weights(train_cases, cfg.synthetic_share)
