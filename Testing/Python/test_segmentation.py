@@ -149,10 +149,15 @@ def test_make_seg_model_trains_the_recipe_the_shipped_folder_records():
     defaults = json.loads(json.dumps(SegTrainConfig().to_dict()))
     shipped = json.loads((DEFAULT_SEG_MODEL_DIR / "config.json").read_text())
     earlier = shipped.pop("init_recipe")
-    assert stage2.pop("init_from") and shipped.pop("init_from") and stage2 == shipped
+    assert stage2.pop("init_from") and shipped.pop("init_from")
+
+    def same(recorded, settings):       # a setting the record lacks (older than the option) is at its default
+        return (set(recorded) <= set(settings) and recorded["spec"] == settings["spec"]
+                and {**defaults["net"], **recorded["net"]} == settings["net"]
+                and all(recorded.get(k, defaults[k]) == v for k, v in settings.items() if k not in ("net", "spec")))
+
+    assert same(shipped, stage2) and same(earlier, stage1)
     assert stage2["swa"] == 0.8 and stage1["steps"] == 6000 and not stage1["init_from"]
-    assert all(earlier.get(k, defaults[k]) == v for k, v in stage1.items() if k not in ("net", "spec"))
-    assert {**defaults["net"], **earlier["net"]} == stage1["net"] and earlier["spec"] == stage1["spec"]
 
 
 def test_the_confidence_flags_catch_every_poor_held_out_mask_of_the_shipped_model():
@@ -185,7 +190,7 @@ def test_changed_weights_or_a_foreign_folder_are_refused(tmp_path):
 def test_held_out_real_case_is_segmented_by_the_networks_that_never_saw_it(real_data, n):
     """The CHAOS case is scored by the fold networks it was held out from (one per run): a real test on
     real anatomy, on the scan's own grid (y axis posterior→anterior). A regression guard set
-    below what the shipped model measured (Dice 0.924 and 0.897, HD95 8.4 and 9.9 mm, with its
+    below what the shipped model measured (Dice 0.924 and 0.905, HD95 8.5 and 9.9 mm, with its
     test-time scales; all 15 cases: README)."""
     img, liver = chaos(real_data, n)
     held_out = held_out_networks(f"chaos_t2spir_{n}")
@@ -565,6 +570,7 @@ def test_single_runs_joined_are_the_runs_folder_they_would_make_together(real_da
     assert all((tmp_path / "joined" / f["file"]).read_bytes() == (tmp_path / "both" / f["file"]).read_bytes()
                for f in both.folds)
     assert log(tmp_path / "joined") == log(tmp_path / "both") and {e["run"] for e in log(tmp_path / "joined")} == {0, 1}
+
     def scores(folder):
         with open(folder / "cv_cases.csv") as fh:
             return timeless(dict(r, elapsed_s=r.pop("seconds")) for r in csv.DictReader(fh))

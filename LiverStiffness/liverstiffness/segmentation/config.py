@@ -136,7 +136,8 @@ class SegTrainConfig:
     # in bench/RESULTS.md: held-out CHAOS Dice +0.004 and +0.005 on two seeds)
     swa: float = 0.0
     # the Dice term over the whole batch of slices instead of per slice (MONAI DiceLoss(batch=True)): a
-    # slice with a sliver of liver, or none, no longer weighs as much as one through the liver's middle
+    # slice with a sliver of liver, or none, no longer weighs as much as one through the liver's middle.
+    # Off: run V (3000 steps, seed 0) scored held-out CHAOS Dice 0.886 against 0.882, within seed noise
     batch_dice: bool = False
 
     def to_dict(self) -> dict:
