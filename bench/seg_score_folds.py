@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "LiverStiffness"))
 from seg_bench import held_out_cases  # noqa: E402  (the cases seg_bench.py scores)
 
 from liverstiffness.model.checkpoint import sha256  # noqa: E402
-from liverstiffness.segmentation.config import SegInputSpec, SegNetConfig, SegTrainConfig  # noqa: E402
+from liverstiffness.segmentation.config import SegTrainConfig  # noqa: E402
 from liverstiffness.segmentation.train import assign_folds, folder_meta, score_held_out, split, weights_file  # noqa: E402
 
 
@@ -36,8 +36,7 @@ def main() -> None:
     if not (args.run / "config.json").is_file():
         sys.exit(f"{args.run}: not a train-seg --out folder (no config.json)")
     d = json.loads((args.run / "config.json").read_text())
-    cfg = SegTrainConfig(folds=d["folds"], runs=d["runs"], steps=d["steps"], seed=d["seed"],
-                         net=SegNetConfig.from_dict(d["net"]), spec=SegInputSpec.from_dict(d["spec"]))
+    cfg = SegTrainConfig.from_dict(d)
     cases = held_out_cases(args.chaos, [], cfg.spec)
     folds = []
     for r in range(cfg.runs):
