@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LiverStiffness"))
 
 from liverstiffness.segmentation.infer import LiverSegmenter
+from liverstiffness.segmentation.metrics import json_ready
 from liverstiffness.segmentation.model_folder import (
     DEFAULT_SEG_MODEL_DIR,
     read_meta,
@@ -150,7 +151,7 @@ def main() -> None:
     if "timing" not in skip:
         out["timing"] = timing(model, chaos)
         print(json.dumps(out["timing"], indent=1))
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps(json_ready(out), indent=1, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "LiverStiffness"))
 from seg_bench import held_out_cases  # noqa: E402  (the cases train-seg and seg_bench.py score)
 
 from liverstiffness.errors import InputError  # noqa: E402
+from liverstiffness.segmentation.metrics import mm_text  # noqa: E402
 from liverstiffness.segmentation.model_card import write_model_card  # noqa: E402
 from liverstiffness.segmentation.model_folder import read_meta  # noqa: E402
 from liverstiffness.segmentation.train import join_runs  # noqa: E402
@@ -43,7 +44,7 @@ def main() -> None:
     write_model_card(args.out, meta)
     for source, m in meta.metrics["held_out"].items():
         print(f"held out ({source}, n = {m['n']}): Dice {m['dice']['mean']:.4f} ± {m['dice']['sd']:.4f} "
-              f"(min {m['dice']['min']:.4f}), HD95 {m['hd95_mm']['mean']:.1f} mm")
+              f"(min {m['dice']['min']:.4f}), HD95 {mm_text(m['hd95_mm']['mean'])} mm")
     print(f"model folder → {args.out}")
 
 

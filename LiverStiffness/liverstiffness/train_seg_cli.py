@@ -112,6 +112,7 @@ def run(args) -> int:
 
     from .errors import InputError
     from .segmentation.data import load_manifest, load_pairs
+    from .segmentation.metrics import mm_text
     from .segmentation.model_card import write_model_card
     from .segmentation.train import train_segmentation
 
@@ -144,6 +145,6 @@ def run(args) -> int:
     write_model_card(Path(args.out), meta)
     for source, m in meta.metrics["held_out"].items():
         print(f"held out ({source}, n = {m['n']}): Dice {m['dice']['mean']:.3f} ± {m['dice']['sd']:.3f} "
-              f"(min {m['dice']['min']:.3f}), HD95 {m['hd95_mm']['mean']:.1f} mm")
+              f"(min {m['dice']['min']:.3f}), HD95 {mm_text(m['hd95_mm']['mean'])} mm")
     print(f"model folder → {args.out}")
     return 0

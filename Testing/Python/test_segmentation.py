@@ -69,7 +69,7 @@ def test_postprocessing_keeps_the_largest_piece_and_fills_holes():
     assert not clean_mask(np.zeros((3, 4, 4))).any()
 
 
-def test_surface_metrics_match_a_hand_computation():
+def test_surface_metrics_match_a_hand_computation(tmp_path):
     a = np.zeros((20, 40, 40), np.uint8)
     a[5:15, 10:30, 10:30] = 1
     b = np.roll(a, 2, axis=2)            # moved 2 voxels of 1.5 mm along x
@@ -90,8 +90,29 @@ def test_surface_metrics_match_a_hand_computation():
     from liverstiffness.segmentation.train import summarise
     rows = [{"source": "real", "dice": 0.2, **{k: res[k] for k in ("hd95_mm", "mean_surface_mm")}},
             {"source": "real", "dice": 0.9, "hd95_mm": 3.0, "mean_surface_mm": 1.0}]
-    hd = summarise(rows)["real"]["hd95_mm"]
-    assert hd["mean"] == hd["sd"] == hd["max"] == float("inf") and hd["min"] == 3.0     # infinite, never NaN
+    summary = summarise(rows)
+    hd = summary["real"]["hd95_mm"]
+    # infinite, never NaN, and None (JSON's null) in the summary a model folder keeps: JSON has no Infinity
+    # (json.dumps writes one that strict readers, JavaScript or jq, refuse); people read "none"
+    assert hd["mean"] is hd["sd"] is hd["max"] is None and hd["min"] == 3.0
+    from liverstiffness.segmentation.metrics import mm_text
+    assert mm_text(hd["mean"]) == mm_text(float("inf")) == "none" and mm_text(3.0) == "3.0"
+    import json
+    import shutil
+
+    from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, read_meta, write_meta
+    meta = read_meta(DEFAULT_SEG_MODEL_DIR)
+    meta.metrics["held_out"] = summary
+    meta.metrics["a_raw_distance"] = [float("inf"), 2.5]        # even an infinity that was not summarised
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_SEG_MODEL_DIR, folder, ignore=shutil.ignore_patterns("*.pt"))
+    write_meta(folder, meta)
+
+    def strict(constant):
+        raise ValueError(f"seg_model.json holds {constant}")
+
+    written = json.loads((folder / "seg_model.json").read_text(), parse_constant=strict)
+    assert written["metrics"]["a_raw_distance"] == [None, 2.5] and written["metrics"]["held_out"] == summary
 
 
 def test_network_grid_is_axis_aligned_and_covers_an_oblique_image():

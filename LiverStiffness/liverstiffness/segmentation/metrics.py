@@ -5,6 +5,23 @@ import numpy as np
 import SimpleITK as sitk
 
 
+def json_ready(obj):
+    """``obj`` (dicts, lists, numbers) with every non-finite float as None, JSON's null: ``json.dumps`` would
+    write an outline-less mask's infinite distance as ``Infinity``, which strict readers (JavaScript, jq) refuse."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def mm_text(value, fmt: str = ".1f") -> str:
+    """A distance for people: ``value`` in ``fmt``, or "none" where it is None or infinite (no outline)."""
+    return "none" if value is None or not np.isfinite(value) else format(value, fmt)
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     total = a.sum() + b.sum()

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from .config import AUX_WEIGHT, SWA_EVERY
+from .metrics import mm_text
 from .model_folder import SegModelMeta
 
 CHAOS = ("CHAOS challenge data (Kavur et al., \"CHAOS Challenge - combined (CT-MR) healthy abdominal organ "
@@ -89,7 +90,8 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
     for source, m in held.items():
         d, h, s = m["dice"], m["hd95_mm"], m["mean_surface_mm"]
         rows.append(f"| {source} | {m['n']} | {d['mean']:.3f} ± {d['sd']:.3f} ({d['min']:.3f}–{d['max']:.3f}) | "
-                    f"{h['mean']:.1f} ± {h['sd']:.1f} ({h['min']:.1f}–{h['max']:.1f}) | {s['mean']:.2f} |")
+                    f"{mm_text(h['mean'])} ± {mm_text(h['sd'])} ({mm_text(h['min'])}–{mm_text(h['max'])}) | "
+                    f"{mm_text(s['mean'], '.2f')} |")
     tr = meta.trained_on
     lines = [
         f"# Model card: {meta.name} {meta.version} (automatic liver mask)", "",

@@ -24,6 +24,7 @@ import torch
 from ..errors import InputError
 from ..model.checkpoint import sha256
 from .config import SegInputSpec, SegNetConfig
+from .metrics import json_ready
 from .network import build_network
 
 FORMAT = "liverstiffness-liverseg/1"
@@ -116,7 +117,7 @@ def save_weights(net: torch.nn.Module, path: Path) -> str:
 
 
 def write_meta(model_dir: Path, meta: SegModelMeta) -> None:
-    (Path(model_dir) / "seg_model.json").write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    (Path(model_dir) / "seg_model.json").write_text(json.dumps(json_ready(meta.to_dict()), indent=2, allow_nan=False) + "\n")
 
 
 def read_meta(model_dir: str | Path) -> SegModelMeta:

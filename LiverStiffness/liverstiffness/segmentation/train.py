@@ -28,7 +28,7 @@ import torch
 
 from .config import AUX_WEIGHT, SWA_EVERY, SegTrainConfig
 from .data import SegCase
-from .metrics import compare
+from .metrics import compare, json_ready
 from .model_folder import SegInference, SegModelMeta, save_weights, write_meta
 from .network import build_network
 
@@ -282,7 +282,7 @@ def protocol(folds: int, runs: int) -> str:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Mean, SD, min and max of each score, per source."""
+    """Mean, SD, min and max of each score, per source; None where infinite (a case without an outline)."""
     out = {}
     for source in SOURCES:
         sel = [r for r in rows if r["source"] == source]
@@ -295,11 +295,11 @@ def summarise(rows: list[dict]) -> dict:
                 sd = 0.0
             elif np.isfinite(v).all():
                 sd = float(v.std(ddof=1))
-            else:           # a case without an outline (metrics.compare: inf): an infinite spread, not NaN
+            else:           # a case without an outline (metrics.compare: inf): infinite (None), not NaN
                 sd = float("inf")
             out[source][key] = {"mean": round(float(v.mean()), 4), "sd": round(sd, 4),
                                 "min": round(float(v.min()), 4), "max": round(float(v.max()), 4)}
-    return out
+    return json_ready(out)
 
 
 def train_segmentation(cases: list[SegCase], out: str | Path, cfg: SegTrainConfig, device: str = "auto",
