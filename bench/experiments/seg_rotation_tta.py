@@ -65,7 +65,9 @@ def main() -> None:
     for case in held_out_cases(args.chaos, args.synthetic_manifest, meta.spec):
         image, label = case.originals()
         held = tuple(meta.networks_holding_out(case.case_id))
-        seg = segmenters.setdefault(held, LiverSegmenter.load(args.model, "cpu", folds=list(held)))
+        if held not in segmenters:          # loaded once per set of networks (setdefault would load every time)
+            segmenters[held] = LiverSegmenter.load(args.model, "cpu", folds=list(held))
+        seg = segmenters[held]
         probs = {}
         for scale, degrees in passes:
             x, y, z = meta.spec.spacing_mm
