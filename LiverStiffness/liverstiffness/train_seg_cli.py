@@ -47,6 +47,10 @@ def register(sub) -> None:
     p.add_argument("--swa", type=float, default=SegTrainConfig.swa, metavar="SHARE",
                    help="stochastic weight averaging: over the last SHARE of the steps the learning rate stays where "
                         "the schedule had it and the network is the average of its weights (0: off; default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=SegTrainConfig.weight_decay,
+                   help="AdamW weight decay (default %(default)s)")
+    p.add_argument("--dropout", type=float, default=SegNetConfig.dropout,
+                   help="dropout after each convolution in training (0: off; default %(default)s)")
     p.add_argument("--batch-dice", action="store_true",
                    help="the Dice loss over the whole batch of slices instead of per slice")
     p.add_argument("--init-from", default=None, metavar="SEG_DIR",
@@ -99,12 +103,18 @@ def training_config(args):
         raise InputError("--swa", f"must be at least 0 and below 1, got {args.swa}")
     if not 0 < args.lr <= 1:
         raise InputError("--lr", f"must be within (0, 1], got {args.lr}")
-    net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context)
+    if not 0 <= args.weight_decay < 1:
+        raise InputError("--weight-decay", f"must be at least 0 and below 1, got {args.weight_decay}")
+    if not 0 <= args.dropout < 1:
+        raise InputError("--dropout", f"must be at least 0 and below 1, got {args.dropout}")
+    net = SegNetConfig(channels=tuple(args.width * 2 ** i for i in range(5)), context=args.context,
+                       dropout=args.dropout)
     return SegTrainConfig(folds=args.folds, runs=args.runs, steps=args.steps, batch_size=args.batch_size, patch_yx=patch,
                           seed=args.seed, net=net, threads=args.threads, organ_intensity_prob=args.organ_intensity,
                           organ_intensity_keep_bright=args.organ_keep_bright,
                           synthetic_share=args.synthetic_share, spec=SegInputSpec(spacing_mm=spacing), lr=args.lr,
-                          scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa, batch_dice=args.batch_dice)
+                          scale_aug=args.scale_aug, init_from=args.init_from, swa=args.swa, batch_dice=args.batch_dice,
+                          weight_decay=args.weight_decay)
 
 
 def run(args) -> int:

@@ -706,8 +706,9 @@ def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_c
 
     from liverstiffness.segmentation.config import SegNetConfig, SegTrainConfig
     from liverstiffness.segmentation.data import load_pairs
-    from liverstiffness.segmentation.model_card import write_model_card
+    from liverstiffness.segmentation.model_card import training_lines, write_model_card
     from liverstiffness.segmentation.model_folder import write_meta
+    from liverstiffness.segmentation.network import build_network
     from liverstiffness.segmentation.train import train_segmentation
 
     data = four_chaos_pairs(real_data, tmp_path / "pairs")
@@ -749,7 +750,23 @@ def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_c
     assert main(common + ["--out", str(tmp_path / "lr"), "--lr", "0"]) == 2
     assert main(common + ["--out", str(tmp_path / "sc"), "--scale-aug", "0.95"]) == 2
     assert main(common + ["--out", str(tmp_path / "swa"), "--swa", "1"]) == 2
-    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr", "sc", "swa"))
+    assert main(common + ["--out", str(tmp_path / "drop"), "--dropout", "1"]) == 2
+    assert main(common + ["--out", str(tmp_path / "wd"), "--weight-decay", "-0.1"]) == 2
+    assert not any((tmp_path / d).exists() for d in ("wide", "none", "lr", "sc", "swa", "drop", "wd"))
+
+    # dropout holds no weights: a folder trained without it continues with it, and the card says so
+    drop = train_segmentation(cases, tmp_path / "drop", replace(cfg, steps=1, lr=1e-9, init_from=str(tmp_path / "base"),
+                                                                net=replace(cfg.net, dropout=0.2), weight_decay=0.01),
+                              "cpu", progress=lambda _: None)
+    assert [f["started_from"]["sha256"] for f in drop.folds] == [f["sha256"] for f in base.folds]
+    assert read_meta(tmp_path / "drop").net.dropout == 0.2
+    line = next(x for x in training_lines(tmp_path / "drop") if "AdamW" in x)
+    assert "weight decay 0.01, dropout 0.2 after each convolution." in line
+    assert "dropout" not in "\n".join(training_lines(tmp_path / "base"))
+    with_dropout, without = build_network(replace(cfg.net, dropout=0.2)), build_network(cfg.net)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in with_dropout.modules())
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in without.modules())
+    assert with_dropout.state_dict().keys() == without.state_dict().keys()
 
 
 def test_scale_augmentation_spans_the_range_it_is_given():

@@ -67,11 +67,14 @@ class SegNetConfig:
     # Off in the shipped recipe: on two seeds it lowered the held-out CHAOS Dice (0.897 → 0.891,
     # 0.886 → 0.875; runs O and P in bench/RESULTS.md), the dark liver of case 15 most.
     aux_organs: int = 0
+    # dropout after each convolution in training (MONAI UNet ``dropout``; no weights, so a folder's networks
+    # load with any value); 0: off, as shipped
+    dropout: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> SegNetConfig:
         return cls(tuple(d["channels"]), tuple(d["strides"]), int(d["num_res_units"]), int(d["context"]),
-                   d.get("norm", "instance"), int(d.get("aux_organs", 0)))
+                   d.get("norm", "instance"), int(d.get("aux_organs", 0)), float(d.get("dropout", 0.0)))
 
     def validate(self) -> SegNetConfig:
         if len(self.strides) != len(self.channels) - 1:
@@ -80,6 +83,8 @@ class SegNetConfig:
             raise ValueError(f"context must be 0 or more, got {self.context}")
         if self.aux_organs < 0:
             raise ValueError(f"aux_organs must be 0 or more, got {self.aux_organs}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
         return self
 
     @property

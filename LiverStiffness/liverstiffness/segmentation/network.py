@@ -13,4 +13,5 @@ def build_network(cfg: SegNetConfig) -> torch.nn.Module:
 
     cfg.validate()
     return UNet(spatial_dims=2, in_channels=cfg.in_channels, out_channels=cfg.out_channels, channels=cfg.channels,
-                strides=cfg.strides, num_res_units=cfg.num_res_units, norm=cfg.norm)
+                strides=cfg.strides, num_res_units=cfg.num_res_units, norm=cfg.norm,
+                dropout=cfg.dropout)

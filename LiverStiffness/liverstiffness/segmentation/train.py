@@ -176,7 +176,8 @@ def starting_networks(init_dir: str | Path, cases: list[SegCase], folds: dict[in
 
     init = read_meta(init_dir)
     where = f"--init-from {init_dir}"
-    if (init.net, init.spec) != (cfg.net, cfg.spec):
+    # dropout holds no weights: a network trained without it continues with it (and back)
+    if (replace(init.net, dropout=0.0), init.spec) != (replace(cfg.net, dropout=0.0), cfg.spec):
         raise InputError(where, "has another network or input grid than the one to train (its seg_model.json "
                                 "architecture / input_spec); start from a folder trained with the same settings")
     if any("trained_on" not in f for f in init.folds):
