@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import AUX_WEIGHT, SWA_EVERY
+from .config import AUX_WEIGHT, SWA_EVERY, SegNetConfig, SegTrainConfig
 from .metrics import mm_text
 from .model_folder import SegModelMeta
 
@@ -42,8 +42,10 @@ def training_lines(model_dir: Path) -> list[str]:
             f"({c['patch_yx'][0]} × {c['patch_yx'][1]} voxels), learning rate {c['lr']} (warm-up, cosine decay), "
             f"Dice + cross-entropy loss{' (the Dice over the batch)' if c.get('batch_dice') else ''}, {_seeds(c)}"
             # named only when not the defaults, so older cards read as they did
-            + (f", weight decay {c['weight_decay']:g}" if c.get("weight_decay", 1e-5) != 1e-5 else "")
-            + (f", dropout {c['net']['dropout']:g} after each convolution" if c["net"].get("dropout") else "") + ".",
+            + (f", weight decay {c['weight_decay']:g}"
+               if c.get("weight_decay", SegTrainConfig.weight_decay) != SegTrainConfig.weight_decay else "")
+            + (f", dropout {c['net']['dropout']:g} after each convolution"
+               if c.get("net", {}).get("dropout", SegNetConfig.dropout) else "") + ".",
             # a config.json without scale_aug predates the option: those folders trained at ±15 %
             f"- Augmentation (MONAI): rotation, scaling (up to ±{c.get('scale_aug', 0.15):.0%} per axis), shifts, "
             "elastic deformation, lower resolution, bias field, gamma, intensity scale and shift, blur, noise; no flips "
