@@ -225,6 +225,47 @@ def test_held_out_real_case_is_segmented_by_the_networks_that_never_saw_it(real_
     assert agreement is None if len(held_out) == 1 else 0.8 < agreement <= 1.0
 
 
+def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_training_images_refused(
+        real_data, segmenter, tmp_path):
+    """``bench/seg_unseen.py``'s test of a model folder on cases outside its training folder: a training image
+    under another number and file format is refused, naming both files, before anything is scored; a case
+    that is not in the training folder is scored as ``segment`` runs the whole folder, and the model card
+    shows the scores. (Mechanics only: the shipped networks did train on CHAOS 1, so no Dice bound here.)"""
+    import hashlib
+
+    from liverstiffness.segmentation.model_card import write_model_card
+    from liverstiffness.segmentation.train import summarise
+    from liverstiffness.segmentation.unseen import PROTOCOL, score_unseen, unseen_pairs
+
+    seen, test = tmp_path / "seen", tmp_path / "test"
+    for folder, n in ((seen, 2), (test, 1)):
+        folder.mkdir()
+        for kind in ("image", "label"):
+            (folder / f"{kind}_{n}.nii.gz").symlink_to(real_data / "chaos_t2spir" / f"{kind}_{n}.nii.gz")
+    rows = score_unseen(segmenter, unseen_pairs(test, [seen]))
+    img, liver = chaos(real_data, 1)
+    assert [r["case_id"] for r in rows] == ["test_1"]
+    assert rows[0]["dice"] == compare(segmenter.segment(img).mask, liver)["dice"] > 0.5
+    assert len(segmenter.networks) == len(read_meta(DEFAULT_SEG_MODEL_DIR).folds)
+    assert rows[0]["image_sha256"] == hashlib.sha256((test / "image_1.nii.gz").read_bytes()).hexdigest()
+
+    for kind in ("image", "label"):   # CHAOS 2 again, as another case in another file format
+        sitk.WriteImage(sitk.ReadImage(str(seen / f"{kind}_2.nii.gz")), str(test / f"{kind}_7.mha"))
+    with pytest.raises(InputError, match=r"test/image_7\.mha: is the training image .*seen/image_2\.nii\.gz \(seen_2\)"):
+        unseen_pairs(test, [seen])
+
+    meta = read_meta(DEFAULT_SEG_MODEL_DIR)
+    meta.metrics["unseen"] = {"protocol": PROTOCOL, "data": "CHAOS 1 as if new", "real": summarise(rows)["real"],
+                              "cases": {"test_1": rows[0]["dice"]}}
+    (tmp_path / "card").mkdir()
+    card = write_model_card(tmp_path / "card", meta).read_text()
+    assert "## Accuracy on real cases no network trained on" in card and PROTOCOL in card
+    assert "Cases: CHAOS 1 as if new." in card
+    assert f"| real | 1 | {rows[0]['dice']:.3f} ± 0.000" in card and f"test_1: {rows[0]['dice']:.3f}" in card
+    del meta.metrics["unseen"]
+    assert "no network trained on" not in write_model_card(tmp_path / "card", meta).read_text()
+
+
 def test_mask_lands_on_the_input_grid_when_flipped_shifted_or_oblique(real_data, segmenter):
     img, liver = chaos(real_data, 5)
     base = segmenter.segment(img).mask

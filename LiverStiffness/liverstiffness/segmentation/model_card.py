@@ -87,16 +87,31 @@ def _scales(scales) -> str:
     return ", ".join(f"{s:g}×" for s in scales if s != 1.0)
 
 
-def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
-    model_dir = Path(model_dir)
-    held = meta.metrics.get("held_out", {})
+def _score_table(scores: dict) -> list[str]:
+    """A markdown table of Dice / HD95 / mean surface distance summaries, one row per source of cases."""
     rows = ["| cases | n | Dice mean ± SD (min–max) | HD95 mm mean ± SD (min–max) | mean surface distance mm |",
             "|---|---|---|---|---|"]
-    for source, m in held.items():
+    for source, m in scores.items():
         d, h, s = m["dice"], m["hd95_mm"], m["mean_surface_mm"]
         rows.append(f"| {source} | {m['n']} | {d['mean']:.3f} ± {d['sd']:.3f} ({d['min']:.3f}–{d['max']:.3f}) | "
                     f"{mm_text(h['mean'])} ± {mm_text(h['sd'])} ({mm_text(h['min'])}–{mm_text(h['max'])}) | "
                     f"{mm_text(s['mean'], '.2f')} |")
+    return rows
+
+
+def _unseen_lines(unseen: dict | None) -> list[str]:
+    """The test on labelled cases outside the training data (``bench/seg_unseen.py --update-model``), when run."""
+    if not unseen:
+        return []
+    per_case = ", ".join(f"{c}: {v:.3f}" for c, v in unseen["cases"].items())
+    about = [f"Cases: {unseen['data']}.", ""] if unseen.get("data") else []
+    return ["## Accuracy on real cases no network trained on", "", unseen["protocol"], "", *about,
+            *_score_table({"real": unseen["real"]}), "", f"Per case (Dice): {per_case}.", ""]
+
+
+def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
+    model_dir = Path(model_dir)
+    rows = _score_table(meta.metrics.get("held_out", {}))
     tr = meta.trained_on
     lines = [
         f"# Model card: {meta.name} {meta.version} (automatic liver mask)", "",
@@ -126,6 +141,7 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
         *training_lines(model_dir),
         "## Held-out accuracy (cases never seen by the networks that scored them)", "",
         meta.metrics.get("protocol", ""), "", *rows, "",
+        *_unseen_lines(meta.metrics.get("unseen")),
         "## Weights", "",
         *[f"- `{f['file']}` SHA-256 `{f['sha256']}`; held out: {', '.join(f['held_out'])}"
           + (f"; started from `{f['started_from']['file']}` (SHA-256 `{f['started_from']['sha256'][:12]}…`)"

@@ -1,0 +1,70 @@
+"""A model folder's test on labelled cases that none of its networks trained on.
+
+Cross-validation scores each training case with the networks that held it out (one per run); a
+folder is used as the whole ensemble, every network trained on every training case but its
+fold's. Cases from outside the training folder test exactly that ensemble, as ``segment`` runs it
+(all networks, the test-time scales, the post-processing), on the case's own grid.
+
+A test case must really be unseen: one whose voxels and geometry equal a training image's (the
+same scan under another name or file format) is refused, since its score would be a training score.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from .data import find_pairs, read_label
+from .metrics import compare
+
+PROTOCOL = ("The model folder's whole ensemble (every network, as `segment` runs it) on labelled cases that no "
+            "network trained on, each on its own grid, after post-processing.")
+
+
+def content_digest(image: sitk.Image) -> str:
+    """SHA-256 of an image's voxels (as float32) and its geometry: equal for one scan in any file or name."""
+    h = hashlib.sha256()
+    for part in (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()):
+        h.update(np.round(np.asarray(part, float), 4).tobytes())
+    h.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(sitk.Cast(image, sitk.sitkFloat32))).tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) -> list[tuple[str, Path, Path]]:
+    """The image/label pairs of ``test_folder``; InputError naming the first image that is a training
+    image of ``training_folders`` (equal voxels and geometry), before anything is scored."""
+    pairs = find_pairs(test_folder)
+    seen = {}
+    for folder in training_folders:
+        for case_id, img, _ in find_pairs(folder):
+            seen[content_digest(sitk.ReadImage(str(img)))] = f"{img} ({case_id})"
+    for _, img, _ in pairs:
+        twin = seen.get(content_digest(sitk.ReadImage(str(img))))
+        if twin:
+            raise InputError(str(img), f"is the training image {twin}: a model cannot be tested on a case it trained on")
+    return pairs
+
+
+def score_unseen(segmenter, pairs: list[tuple[str, Path, Path]], label_value: int | None = 1) -> list[dict]:
+    """One row per case: Dice, HD95, mean surface distance and volumes against the manual label, the
+    report's confidence, the seconds it took and the SHA-256 of both files (which data was scored)."""
+    rows = []
+    for case_id, img_path, lab_path in pairs:
+        t = time.perf_counter()
+        res = segmenter.segment(sitk.ReadImage(str(img_path), sitk.sitkFloat32), str(img_path), require_liver=False)
+        seconds = time.perf_counter() - t
+        conf = res.confidence
+        rows.append({"case_id": case_id, "source": "real", **compare(res.mask, read_label(lab_path, label_value)),
+                     "mean_probability": conf["mean_probability"], "fold_agreement_dice": conf["fold_agreement_dice"],
+                     "tta_agreement_dice": conf["tta_agreement_dice"], "low_confidence": conf["low_confidence"],
+                     "seconds": round(seconds, 2), "image_sha256": file_sha256(img_path),
+                     "label_sha256": file_sha256(lab_path)})
+    return rows

@@ -1,0 +1,121 @@
+"""The liver mask model on real labelled cases that none of its networks trained on (not a timed test).
+
+Cross-validation (``bench/seg_bench.py``) scores each training case by the networks that held it out, two
+of the shipped ten. This scores what a user runs, the whole folder as ``segment`` runs it, on cases from
+outside its training data: the five CHAOS T2-SPIR training cases that ``shared/data/real/chaos_t2spir``
+leaves out (34, 36, 37, 38, 39), from the same public copy (the Q-Net repository's
+``data/CHAOST2/chaos_MR_T2_normalized``, CC BY-SA 4.0; its other 15 cases are byte for byte the shared
+ones). They are a test set: nothing is trained or tuned on them. A folder of ``image_N`` / ``label_N``
+pairs; an image equal to a training image (``--seen``) is refused before anything is scored.
+
+Beside the ensemble, to tell how much is the ensemble and how much the cases: each single network, each
+run's five networks, the five pairs (run 0 and run 1 of one fold index: two networks, as cross-validation
+scores a case), and the slice-chain post-processing of ``bench/seg_error_budget.py`` on the ensemble's
+probability (chosen on the 15 training cases, not shipped; here scored once on cases it was not chosen on).
+
+    .venv/bin/python bench/seg_unseen.py --data DIR [--model DIR] [--seen DIR ...] [--update-model]
+        [--out bench/seg_results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "LiverStiffness"))
+
+from seg_error_budget import slice_chain  # noqa: E402  (the post-processing variant chosen there)
+
+from liverstiffness.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
+from liverstiffness.segmentation.data import read_label  # noqa: E402
+from liverstiffness.segmentation.infer import LiverSegmenter  # noqa: E402
+from liverstiffness.segmentation.metrics import dice, json_ready  # noqa: E402
+from liverstiffness.segmentation.model_card import write_model_card  # noqa: E402
+from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, read_meta, write_meta  # noqa: E402
+from liverstiffness.segmentation.train import summarise  # noqa: E402
+from liverstiffness.segmentation.unseen import PROTOCOL, score_unseen, unseen_pairs  # noqa: E402
+
+
+def subsets(seg: LiverSegmenter) -> dict[str, list[int]]:
+    """Network subsets by index: each single network, each run, and each fold index's pair across runs."""
+    folds = seg.meta.folds
+    out = {f["file"]: [i] for i, f in enumerate(folds)}
+    runs = sorted({f.get("run", 0) for f in folds})
+    for r in runs:
+        out[f"run {r}"] = [i for i, f in enumerate(folds) if f.get("run", 0) == r]
+    if len(runs) == 2:
+        per_run = [out[f"run {r}"] for r in runs]
+        for k, (a, b) in enumerate(zip(*per_run)):
+            out[f"pair {k}"] = [a, b]
+    return out
+
+
+def decomposition(seg: LiverSegmenter, pairs) -> dict:
+    """Mean Dice over the cases of each network subset, and of the slice chain on the whole ensemble."""
+    labels = {cid: sitk.GetArrayFromImage(read_label(lab, 1)) > 0 for cid, _, lab in pairs}
+    images = {cid: sitk.ReadImage(str(img), sitk.sitkFloat32) for cid, img, _ in pairs}
+    scores = {}
+    for name, idx in subsets(seg).items():
+        sub = LiverSegmenter(seg.meta, [seg.networks[i] for i in idx], seg.model_dir, seg.device)
+        scores[name] = {cid: dice(sitk.GetArrayFromImage(sub.segment(images[cid], require_liver=False).mask), labels[cid])
+                        for cid in images}
+    chain = {cid: dice(slice_chain(sitk.GetArrayFromImage(seg.segment(images[cid], require_liver=False).probability), 0.5),
+                       labels[cid]) for cid in images}
+    mean = {k: round(float(np.mean(list(v.values()))), 4) for k, v in scores.items()}
+    kinds = {"single networks": [k for k in scores if k.endswith(".pt")],
+             "runs (one run's networks)": [k for k in scores if k.startswith("run ")],
+             "pairs (2 networks, one per run)": [k for k in scores if k.startswith("pair ")]}
+    return {"mean_dice": mean,
+            "by_kind": {kind: {"mean": round(float(np.mean([mean[k] for k in keys])), 4),
+                               "min": min(mean[k] for k in keys), "max": max(mean[k] for k in keys)}
+                        for kind, keys in kinds.items() if keys},
+            "slice_chain_half": {"per_case": {c: round(v, 4) for c, v in chain.items()},
+                                 "mean": round(float(np.mean(list(chain.values()))), 4)}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="folder of image_N / label_N pairs (label 1: liver) no network trained on")
+    ap.add_argument("--model", default=str(DEFAULT_SEG_MODEL_DIR))
+    ap.add_argument("--seen", action="append", default=None,
+                    help="a folder of the model's training pairs (refused as test cases); may be repeated "
+                         "(default: shared/data/real/chaos_t2spir)")
+    ap.add_argument("--about", default="", help="where the cases come from, for the model card")
+    ap.add_argument("--update-model", action="store_true", help="write the scores into the model folder and its card")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "seg_results.json"))
+    args = ap.parse_args()
+    seen = args.seen or [str(ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir")]
+    try:
+        pairs = unseen_pairs(args.data, seen)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    seg = LiverSegmenter.load(args.model, "cpu")
+    rows = score_unseen(seg, pairs)
+    for r in rows:
+        print(r["case_id"], r["dice"], r["hd95_mm"], r["volume_ml"], r["reference_volume_ml"], r["fold_agreement_dice"],
+              "low confidence" if r["low_confidence"] else "", flush=True)
+    result = {"protocol": PROTOCOL, "data": args.about, "summary": summarise(rows)["real"], "cases": rows,
+              "networks": decomposition(seg, pairs)}
+    print(json.dumps({k: result[k] for k in ("summary",)} | {"by_kind": result["networks"]["by_kind"],
+                                                             "slice_chain_half": result["networks"]["slice_chain_half"]},
+                     indent=1))
+    out = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    out["unseen"] = result
+    Path(args.out).write_text(json.dumps(json_ready(out), indent=1, allow_nan=False) + "\n")
+    if args.update_model:
+        meta = read_meta(args.model)
+        meta.metrics["unseen"] = {"protocol": PROTOCOL, "data": args.about, "real": result["summary"],
+                                  "cases": {r["case_id"]: r["dice"] for r in rows}}
+        write_meta(args.model, meta)
+        write_model_card(args.model, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
