@@ -13,7 +13,7 @@ run's five networks, the five pairs (run 0 and run 1 of one fold index: two netw
 scores a case), and the slice-chain post-processing of ``bench/seg_error_budget.py`` on the ensemble's
 probability (chosen on the 15 training cases, not shipped; here scored once on cases it was not chosen on).
 
-    .venv/bin/python bench/seg_unseen.py --data DIR [--model DIR] [--seen DIR ...] [--update-model]
+    .venv/bin/python bench/seg_unseen.py --data DIR [--model DIR] [--seen DIR ...] [--update-model [--about TEXT]]
         [--out bench/seg_results.json]
 """
 from __future__ import annotations
