@@ -38,6 +38,13 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _read(path: Path) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InputError(str(path), "cannot be read as an image") from None
+
+
 def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) -> list[tuple[str, Path, Path]]:
     """The image/label pairs of ``test_folder``; InputError naming the first image that is a training
     image of ``training_folders`` (equal voxels and geometry), before anything is scored."""
@@ -45,9 +52,9 @@ def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) ->
     seen = {}
     for folder in training_folders:
         for case_id, img, _ in find_pairs(folder):
-            seen[content_digest(sitk.ReadImage(str(img)))] = f"{img} ({case_id})"
+            seen[content_digest(_read(img))] = f"{img} ({case_id})"
     for _, img, _ in pairs:
-        twin = seen.get(content_digest(sitk.ReadImage(str(img))))
+        twin = seen.get(content_digest(_read(img)))
         if twin:
             raise InputError(str(img), f"is the training image {twin}: a model cannot be tested on a case it trained on")
     return pairs
