@@ -102,8 +102,8 @@ def main() -> int:
               "low confidence" if r["low_confidence"] else "", flush=True)
     result = {"protocol": PROTOCOL, "data": args.about, "summary": summarise(rows)["real"], "cases": rows,
               "networks": decomposition(seg, pairs)}
-    print(json.dumps({k: result[k] for k in ("summary",)} | {"by_kind": result["networks"]["by_kind"],
-                                                             "slice_chain_half": result["networks"]["slice_chain_half"]},
+    net = result["networks"]
+    print(json.dumps({"summary": result["summary"], "by_kind": net["by_kind"], "slice_chain_half": net["slice_chain_half"]},
                      indent=1))
     out = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     out["unseen"] = result

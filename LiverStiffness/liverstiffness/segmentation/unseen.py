@@ -18,6 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..imageio import read_volume
+from ..model.checkpoint import sha256
 from .data import find_pairs, read_label
 from .metrics import compare
 
@@ -34,17 +36,6 @@ def content_digest(image: sitk.Image) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _read(path: Path) -> sitk.Image:
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise InputError(str(path), "cannot be read as an image") from None
-
-
 def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) -> list[tuple[str, Path, Path]]:
     """The image/label pairs of ``test_folder``; InputError naming the first image that is a training
     image of ``training_folders`` (equal voxels and geometry), before anything is scored."""
@@ -52,9 +43,9 @@ def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) ->
     seen = {}
     for folder in training_folders:
         for case_id, img, _ in find_pairs(folder):
-            seen[content_digest(_read(img))] = f"{img} ({case_id})"
+            seen[content_digest(read_volume(img))] = f"{img} ({case_id})"
     for _, img, _ in pairs:
-        twin = seen.get(content_digest(_read(img)))
+        twin = seen.get(content_digest(read_volume(img)))
         if twin:
             raise InputError(str(img), f"is the training image {twin}: a model cannot be tested on a case it trained on")
     return pairs
@@ -72,6 +63,6 @@ def score_unseen(segmenter, pairs: list[tuple[str, Path, Path]], label_value: in
         rows.append({"case_id": case_id, "source": "real", **compare(res.mask, read_label(lab_path, label_value)),
                      "mean_probability": conf["mean_probability"], "fold_agreement_dice": conf["fold_agreement_dice"],
                      "tta_agreement_dice": conf["tta_agreement_dice"], "low_confidence": conf["low_confidence"],
-                     "seconds": round(seconds, 2), "image_sha256": file_sha256(img_path),
-                     "label_sha256": file_sha256(lab_path)})
+                     "seconds": round(seconds, 2), "image_sha256": sha256(img_path),
+                     "label_sha256": sha256(lab_path)})
     return rows
