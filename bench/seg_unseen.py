@@ -6,7 +6,7 @@ outside its training data: the five CHAOS T2-SPIR training cases that ``shared/d
 leaves out (34, 36, 37, 38, 39), from the same public copy (the Q-Net repository's
 ``data/CHAOST2/chaos_MR_T2_normalized``, CC BY-SA 4.0; its other 15 cases are byte for byte the shared
 ones). They are a test set: nothing is trained or tuned on them. A folder of ``image_N`` / ``label_N``
-pairs; an image equal to a training image (``--seen``) is refused before anything is scored.
+pairs; an image that is a training image (``--seen``) in another file or scale is refused before anything is scored.
 
 Beside the ensemble, to tell how much is the ensemble and how much the cases: each single network, each
 run's five networks, the five pairs (run 0 and run 1 of one fold index: two networks, as cross-validation

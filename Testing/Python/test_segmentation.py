@@ -253,6 +253,11 @@ def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_tr
         sitk.WriteImage(sitk.ReadImage(str(seen / f"{kind}_2.nii.gz")), str(test / f"{kind}_7.mha"))
     with pytest.raises(InputError, match=r"test/image_7\.mha: is the training image .*seen/image_2\.nii\.gz \(seen_2\)"):
         unseen_pairs(test, [seen])
+    copy = sitk.Cast(sitk.ReadImage(str(seen / "image_2.nii.gz")) * 2.5 + 10, sitk.sitkFloat32)
+    copy.SetOrigin([o + 3.3 for o in copy.GetOrigin()])      # and with another header and intensity scale
+    sitk.WriteImage(copy, str(test / "image_7.mha"))
+    with pytest.raises(InputError, match=r"test/image_7\.mha: is the training image .*seen/image_2\.nii\.gz"):
+        unseen_pairs(test, [seen])
     (test / "image_7.mha").write_text("not an image")
     with pytest.raises(InputError, match=r"test/image_7\.mha: cannot be read as an image"):
         unseen_pairs(test, [seen])
