@@ -233,6 +233,7 @@ def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_tr
     shows the scores. (Mechanics only: the shipped networks did train on CHAOS 1, so no Dice bound here.)"""
     import hashlib
 
+    from liverstiffness.segmentation.data import find_pairs
     from liverstiffness.segmentation.model_card import write_model_card
     from liverstiffness.segmentation.train import summarise
     from liverstiffness.segmentation.unseen import PROTOCOL, score_unseen, unseen_pairs
@@ -251,6 +252,7 @@ def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_tr
 
     for kind in ("image", "label"):   # CHAOS 2 again, as another case in another file format
         sitk.WriteImage(sitk.ReadImage(str(seen / f"{kind}_2.nii.gz")), str(test / f"{kind}_7.mha"))
+    assert [p[0] for p in find_pairs(test)] == ["test_1", "test_7"]
     with pytest.raises(InputError, match=r"test/image_7\.mha: is the training image .*seen/image_2\.nii\.gz \(seen_2\)"):
         unseen_pairs(test, [seen])
     copy = sitk.Cast(sitk.ReadImage(str(seen / "image_2.nii.gz")) * 2.5 + 10, sitk.sitkFloat32)
