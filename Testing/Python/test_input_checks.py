@@ -52,7 +52,7 @@ def test_t2w_with_a_nan_slice_is_refused_not_estimated(one_case, tiny_model, tmp
     k = arr.shape[0] // 2
     arr[k] = np.nan
     bad = _write_like(t2, arr, tmp_path / "t2w_nan.nii.gz")
-    assert np.isfinite(sitk.GetArrayViewFromImage(sitk.ReadImage(str(bad)))).all()   # what ITK alone would see
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(bad)))).all()   # what ITK alone would see
     refused(_args(one_case, tiny_model, t2w=bad), tmp_path / "out", capsys,
                   rf"t2w .*t2w_nan\.nii\.gz: has \d+ NaN/Inf voxel\(s\); slice\(s\) {k} of")
 

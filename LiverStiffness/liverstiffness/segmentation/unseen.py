@@ -7,8 +7,8 @@ fold's. Cases from outside the training folder test exactly that ensemble, as ``
 
 A test case must really be unseen: one whose voxels are a training image's (the same scan under
 another name, file format, header or intensity scale) is refused, since its score would be a
-training score. Voxels are compared, not file bytes or exact hashes: a copy written through another
-format or type can differ in header precision or the last bit of a value and is still the same scan.
+training score. Voxels are compared by correlation, not by an exact hash: a copy rescaled, retyped or
+with a rewritten header is still the same scan.
 """
 from __future__ import annotations
 
