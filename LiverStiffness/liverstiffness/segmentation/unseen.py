@@ -44,22 +44,26 @@ def _unit_voxels(image: sitk.Image) -> np.ndarray:
 def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) -> list[tuple[str, Path, Path]]:
     """The image/label pairs of ``test_folder``; InputError naming the first image that is a training
     image of ``training_folders`` (same grid size, voxels correlating >= SAME_SCAN_CORRELATION), before
-    anything is scored."""
+    anything is scored. Memory holds the test images (a handful) and one training image at a time."""
     pairs = find_pairs(test_folder)
-    seen: dict[tuple, list[tuple[np.ndarray, str]]] = {}     # grid size -> training voxels, name
+    tests = []                                                # (grid size, voxels) per test image
+    for _, img, _ in pairs:
+        image = read_volume(img)
+        tests.append((image.GetSize(), _unit_voxels(image)))
+    twins: dict[int, str] = {}                                # test index -> the training image it is
     for folder in training_folders:
         for case_id, img, _ in find_pairs(folder):
             image = read_volume(img)
-            seen.setdefault(image.GetSize(), []).append((_unit_voxels(image), f"{img} ({case_id})"))
-    for _, img, _ in pairs:
-        image = read_volume(img)
-        candidates = seen.get(image.GetSize(), [])
-        if candidates:
-            v = _unit_voxels(image)
-            for voxels, name in candidates:
-                if float(v @ voxels) >= SAME_SCAN_CORRELATION:
-                    raise InputError(str(img), f"is the training image {name}: a model cannot be tested on a case "
-                                               "it trained on")
+            same_grid = [i for i, (size, _) in enumerate(tests) if size == image.GetSize() and i not in twins]
+            if same_grid:
+                voxels = _unit_voxels(image)
+                for i in same_grid:
+                    if float(tests[i][1] @ voxels) >= SAME_SCAN_CORRELATION:
+                        twins[i] = f"{img} ({case_id})"
+    if twins:
+        first = min(twins)
+        raise InputError(str(pairs[first][1]), f"is the training image {twins[first]}: a model cannot be tested on "
+                                               "a case it trained on")
     return pairs
 
 
