@@ -36,7 +36,6 @@ from liverstiffness.segmentation.metrics import json_ready
 from liverstiffness.segmentation.model_folder import (
     DEFAULT_SEG_MODEL_DIR,
     read_meta,
-    write_meta,
 )
 from liverstiffness.segmentation.train import score_held_out, summarise
 
@@ -56,16 +55,13 @@ def held_out(model_dir: Path, chaos: Path, synthetic: list[str]) -> list[dict]:
 def update_model(model_dir: Path, rows: list[dict]) -> None:
     import csv
 
-    from liverstiffness.segmentation.model_card import write_model_card
+    from liverstiffness.segmentation.model_card import record_metrics
 
     with open(model_dir / "cv_cases.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = read_meta(model_dir)
-    meta.metrics["held_out"] = summarise(rows)
-    write_meta(model_dir, meta)
-    write_model_card(model_dir, meta)
+    record_metrics(model_dir, "held_out", summarise(rows))
 
 
 def stiffness_change(n: int, work: Path) -> dict:

@@ -32,13 +32,18 @@ sys.path.insert(0, str(ROOT / "LiverStiffness"))
 from seg_error_budget import slice_chain  # noqa: E402  (the post-processing variant chosen there)
 
 from liverstiffness.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
-from liverstiffness.segmentation.data import read_label  # noqa: E402
 from liverstiffness.segmentation.infer import LiverSegmenter  # noqa: E402
 from liverstiffness.segmentation.metrics import dice, json_ready  # noqa: E402
-from liverstiffness.segmentation.model_card import write_model_card  # noqa: E402
-from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR, read_meta, write_meta  # noqa: E402
+from liverstiffness.segmentation.model_card import record_metrics  # noqa: E402
+from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR  # noqa: E402
 from liverstiffness.segmentation.train import summarise  # noqa: E402
-from liverstiffness.segmentation.unseen import PROTOCOL, score_unseen, unseen_pairs  # noqa: E402
+from liverstiffness.segmentation.unseen import (  # noqa: E402
+    PROTOCOL,
+    UnseenCase,
+    segment_unseen,
+    unseen_pairs,
+    unseen_row,
+)
 
 
 def subsets(seg: LiverSegmenter) -> dict[str, list[int]]:
@@ -55,17 +60,17 @@ def subsets(seg: LiverSegmenter) -> dict[str, list[int]]:
     return out
 
 
-def decomposition(seg: LiverSegmenter, pairs) -> dict:
-    """Mean Dice over the cases of each network subset, and of the slice chain on the whole ensemble."""
-    labels = {cid: sitk.GetArrayFromImage(read_label(lab, 1)) > 0 for cid, _, lab in pairs}
-    images = {cid: sitk.ReadImage(str(img), sitk.sitkFloat32) for cid, img, _ in pairs}
+def decomposition(seg: LiverSegmenter, cases: list[UnseenCase]) -> dict:
+    """Mean Dice over the cases of each network subset, and of the slice chain on the whole ensemble's
+    probability (the cases as the whole ensemble segmented them)."""
+    labels = {c.case_id: sitk.GetArrayFromImage(c.liver) > 0 for c in cases}
     scores = {}
     for name, idx in subsets(seg).items():
         sub = LiverSegmenter(seg.meta, [seg.networks[i] for i in idx], seg.model_dir, seg.device)
-        scores[name] = {cid: dice(sitk.GetArrayFromImage(sub.segment(images[cid], require_liver=False).mask), labels[cid])
-                        for cid in images}
-    chain = {cid: dice(slice_chain(sitk.GetArrayFromImage(seg.segment(images[cid], require_liver=False).probability), 0.5),
-                       labels[cid]) for cid in images}
+        scores[name] = {c.case_id: dice(sitk.GetArrayFromImage(sub.segment(c.image, require_liver=False).mask),
+                                        labels[c.case_id]) for c in cases}
+    chain = {c.case_id: dice(slice_chain(sitk.GetArrayFromImage(c.result.probability), 0.5), labels[c.case_id])
+             for c in cases}
     mean = {k: round(float(np.mean(list(v.values()))), 4) for k, v in scores.items()}
     kinds = {"single networks": [k for k in scores if k.endswith(".pt")],
              "runs (one run's networks)": [k for k in scores if k.startswith("run ")],
@@ -96,12 +101,13 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     seg = LiverSegmenter.load(args.model, "cpu")
-    rows = score_unseen(seg, pairs)
+    cases = list(segment_unseen(seg, pairs))
+    rows = [unseen_row(c) for c in cases]
     for r in rows:
         print(r["case_id"], r["dice"], r["hd95_mm"], r["volume_ml"], r["reference_volume_ml"], r["fold_agreement_dice"],
               "low confidence" if r["low_confidence"] else "", flush=True)
     result = {"protocol": PROTOCOL, "data": args.about, "summary": summarise(rows)["real"], "cases": rows,
-              "networks": decomposition(seg, pairs)}
+              "networks": decomposition(seg, cases)}
     net = result["networks"]
     print(json.dumps({"summary": result["summary"], "by_kind": net["by_kind"], "slice_chain_half": net["slice_chain_half"]},
                      indent=1))
@@ -109,11 +115,8 @@ def main() -> int:
     out["unseen"] = result
     Path(args.out).write_text(json.dumps(json_ready(out), indent=1, allow_nan=False) + "\n")
     if args.update_model:
-        meta = read_meta(args.model)
-        meta.metrics["unseen"] = {"protocol": PROTOCOL, "data": args.about, "real": result["summary"],
-                                  "cases": {r["case_id"]: r["dice"] for r in rows}}
-        write_meta(args.model, meta)
-        write_model_card(args.model, meta)
+        record_metrics(args.model, "unseen", {"protocol": PROTOCOL, "data": args.about, "real": result["summary"],
+                                              "cases": {r["case_id"]: r["dice"] for r in rows}})
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .config import AUX_WEIGHT, SWA_EVERY, SegNetConfig, SegTrainConfig
 from .metrics import mm_text
-from .model_folder import SegModelMeta
+from .model_folder import SegModelMeta, read_meta, write_meta
 
 CHAOS = ("CHAOS challenge data (Kavur et al., \"CHAOS Challenge - combined (CT-MR) healthy abdominal organ "
          "segmentation\", Medical Image Analysis 69, 2021; zenodo.org/record/3431873), T2-SPIR MRI with manual labels")
@@ -176,3 +176,11 @@ carry no third-party terms.
     path = Path(model_dir) / "LICENSE-WEIGHTS.md"
     path.write_text(text)
     return path
+
+
+def record_metrics(model_dir: str | Path, key: str, value) -> None:
+    """Set ``metrics[key]`` in a model folder's seg_model.json and rewrite its card (a benchmark of the folder)."""
+    meta = read_meta(model_dir)
+    meta.metrics[key] = value
+    write_meta(model_dir, meta)
+    write_model_card(model_dir, meta)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -67,18 +68,38 @@ def unseen_pairs(test_folder: str | Path, training_folders: list[str | Path]) ->
     return pairs
 
 
-def score_unseen(segmenter, pairs: list[tuple[str, Path, Path]], label_value: int | None = 1) -> list[dict]:
-    """One row per case: Dice, HD95, mean surface distance and volumes against the manual label, the
-    report's confidence, the seconds it took and the SHA-256 of both files (which data was scored)."""
-    rows = []
+class UnseenCase(NamedTuple):
+    case_id: str
+    image_path: Path
+    label_path: Path
+    image: sitk.Image
+    result: object          # the segmenter's result: mask, probability, confidence
+    liver: sitk.Image       # the manual liver label, 0/1
+    seconds: float          # reading the image and segmenting it
+
+
+def segment_unseen(segmenter, pairs: list[tuple[str, Path, Path]], label_value: int | None = 1):
+    """Each case read once (the project's checked reader) and segmented once, as ``segment`` runs it;
+    a generator, so a caller keeps only what it needs."""
     for case_id, img_path, lab_path in pairs:
         t = time.perf_counter()
-        res = segmenter.segment(sitk.ReadImage(str(img_path), sitk.sitkFloat32), str(img_path), require_liver=False)
+        image = read_volume(img_path)
+        res = segmenter.segment(image, str(img_path), require_liver=False)
         seconds = time.perf_counter() - t
-        conf = res.confidence
-        rows.append({"case_id": case_id, "source": "real", **compare(res.mask, read_label(lab_path, label_value)),
-                     "mean_probability": conf["mean_probability"], "fold_agreement_dice": conf["fold_agreement_dice"],
-                     "tta_agreement_dice": conf["tta_agreement_dice"], "low_confidence": conf["low_confidence"],
-                     "seconds": round(seconds, 2), "image_sha256": sha256(img_path),
-                     "label_sha256": sha256(lab_path)})
-    return rows
+        yield UnseenCase(case_id, img_path, lab_path, image, res, read_label(lab_path, label_value), seconds)
+
+
+def unseen_row(case: UnseenCase) -> dict:
+    """Dice, HD95, mean surface distance and volumes against the manual label, the report's confidence,
+    the seconds it took and the SHA-256 of both files (which data was scored)."""
+    conf = case.result.confidence
+    return {"case_id": case.case_id, "source": "real", **compare(case.result.mask, case.liver),
+            "mean_probability": conf["mean_probability"], "fold_agreement_dice": conf["fold_agreement_dice"],
+            "tta_agreement_dice": conf["tta_agreement_dice"], "low_confidence": conf["low_confidence"],
+            "seconds": round(case.seconds, 2), "image_sha256": sha256(case.image_path),
+            "label_sha256": sha256(case.label_path)}
+
+
+def score_unseen(segmenter, pairs: list[tuple[str, Path, Path]], label_value: int | None = 1) -> list[dict]:
+    """One row (:func:`unseen_row`) per case."""
+    return [unseen_row(case) for case in segment_unseen(segmenter, pairs, label_value)]
