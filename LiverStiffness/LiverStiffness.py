@@ -4,6 +4,9 @@ The module file holds the four standard classes. The widget is a thin layer: it 
 parameter node, asks the logic (LiverStiffnessLib/logic.py, no Qt, tested on real MRML in CI)
 to do the work, and shows the results. Heavy packages (torch, MONAI) are imported only after
 the dependency check, never at module load.
+
+Long module: Slicer finds a scripted module's widget, logic and self-test classes in this one file
+(the ScriptedLoadableModule convention); everything else lives in LiverStiffnessLib.
 """
 from __future__ import annotations
 
@@ -19,8 +22,11 @@ from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from liverstiffness.devices import DEVICES
+from liverstiffness.report import Report
 from LiverStiffnessLib import dependencies
-from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inputs  # noqa: F401 - re-exported
+from LiverStiffnessLib.logic import LiverStiffnessLogic, missing_inputs
+from LiverStiffnessLib.nodes import ExamNodes
 
 MAP_KINDS = ((_("Attention rollout"), "rollout"), (_("GradCAM (gradient)"), "gradcam"))
 SEQUENCES = ((_("All sequences"), ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
@@ -171,7 +177,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.maskSegmentSelector.setCurrentSegmentID(self._parameterNode.maskSegmentId)
             self.addObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_state)
             if self._parameterNode.lastReport:
-                self._show_report(json.loads(self._parameterNode.lastReport))
+                self._show_report(Report.from_dict(json.loads(self._parameterNode.lastReport)))
         self._update_state()
 
     # ------------------------------------------------------------------ state
@@ -208,7 +214,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _fill_devices(self) -> None:
         self.ui.deviceComboBox.clear()
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
+        self.ui.deviceComboBox.addItems(list(DEVICES))
         missing = dependencies.missing()
         if "torch" in missing:
             self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet (you will be asked on first use).")
@@ -220,7 +226,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _show_model_card(self, *args) -> None:
         path = self.ui.modelPathLineEdit.currentPath
-        folder = Path(path) if path else Path(__file__).resolve().parent / "liverstiffness" / "models" / "demo"
+        folder = Path(path) if path else Path(__file__).resolve().parent / "liverstiffness" / "shipped_models" / "demo"
         card = folder / "MODEL_CARD.md"
         self.ui.modelCardBrowser.setMarkdown(card.read_text() if card.is_file()
                                              else _("No MODEL_CARD.md in {folder}").format(folder=folder))
@@ -278,7 +284,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._drop_finished_run()
                 self._finished_run = run  # its folder holds the maps the overlay and Save report read
                 self._result = run.result()
-                self._parameterNode.lastReport = json.dumps(self._result.report)
+                self._parameterNode.lastReport = self._result.report.to_json()
                 self._parameterNode.lastAttention = self._result.attention["rollout"]
                 self._show_report(self._result.report)
                 self._show_overlay()
@@ -304,16 +310,16 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._update_state()
 
     # ------------------------------------------------------------------ results
-    def _show_report(self, report: dict) -> None:
-        lo, hi = report["interval_kpa"]
-        self.ui.resultLabel.setText(f"<span style='font-size:20pt;font-weight:bold'>{report['stiffness_kpa']:.2f} kPa</span>"
+    def _show_report(self, report) -> None:
+        lo, hi = report.interval_kpa
+        self.ui.resultLabel.setText(f"<span style='font-size:20pt;font-weight:bold'>{report.stiffness_kpa:.2f} kPa</span>"
                                     "<br>" + _("{coverage:.0%} interval {lo:.2f}–{hi:.2f} kPa").format(
-                                        coverage=report["interval_coverage"], lo=lo, hi=hi))
-        note = " — " + _("demo model (synthetic), not for clinical use") if report["model"].get("synthetic_training_data") else ""
-        warn = "<br>".join(report.get("warnings", []))
-        if not (report.get("input_range") or {}).get("checked", False):  # older model folders carry no training ranges
+                                        coverage=report.interval_coverage, lo=lo, hi=hi))
+        note = " — " + _("demo model (synthetic), not for clinical use") if report.synthetic_model else ""
+        warn = "<br>".join(report.warnings)
+        if not (report.input_range or {}).get("checked", False):  # older model folders carry no training ranges
             warn += ("<br>" if warn else "") + "Out-of-range check not available for this model."
-        self.ui.categoryLabel.setText(f"<b>{report['category']}</b>{note}" + (f"<br><i>{warn}</i>" if warn else ""))
+        self.ui.categoryLabel.setText(f"<b>{report.category}</b>{note}" + (f"<br><i>{warn}</i>" if warn else ""))
         self.ui.saveReportButton.enabled = self._result is not None
 
     def _show_overlay(self, *args) -> None:
@@ -482,7 +488,7 @@ class LiverStiffnessTest(ScriptedLoadableModuleTest):
             widget._poll()
         self.assertIsNotNone(widget._result)
         report = widget._result.report
-        self.assertGreater(report["stiffness_kpa"], 0.5)
+        self.assertGreater(report.stiffness_kpa, 0.5)
         att = widget._result.attention["rollout"]
         self.assertEqual(att.GetImageData().GetDimensions(), t1.GetImageData().GetDimensions())
         self.delayDisplay("Test passed")

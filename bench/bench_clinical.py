@@ -25,10 +25,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from measure import run_measured
 
+HERE = Path(__file__).resolve().parent
 MARK = "bench_clinical"
 GB = 2 ** 30
 

@@ -17,16 +17,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from measure import run_measured
+from results_md import write_section
 
 # The floor imports the third-party libraries `predict` uses (nothing of ours but the reader)
 # and reads the same files: what any tool built on these libraries pays before doing work.
@@ -77,10 +75,10 @@ def model_numbers(case, model, device: str) -> dict | None:
 
     if device == "cuda" and not torch.cuda.is_available():
         return None
-    from liverstiffness.attention import compute_maps
-    from liverstiffness.ensemble import Ensemble, predict_log
-    from liverstiffness.model.covariates import encode
     from liverstiffness.preprocess import prepare, read_exam
+    from liverstiffness.stiffness.attention import compute_maps
+    from liverstiffness.stiffness.covariates import encode
+    from liverstiffness.stiffness.ensemble import Ensemble, predict_log
 
     ens = Ensemble.load(model, device)
     sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
@@ -136,20 +134,6 @@ def measure_site(rec, work: Path, runs: int, model) -> dict:
     return {"floor": statistics.median(floor), "e2e": statistics.median(e2e), "peak_mb": max(peaks),
             "stages": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
             "ratios": [e / f for e, f in zip(e2e, floor)], "files": files, "b": b}
-
-
-def write_section(lines: list[str], mark: str = "bench_predict") -> None:
-    """Replace this script's section of RESULTS.md (bench_clinical.py keeps its own)."""
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.is_file() else ""
-    block = f"<!-- {mark} -->\n" + "\n".join(lines).rstrip() + f"\n<!-- /{mark} -->\n"
-    pattern = re.compile(rf"<!-- {mark} -->.*?<!-- /{mark} -->\n", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: block, text)
-    else:   # first run of the sectioned format: the old single-section file is replaced
-        text = block + "".join(m.group(0) for m in re.finditer(r"<!-- (bench_\w+) -->.*?<!-- /\1 -->\n", text, re.DOTALL)
-                               if m.group(1) != mark)
-    path.write_text(text)
 
 
 def main() -> int:

@@ -10,7 +10,7 @@
 3. Time: one 256 × 256 × 40 T2w volume segmented on this machine's CPU (wall and process CPU
    time, median of 3, model loaded once), and the whole ``segment`` command in a fresh process.
 
-Usage: .venv/bin/python bench/seg_bench.py [--model DIR] [--chaos DIR] [--synthetic-manifest CSV ...]
+Usage: .venv/bin/python bench/seg_bench.py [--model DIR] --chaos DIR [--synthetic-manifest CSV ...]
        [--n-exams 10] [--update-model] [--out bench/seg_results.json]
 """
 from __future__ import annotations
@@ -22,14 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LiverStiffness"))
 
 from liverstiffness.segmentation.infer import LiverSegmenter
 from liverstiffness.segmentation.metrics import json_ready
@@ -39,9 +37,12 @@ from liverstiffness.segmentation.model_folder import (
 )
 from liverstiffness.segmentation.train import score_held_out, summarise
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def held_out_cases(chaos: Path, synthetic: list[str], spec) -> list:
-    """The labelled cases a model is scored on: the CHAOS pairs and the synthetic exams of ``synthetic``."""
+    """The labelled cases a model is scored on: the CHAOS pairs and the synthetic exams of ``synthetic``
+    (imported as ``bench.seg_bench.held_out_cases`` by the segmentation run tools in experiments/)."""
     from liverstiffness.segmentation.data import load_manifest, load_pairs
 
     return load_pairs(chaos, 1, spec) + [c for m in synthetic for c in load_manifest(m, spec)]
@@ -65,11 +66,11 @@ def update_model(model_dir: Path, rows: list[dict]) -> None:
 
 
 def stiffness_change(n: int, work: Path) -> dict:
-    from liverstiffness.ensemble import Ensemble
     from liverstiffness.manifest import read_manifest
     from liverstiffness.phantom import generate_cohort
-    from liverstiffness.predict import ExamInput, PredictOptions, predict_exam
+    from liverstiffness.predict import PredictOptions, predict_exam
     from liverstiffness.segmentation.metrics import dice
+    from liverstiffness.stiffness.ensemble import Ensemble
 
     records = read_manifest(generate_cohort(work / "cohort", n=n, seed=2, sites=("E",), size="small", progress=False))
     ens = Ensemble.load(None, "cpu")
@@ -78,17 +79,16 @@ def stiffness_change(n: int, work: Path) -> dict:
     for rec in records:
         reps = {}
         for kind, mask in (("manual", rec.mask), ("auto", None)):
-            reps[kind] = predict_exam(ExamInput(rec.t1w, rec.t2w, rec.dwi, mask, rec.dwi_b, rec.facts), ens,
-                                      work / kind / rec.case_id, opts)
+            reps[kind] = predict_exam(replace(rec, mask=mask), ens, work / kind / rec.case_id, opts)
         auto = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "auto" / rec.case_id / "mask_auto.nii.gz")))
         manual = sitk.GetArrayFromImage(sitk.ReadImage(str(rec.mask))) > 0
-        lo, hi = reps["manual"]["interval_kpa"]
-        rows.append({"case_id": rec.case_id, "kpa_manual": reps["manual"]["stiffness_kpa"],
-                     "kpa_auto": reps["auto"]["stiffness_kpa"],
-                     "delta_kpa": round(reps["auto"]["stiffness_kpa"] - reps["manual"]["stiffness_kpa"], 3),
+        lo, hi = reps["manual"].interval_kpa
+        rows.append({"case_id": rec.case_id, "kpa_manual": reps["manual"].stiffness_kpa,
+                     "kpa_auto": reps["auto"].stiffness_kpa,
+                     "delta_kpa": round(reps["auto"].stiffness_kpa - reps["manual"].stiffness_kpa, 3),
                      "interval_width_kpa": round(hi - lo, 3), "mask_dice_on_t1w": round(dice(auto, manual), 4),
-                     "segment_s": reps["auto"]["timings_s"].get("segment"),
-                     "category_same": reps["auto"]["category"] == reps["manual"]["category"]})
+                     "segment_s": reps["auto"].timings_s.get("segment"),
+                     "category_same": reps["auto"].category == reps["manual"].category})
     d = np.array([r["delta_kpa"] for r in rows])
     w = np.array([r["interval_width_kpa"] for r in rows])
     return {"n": len(rows), "site": "E (synthetic, 3 T, never seen by the stiffness model)", "rows": rows,
@@ -124,7 +124,8 @@ def timing(model_dir: Path, chaos: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEFAULT_SEG_MODEL_DIR))
-    ap.add_argument("--chaos", default=str(ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir"))
+    ap.add_argument("--chaos", required=True,
+                    help="folder of the 15 CHAOS T2-SPIR cases (image_N.nii.gz / label_N.nii.gz)")
     ap.add_argument("--synthetic-manifest", action="append", default=[],
                     help="a manifest of synthetic exams the model was trained with (scored too); may be repeated")
     ap.add_argument("--n-exams", type=int, default=10)

@@ -2,18 +2,18 @@
 
 Cross-validation (``bench/seg_bench.py``) scores each training case by the networks that held it out, two
 of the shipped ten. This scores what a user runs, the whole folder as ``segment`` runs it, on cases from
-outside its training data: the five CHAOS T2-SPIR training cases that ``shared/data/real/chaos_t2spir``
-leaves out (34, 36, 37, 38, 39), from the same public copy (the Q-Net repository's
-``data/CHAOST2/chaos_MR_T2_normalized``, CC BY-SA 4.0; its other 15 cases are byte for byte the shared
-ones). They are a test set: nothing is trained or tuned on them. A folder of ``image_N`` / ``label_N``
+outside its training data: the five CHAOS T2-SPIR training cases that the model's 15 training cases leave
+out (34, 36, 37, 38, 39), from the same public copy (the Q-Net repository's
+``data/CHAOST2/chaos_MR_T2_normalized``, CC BY-SA 4.0; its other 15 cases are byte for byte the model's
+training cases). They are a test set: nothing is trained or tuned on them. A folder of ``image_N`` / ``label_N``
 pairs; an image that is a training image (``--seen``) in another file or scale is refused before anything is scored.
 
 Beside the ensemble, to tell how much is the ensemble and how much the cases: each single network, each
 run's five networks, the five pairs (run 0 and run 1 of one fold index: two networks, as cross-validation
-scores a case), and the slice-chain post-processing of ``bench/seg_error_budget.py`` on the ensemble's
+scores a case), and the slice-chain post-processing of ``experiments/seg_error_budget.py`` on the ensemble's
 probability (chosen on the 15 training cases, not shipped; here scored once on cases it was not chosen on).
 
-    .venv/bin/python bench/seg_unseen.py --data DIR [--model DIR] [--seen DIR ...] [--update-model [--about TEXT]]
+    .venv/bin/python bench/seg_unseen.py --data DIR --seen DIR [--seen DIR ...] [--model DIR] [--update-model [--about TEXT]]
         [--out bench/seg_results.json]
 """
 from __future__ import annotations
@@ -25,25 +25,46 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "LiverStiffness"))
-
-from seg_error_budget import slice_chain  # noqa: E402  (the post-processing variant chosen there)
-
-from liverstiffness.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
-from liverstiffness.segmentation.infer import LiverSegmenter  # noqa: E402
-from liverstiffness.segmentation.metrics import dice, json_ready  # noqa: E402
-from liverstiffness.segmentation.model_card import record_metrics  # noqa: E402
-from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR  # noqa: E402
-from liverstiffness.segmentation.train import summarise  # noqa: E402
-from liverstiffness.segmentation.unseen import (  # noqa: E402
+from liverstiffness.errors import EXIT_BAD_INPUT, InputError
+from liverstiffness.segmentation.infer import LiverSegmenter
+from liverstiffness.segmentation.metrics import dice, json_ready
+from liverstiffness.segmentation.model_card import record_metrics
+from liverstiffness.segmentation.model_folder import DEFAULT_SEG_MODEL_DIR
+from liverstiffness.segmentation.postprocess import clean_mask
+from liverstiffness.segmentation.train import summarise
+from liverstiffness.segmentation.unseen import (
     PROTOCOL,
     UnseenCase,
     segment_unseen,
     unseen_pairs,
     unseen_row,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# The post-processing variant that experiments/seg_error_budget.py chose on the 15 training cases (not shipped);
+# defined here, where a benchmark uses it, and imported from here by that experiment.
+def slice_chain(prob: np.ndarray, overlap: float) -> np.ndarray:
+    """The shipped mask, then from its largest slice outwards each slice keeps only the 2-D pieces of which
+    more than ``overlap`` lies on the kept liver of the slice before (thin leaks below the tip or into bowel)."""
+    mask = clean_mask(prob)
+    if not mask.any():
+        return mask
+    centre = int(np.argmax(mask.sum(axis=(1, 2))))
+    for order in (range(centre - 1, -1, -1), range(centre + 1, mask.shape[0])):
+        prev = centre
+        for k in order:
+            pieces, n = ndimage.label(mask[k])
+            keep = np.zeros_like(mask[k])
+            for i in range(1, n + 1):
+                piece = pieces == i
+                if (piece & mask[prev]).sum() > overlap * piece.sum():
+                    keep |= piece
+            mask[k], prev = keep, k
+    return mask
 
 
 def subsets(seg: LiverSegmenter) -> dict[str, list[int]]:
@@ -87,14 +108,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="folder of image_N / label_N pairs (label 1: liver) no network trained on")
     ap.add_argument("--model", default=str(DEFAULT_SEG_MODEL_DIR))
-    ap.add_argument("--seen", action="append", default=None,
-                    help="a folder of the model's training pairs (refused as test cases); may be repeated "
-                         "(default: shared/data/real/chaos_t2spir)")
+    ap.add_argument("--seen", action="append", required=True,
+                    help="a folder of the model's training pairs (refused as test cases), e.g. the folder of the "
+                         "15 CHAOS T2-SPIR cases (image_N.nii.gz / label_N.nii.gz); may be repeated")
     ap.add_argument("--about", default="", help="where the cases come from, for the model card")
     ap.add_argument("--update-model", action="store_true", help="write the scores into the model folder and its card")
     ap.add_argument("--out", default=str(ROOT / "bench" / "seg_results.json"))
     args = ap.parse_args()
-    seen = args.seen or [str(ROOT.parent / "shared" / "data" / "real" / "chaos_t2spir")]
+    seen = args.seen
     try:
         pairs = unseen_pairs(args.data, seen)
     except InputError as e:

@@ -16,6 +16,8 @@ from liverstiffness.dicom.selection import StudySelection, select_study
 from liverstiffness.dicom.study_input import patient_facts_from_header, read_dwi_instances, sorted_instances
 from liverstiffness.errors import InputError
 
+from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, ExamNodes
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -51,7 +53,6 @@ def load_seg_node(path, reference_node, name: str, scene):
     """The liver segment of a DICOM SEG as a new segmentation node (segment 'liver')."""
     from liverstiffness.dicom.seg import read_seg_mask
 
-    from .logic import LIVER_COLOR, LIVER_SEGMENT_NAME
 
     label = node_from_sitk(read_seg_mask(path), "__liverstiffness_tmp_seg", scene, "vtkMRMLLabelMapVolumeNode")
     seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
@@ -77,7 +78,6 @@ def load_study_nodes(folder, scene, rules=None, overrides: dict | None = None):
     """The study's T1w, T2w, DWI (and liver SEG, when there is one) as new nodes, filled into an
     ``ExamNodes`` with the DWI b-values and the patient facts of the headers; and the selection
     (its ``format_table()`` says what was chosen and why)."""
-    from .logic import ExamNodes
 
     selection: StudySelection = select_study(folder, rules, overrides, find_mask=True)
     c = selection.chosen

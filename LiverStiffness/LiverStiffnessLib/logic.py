@@ -14,7 +14,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,53 +24,18 @@ import vtk
 from liverstiffness.errors import InputError
 from liverstiffness.imageio import binarize_mask, dwi_from_volumes
 from liverstiffness.input_checks import check_geometry, check_values
-from liverstiffness.manifest import PatientFacts
 from liverstiffness.ood import describe as describe_range
 from liverstiffness.preprocess import ExamImages, check_exam
+from liverstiffness.report import Report
 
 from .i18n import _
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
+from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, AutoMaskResult, ExamNodes, ResultNodes
 
 RESULTS_TABLE_NAME = "LiverStiffness results"
-LIVER_SEGMENT_NAME = "liver"
-LIVER_COLOR = (221 / 255, 130 / 255, 101 / 255)   # Slicer's terminology colour for the liver
 ATTENTION_COLOR_NAME = "LiverStiffness attention"
 TABLE_COLUMNS = ("time", "T1w", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
                  "model", "device", "mask_QA_flags", "input_range", "attention_node")
-
-
-@dataclass
-class ExamNodes:
-    """What the panel selected. The liver is a segmentation + segment, or a labelmap (+ label)."""
-
-    t1w: object = None
-    t2w: object = None
-    dwi: object = None                   # scalar/multi-component volume node, or a sequence node
-    dwi_b_values: tuple = ()             # s/mm², one per DWI volume/component
-    mask_segmentation: object = None
-    mask_segment_id: str = ""
-    mask_labelmap: object = None
-    mask_label: int | None = None
-    facts: PatientFacts = field(default_factory=PatientFacts)
-
-
-@dataclass
-class AutoMaskResult:
-    """What "Segment liver" made: a new segmentation node to check and edit, and how sure it was."""
-
-    segmentation: object
-    segment_id: str
-    info: dict                           # volume, confidence, model (as in a report's "mask" entry)
-
-
-@dataclass
-class ResultNodes:
-    report: dict
-    attention: dict                      # kind → volume node (on the T1w geometry), whole model crop
-    table: object
-    row: int
-    output_dir: Path
-    liver_only: dict = field(default_factory=dict)   # kind → the same map zeroed outside the liver (made on demand)
 
 
 def map_window_max(arr) -> float:
@@ -149,8 +113,8 @@ class LiverStiffnessLogic:
     def estimate(self, nodes: ExamNodes, model_dir=None, device: str = "auto", output_dir=None,
                  on_stage=None, maps: str = "default") -> ResultNodes:
         """Run in this process (console, tests, batch scripts) and create the result nodes."""
-        from liverstiffness.ensemble import Ensemble
         from liverstiffness.predict import PredictOptions, predict_images
+        from liverstiffness.stiffness.ensemble import Ensemble
 
         images = self.exam_images(nodes)
         out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="liverstiffness-"))
@@ -216,11 +180,11 @@ class LiverStiffnessLogic:
     def load_results(self, out_dir, nodes: ExamNodes) -> ResultNodes:
         """Attention NIfTIs → new volume nodes on the T1w geometry; the report → a table row."""
         out_dir = Path(out_dir)
-        report = json.loads((out_dir / "report.json").read_text())
+        report = Report.read(out_dir)
         color = self.attention_color_node()
         base = nodes.t1w.GetName()
         attention = {}
-        for kind, fname in report["outputs"]["attention_maps"].items():
+        for kind, fname in report.outputs["attention_maps"].items():
             img = sitk.ReadImage(str(out_dir / fname))
             label = "attention" if kind == "rollout" else f"attention {kind}"
             node = volume_from_sitk(img, nodes.t1w, self.scene.GenerateUniqueName(f"{base} stiffness {label}"), self.scene)
@@ -233,12 +197,12 @@ class LiverStiffnessLogic:
             attention[kind] = node
         table = self.results_table()
         row = table.AddEmptyRow()
-        values = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "T1w": base, "stiffness_kPa": report["stiffness_kpa"],
-                  "interval_low_kPa": report["interval_kpa"][0], "interval_high_kPa": report["interval_kpa"][1],
-                  "coverage": report["interval_coverage"], "category": report["category"],
-                  "model": f"{report['model']['name']} {report['model']['version']}", "device": report["device"],
-                  "mask_QA_flags": ";".join(f["code"] for f in (report.get("mask_qa") or {}).get("flags", [])),
-                  "input_range": describe_range(report.get("input_range") or {}),
+        values = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "T1w": base, "stiffness_kPa": report.stiffness_kpa,
+                  "interval_low_kPa": report.interval_kpa[0], "interval_high_kPa": report.interval_kpa[1],
+                  "coverage": report.interval_coverage, "category": report.category,
+                  "model": f"{report.model['name']} {report.model['version']}", "device": report.device,
+                  "mask_QA_flags": ";".join(f["code"] for f in report.qa_flags),
+                  "input_range": describe_range(report.input_range or {}),
                   "attention_node": attention["rollout"].GetName()}
         for col, value in values.items():
             table.SetCellText(row, TABLE_COLUMNS.index(col), str(value))
@@ -252,8 +216,8 @@ class LiverStiffnessLogic:
             return node
         kind = node.GetAttribute("LiverStiffness.mapKind")
         if kind not in result.liver_only:
-            liver = sitk.ReadImage(str(result.output_dir / result.report["outputs"]["liver_mask"]))
-            img = sitk.ReadImage(str(result.output_dir / result.report["outputs"]["attention_maps"][kind]))
+            liver = sitk.ReadImage(str(result.output_dir / result.report.outputs["liver_mask"]))
+            img = sitk.ReadImage(str(result.output_dir / result.report.outputs["attention_maps"][kind]))
             img = sitk.Mask(img, sitk.Cast(liver > 0, sitk.sitkUInt8))
             copy = volume_from_sitk(img, node, self.scene.GenerateUniqueName(f"{node.GetName()} (liver only)"), self.scene)
             copy.SetAttribute("LiverStiffness.mapKind", kind)
@@ -263,10 +227,10 @@ class LiverStiffnessLogic:
         return result.liver_only[kind]
 
     @staticmethod
-    def map_note(report: dict, kind: str) -> str:
+    def map_note(report: Report, kind: str) -> str:
         """One line on what map ``kind`` says: its unit, peak and concentration, or that it is
         near-uniform and shows nothing about where the model looked."""
-        s = (report.get("attention") or {}).get("maps", {}).get(kind)
+        s = (report.attention or {}).get("maps", {}).get(kind)
         if not s:
             return ""
         if not s.get("informative"):

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import html as html_escape
 import io
 import os
 import shutil
@@ -38,16 +36,14 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE.parent) not in sys.path:  # LiverStiffnessLib lives beside this package in the module folder
-    sys.path.insert(0, str(_HERE.parent))
+from liverstiffness.errors import InputError
+from liverstiffness.manifest import PatientFacts, parse_b_values
+from liverstiffness.report import Report
+from LiverStiffnessLib.logic import LiverStiffnessLogic
+from LiverStiffnessLib.mrml_convert import new_volume_from_sitk
+from LiverStiffnessLib.nodes import ExamNodes
 
-from liverstiffness.errors import InputError  # noqa: E402
-from liverstiffness.manifest import PatientFacts, parse_b_values  # noqa: E402
-from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic  # noqa: E402
-from LiverStiffnessLib.mrml_convert import new_volume_from_sitk  # noqa: E402
-
-from . import exams  # noqa: E402
+from . import exams
 
 MAP_KINDS = [{"title": "Attention rollout", "value": "rollout"}, {"title": "GradCAM (gradient)", "value": "gradcam"}]
 MAP_SEQUENCES = [{"title": "All sequences", "value": ""}, {"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"},
@@ -171,7 +167,7 @@ class LiverStiffnessWebApp(TrameApp):
 
     async def _describe_model_and_device(self) -> None:
         def describe():
-            from liverstiffness.model.checkpoint import DEMO_MODEL_DIR, read_meta
+            from liverstiffness.stiffness.checkpoint import DEMO_MODEL_DIR, read_meta
 
             folder = Path(self.model) if self.model else DEMO_MODEL_DIR
             meta = read_meta(folder)
@@ -182,7 +178,7 @@ class LiverStiffnessWebApp(TrameApp):
             return summary
 
         def device():
-            from liverstiffness.ensemble import resolve_device
+            from liverstiffness.devices import resolve_device
 
             if resolve_device(self.device).type == "cuda":
                 import torch
@@ -563,23 +559,23 @@ class LiverStiffnessWebApp(TrameApp):
         self.sapp.display_manager.show_volume_in_slice_foreground(None)
 
     @staticmethod
-    def _result_card(r: dict) -> dict:
-        lo, hi = r["interval_kpa"]
+    def _result_card(r: Report) -> dict:
+        lo, hi = r.interval_kpa
         bands = []
-        for i, b in enumerate(r["mre_bands"]):
+        for i, b in enumerate(r.mre_bands):
             top = b["high_kpa"] if b["high_kpa"] is not None else BAR_MAX_KPA
             width = 100 * (min(top, BAR_MAX_KPA) - b["low_kpa"]) / BAR_MAX_KPA
             bands.append({"label": b["label"], "low": b["low_kpa"], "width": width,
                           "colour": BAND_COLOURS[i % len(BAND_COLOURS)]})
         pos = lambda v: max(0.0, min(100.0, 100 * v / BAR_MAX_KPA))  # noqa: E731
-        folds = r.get("fold_predictions_kpa") or []
-        return {"kpa": f"{r['stiffness_kpa']:.2f}", "interval": f"{lo:.2f}–{hi:.2f}", "coverage": f"{r['interval_coverage']:.0%}",
-                "category": r["category"], "bands": bands, "marker": pos(r["stiffness_kpa"]), "lo": pos(lo), "hi": pos(hi),
+        folds = r.fold_predictions_kpa or []
+        return {"kpa": f"{r.stiffness_kpa:.2f}", "interval": f"{lo:.2f}–{hi:.2f}", "coverage": f"{r.interval_coverage:.0%}",
+                "category": r.category, "bands": bands, "marker": pos(r.stiffness_kpa), "lo": pos(lo), "hi": pos(hi),
                 "folds": ", ".join(f"{v:.2f}" for v in folds),
                 "spread": f"{min(folds):.2f}–{max(folds):.2f}" if folds else "",
-                "warnings": r.get("warnings") or [],
-                "synthetic": bool(r["model"].get("synthetic_training_data")), "device": r.get("device", ""),
-                "mask": (r.get("mask") or {}).get("source", "given")}
+                "warnings": r.warnings or [],
+                "synthetic": r.synthetic_model, "device": r.device,
+                "mask": (r.mask or {}).get("source", "given")}
 
     # ------------------------------------------------------------------ downloads
     def _out(self) -> Path | None:
@@ -590,8 +586,10 @@ class LiverStiffnessWebApp(TrameApp):
         return self.server.protocol.addAttachment((out / "report.json").read_bytes()) if out else None
 
     def download_html(self):
+        """The same one-page report the command line writes (report_page.py), not a second one."""
         out = self._out()
-        return self.server.protocol.addAttachment(report_html(self.result.report, out).encode()) if out else None
+        return self.server.protocol.addAttachment((out / self.result.report.outputs["report_page"]).read_bytes()) \
+            if out else None
 
     def download_maps(self):
         out = self._out()
@@ -782,39 +780,6 @@ class LiverStiffnessWebApp(TrameApp):
                     html.Div("{{ model_summary.folds }} fold networks, trained on {{ model_summary.exams }} exams; "
                              "cross-validated r {{ model_summary.r }}, MAE {{ model_summary.mae }} kPa.", classes="text-caption")
                     html.Div("{{ model_summary.intended_use }}", classes="text-caption mt-1")
-
-
-def report_html(report: dict, out_dir: Path) -> str:
-    """A one-page HTML report: the estimate, its interval and band, folds, warnings, the model,
-    and the attention montage embedded (so the file stands alone)."""
-    e = html_escape.escape
-    lo, hi = report["interval_kpa"]
-    montage = ""
-    name = (report.get("outputs") or {}).get("montage")
-    if name and (out_dir / name).is_file():
-        data = base64.b64encode((out_dir / name).read_bytes()).decode()
-        montage = f'<img alt="attention montage" style="max-width:100%" src="data:image/png;base64,{data}">'
-    bands = "".join(f"<tr><td>{e(b['label'])}</td><td>{b['low_kpa']:g}"
-                    f"{'–' + format(b['high_kpa'], 'g') if b['high_kpa'] else '+'} kPa</td></tr>" for b in report["mre_bands"])
-    warnings = "".join(f"<li>{e(w)}</li>" for w in report.get("warnings") or []) or "<li>none</li>"
-    model = report["model"]
-    synthetic = ("<p style='color:#b00;font-weight:bold'>Demonstration model trained on synthetic data: not for clinical use.</p>"
-                 if model.get("synthetic_training_data") else "")
-    folds = ", ".join(f"{v:.2f}" for v in report.get("fold_predictions_kpa", []))
-    inputs = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v.get('source', '')))}</td></tr>" for k, v in report["inputs"].items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Liver stiffness report</title>
-<style>body{{font-family:sans-serif;max-width:800px;margin:auto}} td{{padding:2px 8px}}
-.big{{font-size:32px;font-weight:bold}}</style>
-</head><body><h1>Liver stiffness</h1>{synthetic}
-<p class="big">{report['stiffness_kpa']:.2f} kPa</p>
-<p>{report['interval_coverage']:.0%} interval {lo:.2f}–{hi:.2f} kPa · <b>{e(report['category'])}</b></p>
-<p>Fold estimates: {folds} kPa · device {e(str(report.get('device', '')))}</p>
-<h2>Warnings</h2><ul>{warnings}</ul>
-<h2>Attention (rollout, × uniform share)</h2>{montage}
-<h2>MRE bands</h2><table>{bands}</table>
-<h2>Inputs</h2><table>{inputs}</table>
-<h2>Model</h2><p>{e(model.get('name', ''))} {e(str(model.get('version', '')))}: {e(str(model.get('intended_use', '')))}</p>
-</body></html>"""
 
 
 def _end_with_the_launcher(app: LiverStiffnessWebApp) -> None:

@@ -28,11 +28,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE.parent) not in sys.path:
-    sys.path.insert(0, str(_HERE.parent))
+from LiverStiffnessLib.process import ChildProcess
 
-from LiverStiffnessLib.process import ChildProcess  # noqa: E402
+_HERE = Path(__file__).resolve().parent
 
 TOKEN_COOKIE = "liverstiffness_token"
 CLIENT_COOKIE = "liverstiffness_client"

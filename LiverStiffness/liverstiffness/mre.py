@@ -1,6 +1,6 @@
 """MR-elastography stiffness bands (60 Hz MRE, kPa) and their usual reading.
 
-Edges follow the consensus bands in ../shared/PHANTOM.md; a value on an edge belongs to the
+Edges follow the consensus bands in docs/phantom.md; a value on an edge belongs to the
 higher band (2.5 kPa is "normal or inflammation").
 """
 from __future__ import annotations

@@ -90,6 +90,7 @@ class ExamImages:
     mask: sitk.Image
     paths: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)   # warnings from the input checks, for the report
+    mask_info: dict | None = None               # how an automatic mask was made (None: the mask was given)
 
 
 @dataclass

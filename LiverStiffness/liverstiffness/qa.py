@@ -55,7 +55,7 @@ class QAThresholds:
     min_leak_ml: float = 10.0
     # Narrower bright structures are vessels or ducts, not a neighbouring organ (portal vein ~13 mm).
     min_leak_width_mm: float = 10.0
-    # Intensity ratios to the liver median that mark non-liver tissue (PHANTOM.md contrasts).
+    # Intensity ratios to the liver median that mark non-liver tissue (docs/phantom.md contrasts).
     bright_t2_ratio: float = 1.5          # kidney, spleen, bile, fluid: long T2
     spleen_t2_ratio: float = 1.2          # spleen (even beside a cirrhotic liver): brighter on T2w ...
     spleen_dwi_ratio: float = 1.3         # ... and on high-b DWI (low ADC)

@@ -11,6 +11,8 @@ import datetime
 import html
 from pathlib import Path
 
+from .report import Report
+
 
 def model_card_disclaimer(model_dir: Path | None) -> str:
     """The model card's warning block (its '>' lines) and intended use, as plain text."""
@@ -34,68 +36,67 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _bands_rows(report: dict) -> str:
+def _bands_rows(report: Report) -> str:
     rows = []
-    chosen = report.get("category")
-    for b in report.get("mre_bands", []):
+    chosen = report.category
+    for b in report.mre_bands:
         high = f"{b['high_kpa']:g}" if b.get("high_kpa") is not None else ""
         mark = ' class="here"' if b["label"] == chosen else ""
         rows.append(f"<tr{mark}><td>{b['low_kpa']:g}</td><td>{high}</td><td>{_e(b['label'])}</td></tr>")
     return "".join(rows)
 
 
-def _qa_lines(report: dict) -> str:
-    qa = report.get("mask_qa") or {}
-    flags = qa.get("flags", [])
-    if report.get("mask_qa") is None:
+def _qa_lines(report: Report) -> str:
+    flags = report.qa_flags
+    if report.mask_qa is None:
         return "<li>Mask QA was skipped.</li>"
     if not flags:
         return "<li>No mask QA flag.</li>"
     return "".join(f"<li><b>{_e(f.get('code'))}</b> ({_e(f.get('severity'))}): {_e(f.get('message'))}</li>" for f in flags)
 
 
-def _series_rows(report: dict) -> str:
-    study = report.get("study")
+def _series_rows(report: Report) -> str:
+    study = report.study
     if not study:
         return "".join(f"<tr><td>{_e(k.upper())}</td><td colspan=2>{_e(v.get('source', ''))}</td></tr>"
-                       for k, v in report.get("inputs", {}).items())
+                       for k, v in report.inputs.items())
     rows = []
     for role, c in study.get("chosen", {}).items():
         rows.append(f"<tr><td>{_e(role.upper())}</td><td>#{_e(c.get('series_number'))} {_e(c.get('description'))}</td>"
                     f"<td>{_e(c.get('how'))}</td></tr>")
-    mask = report.get("mask", {})
+    mask = report.mask or {}
     rows.append(f"<tr><td>Mask</td><td colspan=2>{_e(mask.get('source', ''))} {_e(mask.get('path', '') or '')}</td></tr>")
     return "".join(rows)
 
 
-def write_report_page(path: Path, report: dict, folder: Path, model_dir: Path | None = None) -> Path:
+def write_report_page(path: Path, report: Report, folder: Path, model_dir: Path | None = None) -> Path:
     """Write the HTML page for ``report`` (its montage looked up in ``folder``); returns ``path``."""
     path = Path(path)
-    montage = Path(folder) / report.get("outputs", {}).get("montage", "attention_montage.png")
+    montage = Path(folder) / report.outputs.get("montage", "attention_montage.png")
     img = ""
     if montage.is_file():
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
         img = (f'<img alt="Attention rollout over the T1w, liver outlined" src="data:image/png;base64,{data}">'
-               f"<p class=small>Where the model looked (attention rollout, {_e(report.get('attention', {}).get('unit', ''))}); "
+               f"<p class=small>Where the model looked (attention rollout, {_e(report.attention.get('unit', ''))}); "
                "the liver is outlined. It explains the estimate; it is not a stiffness map.</p>")
-    lo, hi = report["interval_kpa"]
-    table = report.get("cutoff_table") or {"name": "mayo-60hz", "reference": ""}
-    model = report.get("model", {})
+    lo, hi = report.interval_kpa
+    table = report.cutoff_table or {"name": "mayo-60hz", "reference": ""}
+    model = report.model or {}
     disclaimer = model_card_disclaimer(model_dir)
     synthetic = model.get("synthetic_training_data")
-    warnings = "".join(f"<li>{_e(w)}</li>" for w in report.get("warnings", []))
-    facts = report.get("patient", {})
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in report.warnings)
+    facts = report.patient or {}
     facts_text = ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None) or "none given"
     hashes = "; ".join(f"{_e(f)} {_e(h[:12])}…" for f, h in model.get("sha256", {}).items())
-    label = report.get("stiffness_label", "MRE-equivalent liver stiffness")
+    label = report.stiffness_label
     if disclaimer:
         disclaimer_html = f"<p class={'warn' if synthetic else 'small'}>{_e(disclaimer)}</p>"
     else:
         disclaimer_html = ""
-    version = _e(report.get("software", {}).get("liverstiffness", ""))
-    mask_source = _e((report.get("mask") or {}).get("source", "given"))
+    version = _e(report.software.get("liverstiffness", ""))
+    mask_source = _e((report.mask or {}).get("source", "given"))
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(label)}: {report['stiffness_kpa']:.2f} kPa</title>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(label)}: {report.stiffness_kpa:.2f} kPa</title>
 <style>
 @page {{ size: A4; margin: 12mm; }}
 body {{ font: 10.5pt/1.35 system-ui, sans-serif; max-width: 190mm; margin: auto; color: #111; }}
@@ -110,9 +111,9 @@ img {{ width: 100%; }} .small {{ font-size: 8.5pt; color: #444; margin: 2px 0; }
 </style></head><body>
 <h1>{_e(label)}</h1>
 {disclaimer_html}
-<div class=key><span class=kpa>{report['stiffness_kpa']:.2f} kPa</span>
-<span>{report.get('interval_coverage', 0):.0%} interval {lo:.2f}–{hi:.2f} kPa</span>
-<span class=cat>{_e(report['category'])}</span></div>
+<div class=key><span class=kpa>{report.stiffness_kpa:.2f} kPa</span>
+<span>{report.interval_coverage:.0%} interval {lo:.2f}–{hi:.2f} kPa</span>
+<span class=cat>{_e(report.category)}</span></div>
 <p class=small>The value estimates what 60 Hz MR elastography would measure (shear stiffness). It is not a transient-elastography
 (FibroScan) kPa, which is a different, larger quantity. Category from the cut-off table <b>{_e(table['name'])}</b>:
 {_e(table.get('reference', ''))}.</p>

@@ -3,16 +3,26 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the cores:
+# torch, OpenMP and ITK would otherwise each start a thread per core in every worker, and on 2 cores
+# two oversubscribed torch processes run several times slower than one. Set before torch is imported;
+# child processes the tests start inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ.setdefault(_var, _threads)
 
-from liverstiffness.cli import main
-from liverstiffness.dicom.synthetic_study import write_exam_study
-from liverstiffness.manifest import read_manifest
-from liverstiffness.phantom import generate_cohort
+import pytest  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+from liverstiffness.cli.main import main  # noqa: E402
+from liverstiffness.dicom.synthetic_study import write_exam_study  # noqa: E402
+from liverstiffness.manifest import read_manifest  # noqa: E402
+from liverstiffness.phantom import generate_cohort  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[1] / "Data"      # Testing/Data: the real scans the tests read (README.md there)
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +41,10 @@ def one_case(small_cohort):
 
 @pytest.fixture(scope="session")
 def real_data():
-    if not REAL.is_dir():
-        pytest.fail(f"real test data not found at {REAL} (../shared/data/real beside the checkout)")
+    missing = [d for d in ("chaos_t2spir", "prostatex_0000_dicom") if not (REAL / d).is_dir()]
+    if missing:
+        pytest.fail(f"real test data missing: {', '.join(str(REAL / d) for d in missing)} "
+                    "(Testing/Data is part of the repository; restore it from git)")
     return REAL
 
 
@@ -55,8 +67,8 @@ def dicom_studies(small_cohort, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(small_cohort, tmp_path_factory):
     """A 2-fold, 2-epoch model of a small transformer: fast, for pipeline tests (not accuracy)."""
-    from liverstiffness.model.network import ModelConfig
-    from liverstiffness.train import TrainConfig, train_cv
+    from liverstiffness.stiffness.network import ModelConfig
+    from liverstiffness.stiffness.train import TrainConfig, train_cv
 
     out = tmp_path_factory.mktemp("model")
     cfg = TrainConfig(folds=2, epochs=2, seed=0, register=False, workers=1, batch_size=4,

@@ -15,12 +15,12 @@ import pytest
 import SimpleITK as sitk
 
 from liverstiffness import outputs
-from liverstiffness.cli import main
-from liverstiffness.ensemble import Ensemble
-from liverstiffness.predict import (
-    PredictOptions,
-    predict_manifest,
-)
+from liverstiffness.batch import predict_manifest
+from liverstiffness.cli.main import main
+from liverstiffness.predict import PredictOptions
+from liverstiffness.stiffness.ensemble import Ensemble
+
+pytestmark = pytest.mark.slow   # kills and resumes batch processes
 
 N_CASES = 4
 
@@ -131,7 +131,7 @@ def test_sigkill_mid_case_and_between_cases_then_resume(batch, tiny_model, tmp_p
 
 def test_a_case_finished_just_before_the_kill_is_not_redone(batch, tiny_model, tmp_path, monkeypatch):
     """The window between a case folder appearing and its CSV row: the folder says it is done."""
-    import liverstiffness.predict as P
+    import liverstiffness.batch as P
 
     m, case_ids = batch
     out = tmp_path / "out"
@@ -260,7 +260,7 @@ def test_attention_maps_leave_nothing_behind_exam_after_exam(tiny_model):
 
     import torch
 
-    from liverstiffness.attention import compute_maps
+    from liverstiffness.stiffness.attention import compute_maps
 
     ens = Ensemble.load(tiny_model, "cpu")
     ch = ens.meta.spec.channels

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from liverstiffness.cli import main
+from liverstiffness.cli.main import main
 from liverstiffness.manifest import read_manifest
 
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from liverstiffness.cli import main
+from liverstiffness.cli.main import main
 from liverstiffness.cutoffs import TABLES, load_cutoffs
 from liverstiffness.dicom.index import index_study
 from liverstiffness.dicom.rules import DEFAULT_RULES, load_rules, parse_rules

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from liverstiffness import input_checks
-from liverstiffness.cli import main
+from liverstiffness.cli.main import main
 from liverstiffness.errors import InputError
 from liverstiffness.imageio import read_mask, read_volume
 from liverstiffness.preprocess import read_exam

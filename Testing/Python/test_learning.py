@@ -13,15 +13,17 @@ import torch
 from scipy import ndimage
 from scipy.stats import pearsonr
 
-from liverstiffness.attention import compute_maps, map_summary
-from liverstiffness.baseline import RidgeBaseline, features
-from liverstiffness.cohort_data import CohortArrays
-from liverstiffness.ensemble import predict_log
 from liverstiffness.imageio import read_dwi, read_mask, read_volume
-from liverstiffness.model.network import ModelConfig
 from liverstiffness.phantom.tissues import TISSUES
 from liverstiffness.preprocess import ExamImages, InputSpec, PreprocessOptions, prepare
-from liverstiffness.train import DistInfo, TrainConfig, train_fold
+from liverstiffness.stiffness.attention import compute_maps, map_summary
+from liverstiffness.stiffness.baseline import RidgeBaseline, features
+from liverstiffness.stiffness.data import CohortArrays
+from liverstiffness.stiffness.ensemble import predict_log
+from liverstiffness.stiffness.network import ModelConfig
+from liverstiffness.stiffness.train import DistInfo, TrainConfig, train_fold
+
+pytestmark = pytest.mark.slow   # trains a model on the planted-signal cohort
 
 N_TRAIN, N_TEST = 144, 32
 LIVER_NOISE_SD = 0.15     # the liver's own random factor (ln), which carries no label

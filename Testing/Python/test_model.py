@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from liverstiffness.cohort_data import load_cohort
-from liverstiffness.ensemble import Ensemble, predict_log
 from liverstiffness.errors import InputError
-from liverstiffness.evaluate import agreement, residual_bias
-from liverstiffness.folds import make_folds
 from liverstiffness.manifest import ExamRecord, PatientFacts, read_manifest
-from liverstiffness.uncertainty import Calibration, calibrate, coverage_of
+from liverstiffness.stiffness.data import load_cohort
+from liverstiffness.stiffness.ensemble import Ensemble, predict_log
+from liverstiffness.stiffness.evaluate import agreement, residual_bias
+from liverstiffness.stiffness.folds import make_folds
+from liverstiffness.stiffness.interval import Calibration, calibrate, coverage_of
 
 
 def _fake_records(n_patients=60, sites="ABCD", seed=0):
@@ -64,6 +64,7 @@ def test_checkpoint_round_trip_reproduces_out_of_fold_predictions(tiny_model, sm
 
 
 
+@pytest.mark.slow
 def test_inference_is_float32_on_every_device_and_bfloat16_stays_an_option(small_cohort):
     """CPU/GPU agreement (0.01 kPa): predict_log does not autocast unless asked, on any device. With
     the demo model, bfloat16 autocast (CPU autocast makes the casts CUDA's would) moved estimates
@@ -142,9 +143,10 @@ def test_cv_plus_interval_reaches_its_coverage_on_held_out_data():
     assert Calibration.from_dict(saved).to_dict() == saved
 
 
+@pytest.mark.slow
 def test_tiny_model_interval_coverage_and_ablation_are_reported_by_evaluate(tiny_model, small_cohort, tmp_path, capsys):
-    from liverstiffness.cli import main
-    from liverstiffness.evaluate import evaluate_model
+    from liverstiffness.cli.main import main
+    from liverstiffness.stiffness.evaluate import evaluate_model
     rep = evaluate_model(tiny_model, small_cohort[0], tmp_path / "ev", device="cpu", workers=1, progress=False)
     assert "ablation" not in rep
     assert main(["evaluate", "--model", str(tiny_model), "--manifest", str(small_cohort[0]), "--out",
@@ -167,6 +169,7 @@ def test_tiny_model_interval_coverage_and_ablation_are_reported_by_evaluate(tiny
     assert rep["transformer"]["pearson_r_ci95"] is not None
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(small_cohort, tmp_path):
     """Two data-parallel CPU processes train a 2-fold model; the folder held a 3-fold model before,
     whose third fold's weights must not survive into the new one."""
@@ -190,8 +193,8 @@ def test_init_from_fine_tunes_the_source_model(tiny_model, small_cohort, tmp_pat
     preprocessing taken over from it) instead of from random weights."""
     import torch
 
-    from liverstiffness.cli import main
-    from liverstiffness.model.checkpoint import load_models, read_meta
+    from liverstiffness.cli.main import main
+    from liverstiffness.stiffness.checkpoint import load_models, read_meta
 
     out = tmp_path / "tuned"
     assert main(["train", "--manifest", str(small_cohort[0]), "--out", str(out), "--folds", "2", "--epochs", "1",

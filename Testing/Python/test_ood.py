@@ -1,3 +1,4 @@
+
 """Out-of-range flagging (issue 12, item 3): training statistics in model.json, the check, and
 what the report, the summary line, the batch CSV and the Slicer table say."""
 import csv
@@ -9,10 +10,10 @@ import pytest
 import SimpleITK as sitk
 
 from liverstiffness import ood
-from liverstiffness.cli import main
-from liverstiffness.ensemble import Ensemble
+from liverstiffness.cli.main import main
 from liverstiffness.manifest import PatientFacts
-from liverstiffness.predict import ExamInput, PredictOptions, predict_exam
+from liverstiffness.predict import PredictOptions, predict_exam
+from liverstiffness.stiffness.ensemble import Ensemble
 
 
 def test_summary_and_check_by_hand():
@@ -48,12 +49,13 @@ def test_training_writes_the_statistics_and_predict_reports_in_range(tiny_model,
     assert stats["version"] == ood.STATISTICS_VERSION and stats["n_exams"] == 8
     assert {"t2w_liver_p90", "adc_liver_median", "liver_volume_ml", "age"} <= set(stats["features"])
     ens = Ensemble.load(tiny_model, "cpu")
-    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    inp = one_case
     rep = predict_exam(inp, ens, tmp_path / "in", PredictOptions(gradient_maps=False, montage=False))
-    assert rep["input_range"]["checked"] and rep["input_range"]["in_range"]
-    assert not any("training range" in w for w in rep["warnings"])
+    assert rep.input_range["checked"] and rep.input_range["in_range"]
+    assert not any("training range" in w for w in rep.warnings)
 
 
+@pytest.mark.slow
 def test_an_exam_unlike_the_training_cohort_is_flagged_everywhere(tiny_model, small_cohort, tmp_path, capsys):
     """A T2w whose liver is five times brighter than any training exam's (contrast the model never
     saw: a wrongly chosen series) and a child's age: the report's input_range, a warning, the
@@ -99,7 +101,7 @@ def test_an_exam_unlike_the_training_cohort_is_flagged_everywhere(tiny_model, sm
 
 def test_a_model_without_statistics_still_works_and_says_the_check_was_not_made(one_case, tmp_path):
     """A model folder written before the statistics existed (the shipped model without them)."""
-    from liverstiffness.ensemble import DEMO_MODEL_DIR
+    from liverstiffness.stiffness.ensemble import DEMO_MODEL_DIR
 
     old = tmp_path / "old_model"
     shutil.copytree(DEMO_MODEL_DIR, old)
@@ -108,7 +110,7 @@ def test_a_model_without_statistics_still_works_and_says_the_check_was_not_made(
     (old / "model.json").write_text(json.dumps(meta))
     ens = Ensemble.load(old, "cpu")
     assert ens.meta.input_statistics is None
-    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    inp = one_case
     rep = predict_exam(inp, ens, tmp_path / "demo", PredictOptions(gradient_maps=False, montage=False, qa=False))
-    assert rep["input_range"]["checked"] is False and "could not be checked" in rep["input_range"]["note"]
-    assert ood.describe(rep["input_range"]) == "not checked"
+    assert rep.input_range["checked"] is False and "could not be checked" in rep.input_range["note"]
+    assert ood.describe(rep.input_range) == "not checked"

@@ -1,8 +1,10 @@
+
 """Predicting one exam and a batch: report, attention maps, rollout, errors, resume, devices."""
 import csv
 import json
 import shutil
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,12 +12,14 @@ import SimpleITK as sitk
 import torch
 from monai.visualize import GradCAM, VanillaGrad
 
-from liverstiffness.attention import _AsLogits, compute_maps, rollout, times_uniform
-from liverstiffness.cli import main
-from liverstiffness.ensemble import Ensemble
-from liverstiffness.model.network import ModelConfig, StiffnessTransformer
+from liverstiffness.batch import predict_manifest
+from liverstiffness.cli.main import main
+from liverstiffness.manifest import ExamRecord
 from liverstiffness.mre import categorize
-from liverstiffness.predict import ExamInput, PredictOptions, predict_exam, predict_manifest
+from liverstiffness.predict import PredictOptions, predict_exam
+from liverstiffness.stiffness.attention import _AsLogits, compute_maps, rollout, times_uniform
+from liverstiffness.stiffness.ensemble import Ensemble
+from liverstiffness.stiffness.network import ModelConfig, StiffnessTransformer
 
 
 @pytest.fixture(scope="module")
@@ -26,33 +30,33 @@ def ens(tiny_model):
 @pytest.fixture(scope="module")
 def report(ens, one_case, tmp_path_factory):
     out = tmp_path_factory.mktemp("pred") / "case"
-    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    inp = one_case
     return predict_exam(inp, ens, out, PredictOptions(detail_maps=True)), out
 
 
 def test_report_schema_and_physical_range(report):
     rep, out = report
     saved = json.loads((out / "report.json").read_text())
-    assert saved == json.loads(json.dumps(rep))
-    assert 0.5 < rep["stiffness_kpa"] < 30
-    lo, hi = rep["interval_kpa"]
-    assert lo < rep["stiffness_kpa"] < hi and rep["interval_coverage"] == 0.9
-    cat = categorize(rep["stiffness_kpa"])
-    assert rep["category"] == cat.label and rep["category_band_kpa"] == [cat.low_kpa, cat.high_kpa]
-    assert [b["low_kpa"] for b in rep["mre_bands"]] == [0.0, 2.5, 2.9, 3.5, 5.0]
-    assert len(rep["fold_predictions_kpa"]) == 2
-    assert set(rep["timings_s"]) >= {"read", "qa", "preprocess", "model", "attention", "write", "total"}
-    assert set(rep["model"]["sha256"]) == {"fold0.pt", "fold1.pt"} and rep["model"]["synthetic_training_data"]
-    assert rep["inputs"]["t1w"]["spacing_mm"] and rep["device"] == "cpu"
-    assert set(rep["sequence_contributions_kpa"]) == {"t1w", "t2w", "dwi"}
-    att = rep["attention"]
+    assert saved == json.loads(rep.to_json()) and saved["schema_version"] == 1
+    assert 0.5 < rep.stiffness_kpa < 30
+    lo, hi = rep.interval_kpa
+    assert lo < rep.stiffness_kpa < hi and rep.interval_coverage == 0.9
+    cat = categorize(rep.stiffness_kpa)
+    assert rep.category == cat.label and rep.category_band_kpa == [cat.low_kpa, cat.high_kpa]
+    assert [b["low_kpa"] for b in rep.mre_bands] == [0.0, 2.5, 2.9, 3.5, 5.0]
+    assert len(rep.fold_predictions_kpa) == 2
+    assert set(rep.timings_s) >= {"read", "qa", "preprocess", "model", "attention", "write", "total"}
+    assert set(rep.model["sha256"]) == {"fold0.pt", "fold1.pt"} and rep.model["synthetic_training_data"]
+    assert rep.inputs["t1w"]["spacing_mm"] and rep.device == "cpu"
+    assert set(rep.sequence_contributions_kpa) == {"t1w", "t2w", "dwi"}
+    att = rep.attention
     assert att["unit"].startswith("times the uniform share") and 0 < att["image_token_share"] <= 1
     for kind in ("rollout", "gradcam", "saliency_t2w", "layer0_head1"):
         summary = att["maps"][kind]
         assert 0.1 <= summary["top10_share"] <= 1 and 0 < summary["normalised_entropy"] <= 1
         assert summary["informative"] == (summary["top10_share"] >= 0.15)
         assert summary["liver_mean_times_uniform"] >= 0
-    assert rep["mask_qa"]["ok"] is True and rep["adc_available"] is True
+    assert rep.mask_qa["ok"] is True and rep.adc_available is True
     assert (out / "attention_montage.png").stat().st_size > 10000
 
 
@@ -62,10 +66,10 @@ def test_attention_maps_on_t1w_grid_in_their_own_unit(report, one_case):
     rep, out = report
     t1 = sitk.ReadImage(str(one_case.t1w))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(one_case.mask))) > 0
-    names = rep["outputs"]["attention_maps"]
+    names = rep.outputs["attention_maps"]
     assert names["rollout"] == "attention.nii.gz"
     assert {"gradcam", "saliency_t1w", "saliency_t2w", "saliency_dwi", "saliency_adc", "layer0", "layer1_head1"} <= set(names)
-    liver = sitk.ReadImage(str(out / rep["outputs"]["liver_mask"]))
+    liver = sitk.ReadImage(str(out / rep.outputs["liver_mask"]))
     assert np.array_equal(sitk.GetArrayFromImage(liver) > 0, mask)
     for name in ("attention.nii.gz", "attention_gradcam.nii.gz", "attention_layer0_head0.nii.gz",
                  "attention_saliency_t2w.nii.gz"):
@@ -83,15 +87,16 @@ def test_the_same_exam_twice_gives_the_same_answer(ens, report, one_case, tmp_pa
     exam of a batch (and the contributions of this one) would come out noisy."""
     rep, out = report
     assert not any(m.training for m in ens.models)
-    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    inp = one_case
     again = predict_exam(inp, ens, tmp_path / "again", PredictOptions(detail_maps=True, montage=False))
     for key in ("stiffness_kpa", "fold_predictions_kpa", "interval_kpa", "sequence_contributions_kpa"):
-        assert again[key] == rep[key], key
+        assert getattr(again, key) == getattr(rep, key), key
     for name in ("attention.nii.gz", "attention_gradcam.nii.gz", "attention_layer1_head0.nii.gz"):
         a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(d / name))) for d in (out, tmp_path / "again"))
         assert np.allclose(a, b, atol=1e-5), name
 
 
+@pytest.mark.slow
 def test_real_t2_case_runs_end_to_end_with_maps_on_its_own_grid(ens, real_data, tmp_path):
     """CHAOS T2-SPIR (real anatomy, a y axis that runs posterior→anterior) in every sequence slot,
     a one-b-value DWI, and its manual liver mask: the estimate comes out with a warning about the
@@ -102,10 +107,10 @@ def test_real_t2_case_runs_end_to_end_with_maps_on_its_own_grid(ens, real_data, 
     mask = sitk.GetImageFromArray(liver.astype(np.uint8))
     mask.CopyInformation(lab)
     sitk.WriteImage(mask, str(tmp_path / "liver.nii.gz"))
-    inp = ExamInput(img, img, img, tmp_path / "liver.nii.gz", (800.0,))
+    inp = ExamRecord(case_id="real", patient_id="", t1w=img, t2w=img, dwi=img, mask=tmp_path / "liver.nii.gz", dwi_b=(800.0,))
     rep = predict_exam(inp, ens, tmp_path / "out", PredictOptions(montage=False))
-    assert 0.5 < rep["stiffness_kpa"] < 30 and rep["adc_available"] is False
-    assert any("no ADC map" in w for w in rep["warnings"]) and rep["mask_qa"]["ok"] is True
+    assert 0.5 < rep.stiffness_kpa < 30 and rep.adc_available is False
+    assert any("no ADC map" in w for w in rep.warnings) and rep.mask_qa["ok"] is True
     att = sitk.ReadImage(str(tmp_path / "out" / "attention.nii.gz"))
     t2 = sitk.ReadImage(str(img))
     assert att.GetSize() == t2.GetSize() and np.allclose(att.GetDirection(), t2.GetDirection())
@@ -196,6 +201,7 @@ def test_saliency_and_gradcam_match_monai_run_separately(ens):
     assert np.allclose(maps["gradcam"], cam, atol=1e-5) and cam.std() > 0
 
 
+@pytest.mark.slow
 def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_path):
     manifest, records, _ = small_cohort
     base = manifest.parent
@@ -229,6 +235,7 @@ def test_batch_with_a_corrupt_case_completes_and_resumes(ens, small_cohort, tmp_
     assert len(result) == 3
 
 
+@pytest.mark.slow
 def test_batch_workers_give_the_serial_answers(tiny_model, small_cohort, tmp_path, capsys):
     """--workers 2: each case in a worker process, the same rows and reports as one at a time."""
     manifest, records, _ = small_cohort
@@ -246,17 +253,18 @@ def test_batch_workers_give_the_serial_answers(tiny_model, small_cohort, tmp_pat
         assert (tmp_path / "parallel" / b["case_id"] / "attention.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_auto_and_forced_cpu_agree(tiny_model, one_case, tmp_path):
     res = {}
     for device in ("auto", "cpu"):
         ens = Ensemble.load(tiny_model, device)
-        inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
-        res[device] = predict_exam(inp, ens, tmp_path / device, PredictOptions(gradient_maps=False, montage=False, qa=False))
-    assert abs(res["auto"]["stiffness_kpa"] - res["cpu"]["stiffness_kpa"]) <= 0.01
+        res[device] = predict_exam(one_case, ens, tmp_path / device, PredictOptions(gradient_maps=False, montage=False, qa=False))
+    assert abs(res["auto"].stiffness_kpa - res["cpu"].stiffness_kpa) <= 0.01
     if not torch.cuda.is_available():
-        assert res["auto"]["device"] == "cpu"
+        assert res["auto"].device == "cpu"
 
 
+@pytest.mark.slow
 def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_model, one_case, report, tmp_path, monkeypatch):
     """The first attempt runs out of GPU memory (simulated: no GPU here): the exam is repeated on
     the CPU, the report says so, and the answer is the normal one."""
@@ -272,12 +280,12 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_model, one
 
     monkeypatch.setattr(predict_module, "compute_maps", runs_out_once)
     ens = Ensemble.load(tiny_model, "cpu")
-    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, one_case.mask, one_case.dwi_b, one_case.facts)
+    inp = one_case
     with pytest.warns(RuntimeWarning, match="CUDA ran out of memory"):
         rep = predict_exam(inp, ens, tmp_path / "oom", PredictOptions(detail_maps=True, montage=False))
-    assert len(calls) == 2 and ens.device.type == "cpu" and rep["device"] == "cpu"
-    assert "CUDA ran out of memory: ran on the CPU instead" in rep["warnings"]
-    assert rep["stiffness_kpa"] == report[0]["stiffness_kpa"]
+    assert len(calls) == 2 and ens.device.type == "cpu" and rep.device == "cpu"
+    assert "CUDA ran out of memory: ran on the CPU instead" in rep.warnings
+    assert rep.stiffness_kpa == report[0].stiffness_kpa
 
 
 def test_cli_predict_one_exam_and_bad_inputs(tiny_model, one_case, tmp_path, capsys):
@@ -316,7 +324,7 @@ def test_empty_mask_stops_predict_with_a_clear_error(ens, one_case, tmp_path):
     empty.CopyInformation(m)
     sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
     from liverstiffness.errors import InputError
-    inp = ExamInput(one_case.t1w, one_case.t2w, one_case.dwi, tmp_path / "empty.nii.gz", one_case.dwi_b)
+    inp = replace(one_case, mask=tmp_path / "empty.nii.gz")
     with pytest.raises(InputError, match="mask .*empty"):
         predict_exam(inp, ens, tmp_path / "o")
     assert not (tmp_path / "o").exists()

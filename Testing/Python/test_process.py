@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
 from LiverStiffnessLib import dependencies  # noqa: E402
 from LiverStiffnessLib.process import ChildProcess  # noqa: E402
 
+pytestmark = pytest.mark.slow   # starts and kills process trees
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # A launcher that starts a worker (its child) and waits for it, as PythonSlicer does.

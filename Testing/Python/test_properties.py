@@ -17,7 +17,9 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from liverstiffness.cli import main
+from liverstiffness.cli.main import main
+
+pytestmark = pytest.mark.slow   # hypothesis runs many estimates
 
 SETTINGS = {"deadline": None, "derandomize": True, "database": None,
             "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}

@@ -150,6 +150,7 @@ def test_volume_out_of_range_and_threshold_override(cases, tmp_path):
     assert QAThresholds.from_json(tmp_path / "t.json").min_volume_ml == 5000.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [1, 2, 3, 5, 8])
 def test_real_manual_liver_mask_is_clean_and_spleen_or_kidney_leaks(real_data, case):
     """CHAOS T2-SPIR with manual labels (T2 only: the one image fills every sequence slot).
@@ -170,11 +171,12 @@ def test_real_manual_liver_mask_is_clean_and_spleen_or_kidney_leaks(real_data, c
     assert qa_of((1, 4)) == ["LEAKS", "MULTIPLE_COMPONENTS"]       # + spleen, a separate piece
 
 
+@pytest.mark.slow
 def test_qa_command_one_exam_and_a_batch(small_cohort, tmp_path, capsys):
     import csv
     import json
 
-    from liverstiffness.cli import main
+    from liverstiffness.cli.main import main
 
     manifest, records, _ = small_cohort
     rec = records[0]

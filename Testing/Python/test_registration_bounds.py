@@ -14,14 +14,14 @@ import pytest
 import SimpleITK as sitk
 
 from liverstiffness import registration
-from liverstiffness.cli import main
-from liverstiffness.ensemble import Ensemble
+from liverstiffness.cli.main import main
 from liverstiffness.manifest import read_manifest
 from liverstiffness.phantom import generate_cohort
 from liverstiffness.phantom.sites import SITES
-from liverstiffness.predict import ExamInput, PredictOptions, predict_exam
+from liverstiffness.predict import PredictOptions, predict_exam
 from liverstiffness.preprocess import PreprocessOptions, read_exam, register_to_t1w
 from liverstiffness.qa import run_qa
+from liverstiffness.stiffness.ensemble import Ensemble
 
 SIEMENS_3T_STRONG_BIAS = replace(SITES["B"], name="S", b_values=(800.0,), bias_amplitude=0.6)
 
@@ -52,6 +52,7 @@ def test_registrations_stay_within_the_breath_hold_bound_and_near_the_truth(stro
             assert np.linalg.norm(used - true) < 6.0, (rec.case_id, name, used, true, reg.status)
 
 
+@pytest.mark.slow
 def test_clean_masks_at_3t_are_not_called_misregistered(strong_bias_cohort):
     for rec, exam, _ in strong_bias_cohort:
         res = run_qa(exam)
@@ -69,20 +70,20 @@ def test_a_claim_beyond_the_bound_falls_back_to_the_scanner_geometry_with_a_warn
     rec = strong_bias_cohort[1][0]
     ens = Ensemble.load(tiny_model, "cpu")
     ens.meta.preprocess = PreprocessOptions(register=True)       # the test model was trained without
-    inp = ExamInput(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b, rec.facts)
+    inp = rec
     opts = PredictOptions(gradient_maps=False, montage=False)
     monkeypatch.setattr(registration, "_translation", lambda fixed, mov, region: np.array([0.0, -35.0, 50.0]))
     rep = predict_exam(inp, ens, tmp_path / "claimed", opts)
-    regs = rep["preprocessing"]["registration_to_t1w"]
+    regs = rep.preprocessing["registration_to_t1w"]
     for name in ("t2w", "dwi"):
         assert regs[name]["status"] == "scanner geometry" and regs[name]["translation_mm"] == [0.0, 0.0, 0.0]
         assert regs[name]["claimed_mm"] == [0.0, -35.0, 50.0]
     assert any("DWI → T1w registration rejected (it claimed 61 mm, beyond the 20 mm breath-hold bound)" in w
-               for w in rep["warnings"]), rep["warnings"]
+               for w in rep.warnings), rep.warnings
     monkeypatch.setattr(registration, "_translation", lambda fixed, mov, region: np.zeros(3))
     plain = predict_exam(inp, ens, tmp_path / "scanner", opts)
-    assert plain["stiffness_kpa"] == rep["stiffness_kpa"]
-    assert not any("registration rejected" in w for w in plain["warnings"])
+    assert plain.stiffness_kpa == rep.stiffness_kpa
+    assert not any("registration rejected" in w for w in plain.warnings)
 
 
 def test_a_sequence_displaced_beyond_the_bound_is_refused(strong_bias_cohort, tiny_model, tmp_path, capsys):

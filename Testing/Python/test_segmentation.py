@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from liverstiffness.cli import main
+from liverstiffness.cli.main import main
 from liverstiffness.errors import InputError
 from liverstiffness.manifest import read_manifest, write_manifest
 from liverstiffness.segmentation.grid import network_grid
@@ -156,15 +156,15 @@ def test_make_seg_model_trains_the_recipe_the_shipped_folder_records():
     import shlex
     import subprocess
 
-    from liverstiffness.cli import _load_extra_commands, build_parser
+    from liverstiffness.cli.main import build_parser
+    from liverstiffness.cli.train_seg import training_config
     from liverstiffness.segmentation.config import SegTrainConfig
-    from liverstiffness.train_seg_cli import training_config
 
     root = DEFAULT_SEG_MODEL_DIR.parents[3]          # the repository, where the Makefile is
-    make = subprocess.run(["make", "-n", "seg-model"], cwd=root, capture_output=True, text=True, check=True).stdout
+    make = subprocess.run(["make", "-n", "seg-model", "CHAOS=/path/to/chaos_t2spir"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
     commands = [shlex.split(line)[1:] for line in make.replace("\\\n", " ").splitlines() if " train-seg " in line]
     assert len(commands) == 2
-    _load_extra_commands()
     # as config.json holds them (JSON: tuples as lists)
     stage1, stage2 = (json.loads(json.dumps(training_config(build_parser().parse_args(c)).to_dict())) for c in commands)
     shipped = json.loads((DEFAULT_SEG_MODEL_DIR / "config.json").read_text())
@@ -225,6 +225,7 @@ def test_held_out_real_case_is_segmented_by_the_networks_that_never_saw_it(real_
     assert agreement is None if len(held_out) == 1 else 0.8 < agreement <= 1.0
 
 
+@pytest.mark.slow
 def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_training_images_refused(
         real_data, segmenter, tmp_path):
     """``bench/seg_unseen.py``'s test of a model folder on cases outside its training folder: a training image
@@ -276,6 +277,7 @@ def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_tr
     assert "no network trained on" not in write_model_card(tmp_path / "card", meta).read_text()
 
 
+@pytest.mark.slow
 def test_mask_lands_on_the_input_grid_when_flipped_shifted_or_oblique(real_data, segmenter):
     img, liver = chaos(real_data, 5)
     base = segmenter.segment(img).mask
@@ -319,6 +321,7 @@ def test_mask_lands_on_the_input_grid_when_flipped_shifted_or_oblique(real_data,
 # ---------------------------------------------------------------------------------- commands
 
 
+@pytest.mark.slow
 def test_segment_command_writes_the_mask_on_the_image_grid(real_data, tmp_path, capsys):
     image = real_data / "chaos_t2spir" / "image_31.nii.gz"
     out = tmp_path / "m" / "liver.nrrd"
@@ -487,6 +490,7 @@ def test_a_phantom_shares_the_fold_of_the_chaos_case_its_anatomy_came_from():
     assert folds == assign_folds(real + synthetic, 3, seed=0)
 
 
+@pytest.mark.slow
 def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, small_cohort, tmp_path):
     """A tiny run (2 folds, 2 steps) on real pairs and synthetic exams: the protocol, not the accuracy."""
     data = four_chaos_pairs(real_data, tmp_path / "pairs")
@@ -515,6 +519,7 @@ def test_train_seg_writes_a_folder_that_loads_and_scores_every_case(real_data, s
     assert main(["train-seg", "--data", str(data), "--out", str(out), "--spacing", "0,2,7.7"]) == 2
 
 
+@pytest.mark.slow
 def test_aux_organs_add_the_neighbours_as_targets_and_the_model_still_outputs_the_liver(real_data, tmp_path):
     """--aux-organs: each sample's label gains the kidneys and spleen (the same spatial draw as the
     liver, which with the image stays exactly as without), a synthetic exam's are marked unknown, and
@@ -563,6 +568,7 @@ def test_aux_organs_add_the_neighbours_as_targets_and_the_model_still_outputs_th
     assert main(["train-seg", "--data", str(bad), "--out", str(tmp_path / "no"), "--folds", "2", "--aux-organs"]) == 2
 
 
+@pytest.mark.slow
 def test_runs_are_the_single_runs_of_consecutive_seeds_and_score_each_case_together(real_data, tmp_path):
     """``runs=2, seed=5`` trains the single runs of seeds 5 and 6 (the same splits and weights), and each
     case is scored by the mean of its two held-out networks, one per run."""
@@ -606,6 +612,7 @@ def test_runs_are_the_single_runs_of_consecutive_seeds_and_score_each_case_toget
     assert "2 independent runs of 2 folds" in card and "seeds 5–6 (one per run)" in card and "(2 runs)" in card
 
 
+@pytest.mark.slow
 def test_single_runs_joined_are_the_runs_folder_they_would_make_together(real_data, tmp_path):
     """``join_runs``: single runs of seeds 5 and 6, continued from a two-run folder with weight averaging (as
     the shipped networks were), joined into one folder equal that of ``runs=2, seed=5`` trained in one go:
@@ -664,6 +671,7 @@ def test_single_runs_joined_are_the_runs_folder_they_would_make_together(real_da
 # ---------------------------------------------------------------------------------- --mask auto
 
 
+@pytest.mark.slow
 def test_predict_mask_auto_on_a_synthetic_exam(tiny_model, one_case, tmp_path, capsys):
     args = ["predict", "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi", str(one_case.dwi),
             "--dwi-b", ",".join(str(b) for b in one_case.dwi_b), "--mask", "auto", "--model", str(tiny_model),
@@ -683,6 +691,7 @@ def test_predict_mask_auto_on_a_synthetic_exam(tiny_model, one_case, tmp_path, c
     assert dice(sitk.GetArrayFromImage(auto), manual) > 0.8
 
 
+@pytest.mark.slow
 def test_predict_mask_auto_on_a_real_chaos_scan_overlaps_the_manual_mask(tiny_model, real_data, tmp_path):
     """Only T2 exists for CHAOS: it fills every slot (as in test_predict). The automatic mask
     is written on the scan's own grid and overlaps the manual one there."""
@@ -700,6 +709,7 @@ def test_predict_mask_auto_on_a_real_chaos_scan_overlaps_the_manual_mask(tiny_mo
     assert 0.5 < rep["stiffness_kpa"] < 30
 
 
+@pytest.mark.slow
 def test_manifest_empty_mask_means_auto_for_predict_and_qa_but_not_for_training(tiny_model, small_cohort, tmp_path):
     manifest = small_cohort[0]
     lines = manifest.read_text().splitlines()
@@ -724,6 +734,7 @@ def test_manifest_empty_mask_means_auto_for_predict_and_qa_but_not_for_training(
     assert qa["mask"]["source"] == "automatic" and qa["measurements"]["volume_ml"] > 0
 
 
+@pytest.mark.slow
 def test_qa_mask_auto_checks_the_automatic_mask(one_case, tmp_path, capsys):
     base = ["qa", "--t1w", str(one_case.t1w), "--mask", "auto"]
     assert main([*base, "--t2w", str(one_case.t2w), "--out", str(tmp_path / "qa")]) == 0
@@ -747,6 +758,7 @@ def test_totalsegmentator_missing_stops_predict_with_one_line(tiny_model, one_ca
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_init_from_continues_each_network_from_one_that_never_saw_its_held_out_cases(real_data, tmp_path):
     """``init_from``: each fold network starts from the folder's network that held out the same cases
     (same seed and cases), recorded with its SHA-256; a folder whose networks saw the held-out cases, or
@@ -845,11 +857,11 @@ def test_batch_dice_weighs_a_stray_voxel_on_a_liver_free_slice_by_its_size(tmp_p
     one slice in the batch both are the same loss. The flag reaches the recipe and the card."""
     import torch
 
-    from liverstiffness.cli import _load_extra_commands, build_parser
+    from liverstiffness.cli.main import build_parser
+    from liverstiffness.cli.train_seg import training_config
     from liverstiffness.segmentation.config import SegTrainConfig
     from liverstiffness.segmentation.model_card import training_lines
     from liverstiffness.segmentation.train import loss_function
-    from liverstiffness.train_seg_cli import training_config
 
     y = torch.zeros(2, 1, 32, 32)
     y[0, :, 8:24, 8:24] = 1                          # a liver on the first slice, none on the second
@@ -859,7 +871,6 @@ def test_batch_dice_weighs_a_stray_voxel_on_a_liver_free_slice_by_its_size(tmp_p
     assert float(per_slice(logits, y)) > 0.45 and float(batch(logits, y)) < 0.05
     assert torch.isclose(per_slice(logits[:1], y[:1]), batch(logits[:1], y[:1]))
 
-    _load_extra_commands()
     args = build_parser().parse_args(["train-seg", "--data", "d", "--out", "o", "--batch-dice"])
     cfg = training_config(args)
     assert cfg.batch_dice and not training_config(build_parser().parse_args(["train-seg", "--data", "d",

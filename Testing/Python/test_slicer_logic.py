@@ -13,8 +13,9 @@ import vtk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
 from liverstiffness.errors import InputError  # noqa: E402
-from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic, missing_inputs  # noqa: E402
+from LiverStiffnessLib.logic import LiverStiffnessLogic, missing_inputs  # noqa: E402
 from LiverStiffnessLib.mrml_convert import sitk_from_volume  # noqa: E402
+from LiverStiffnessLib.nodes import ExamNodes  # noqa: E402
 
 
 def load_volume(scene, path, name, labelmap=False):
@@ -149,10 +150,10 @@ def test_estimate_creates_outputs_on_the_t1w_geometry_and_leaves_inputs_unchange
     assert np.all(only[~mask] == 0) and np.allclose(only[mask], arr[mask])
     assert np.allclose(matrix(liver_only), matrix(att))
     note = logic.map_note(result.report, "rollout")
-    assert ("near-uniform" in note) != result.report["attention"]["maps"]["rollout"]["informative"]
+    assert ("near-uniform" in note) != result.report.attention["maps"]["rollout"]["informative"]
     table = result.table
     assert table.GetName() == "LiverStiffness results" and table.GetNumberOfRows() == 1
-    assert float(table.GetCellText(0, 2)) == pytest.approx(result.report["stiffness_kpa"])
+    assert float(table.GetCellText(0, 2)) == pytest.approx(result.report.stiffness_kpa)
     from LiverStiffnessLib.logic import TABLE_COLUMNS
     assert table.GetCellText(0, TABLE_COLUMNS.index("input_range")) == "in range"   # the model's training ranges
     logic.estimate(nodes, tiny_model, "cpu", tmp_path / "run2", maps="none")
@@ -183,6 +184,7 @@ def test_bad_inputs_raise_the_clear_error_the_panel_shows(scene, one_case):
         logic.exam_images(nodes)
 
 
+@pytest.mark.slow
 def test_background_run_reports_stages_and_loads_results(scene, one_case, tiny_model):
     import time
     nodes = exam_nodes(scene, one_case)

@@ -15,8 +15,11 @@ from test_slicer_logic import load_volume, matrix
 
 from liverstiffness.errors import InputError
 from liverstiffness.segmentation.metrics import dice
-from LiverStiffnessLib.logic import ExamNodes, LiverStiffnessLogic
+from LiverStiffnessLib.logic import LiverStiffnessLogic
 from LiverStiffnessLib.mrml_convert import labelmap_from_segment, sitk_from_volume
+from LiverStiffnessLib.nodes import ExamNodes
+
+pytestmark = pytest.mark.slow   # runs the shipped segmenter on MRML nodes
 
 
 def test_segment_liver_makes_an_editable_segment_on_the_t2w_geometry(scene, real_data):  # noqa: F811

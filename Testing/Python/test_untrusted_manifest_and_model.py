@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from liverstiffness.cli import main
-from liverstiffness.ensemble import Ensemble
+from liverstiffness.cli.main import main
 from liverstiffness.errors import InputError
 from liverstiffness.manifest import COLUMNS, read_manifest
+from liverstiffness.stiffness.ensemble import Ensemble
 
 
 def _rows(manifest):
@@ -141,7 +141,7 @@ class _RunsCode:
 
 
 def test_weights_that_would_run_code_are_refused_without_running_it(model_copy, tmp_path):
-    from liverstiffness.model.checkpoint import sha256
+    from liverstiffness.stiffness.checkpoint import sha256
 
     marker = tmp_path / "code_ran"
     torch.save({"weights": _RunsCode(marker)}, model_copy / "fold0.pt")

@@ -41,6 +41,8 @@ from LiverStiffnessLib.process import ChildProcess  # noqa: E402
 from LiverStiffnessWeb import exams  # noqa: E402
 from LiverStiffnessWeb.launcher import ServeOptions, check_options, free_port, is_loopback  # noqa: E402
 
+pytestmark = pytest.mark.slow   # drives Chromium against the served page
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = os.environ.get("LIVERSTIFFNESS_SCREENSHOTS")  # a folder: save the README's screenshots there
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

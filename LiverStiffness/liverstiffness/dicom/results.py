@@ -12,8 +12,6 @@ and study attributes of the source images, referencing the T1w, T2w and DWI it w
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,8 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import InputError
+from ..outputs import REPORT, atomic_write_text
+from ..report import Report
 from .selection import StudySelection
 from .study_input import sorted_instances
 
@@ -41,19 +41,19 @@ def _check_grid(image: sitk.Image, source: list, what: str) -> None:
         raise InputError(what, "is not on the grid of the T1w series it should be written on")
 
 
-def write_dicom_results(report: dict, result_dir: str | Path, selection: StudySelection, out: str | Path) -> dict:
+def write_dicom_results(report: Report, result_dir: str | Path, selection: StudySelection, out: str | Path) -> dict:
     """Write SEG, Parametric Map and SR for the prediction in ``result_dir``; returns what was
     written (file names and UIDs), which is also added to report.json as ``dicom_outputs``."""
     result_dir, out = Path(result_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t1 = _headers(sorted_instances(selection.chosen["t1w"].instances, "T1w series"))
-    mask = sitk.ReadImage(str(result_dir / report["outputs"]["liver_mask"]))
-    attention = sitk.ReadImage(str(result_dir / report["outputs"]["attention_maps"]["rollout"]))
+    mask = sitk.ReadImage(str(result_dir / report.outputs["liver_mask"]))
+    attention = sitk.ReadImage(str(result_dir / report.outputs["attention_maps"]["rollout"]))
     _check_grid(mask, t1, "liver mask")
     _check_grid(attention, t1, "attention map")
     first_number = max((s.number or 0 for s in selection.index.series), default=0) + 1
-    model_name = str(report["model"].get("name", "liverstiffness"))
-    mask_info = report.get("mask") or {}
+    model_name = str(report.model.get("name", "liverstiffness"))
+    mask_info = report.mask or {}
     algorithm = None
     if mask_info.get("source") == "automatic":
         seg_model = mask_info.get("model") or {}
@@ -75,13 +75,11 @@ def write_dicom_results(report: dict, result_dir: str | Path, selection: StudySe
     for key, ds in (("seg", seg), ("parametric_map", pm), ("sr", sr)):
         written[key] = {"file": FILES[key], "series_uid": str(ds.SeriesInstanceUID), "sop_uid": str(ds.SOPInstanceUID),
                         "series_number": int(ds.SeriesNumber)}
-    _add_to_report(result_dir / "report.json", written)
+    _add_to_report(result_dir / REPORT, written)
     return written
 
 
 def _add_to_report(path: Path, written: dict) -> None:
-    report = json.loads(path.read_text())
-    report["dicom_outputs"] = written
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    report = Report.read(path)
+    report.dicom_outputs = written
+    atomic_write_text(path, report.to_json())

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..report import Report
+
 PRIVATE_SCHEME = "99LVRSTIF"
 PRIVATE_SCHEME_NAME = "LiverStiffness private codes"
 
@@ -38,15 +40,15 @@ def concepts() -> dict:
             "mask_qa": _private("LS-MASK-QA", "Liver mask QA finding")}
 
 
-def _algorithm(report: dict):
+def _algorithm(report: Report):
     import highdicom as hd
 
-    model = report["model"]
-    table = report.get("cutoff_table") or {}
+    model = report.model
+    table = report.cutoff_table or {}
     params = [f"weights {name} sha256 {digest}" for name, digest in sorted(model.get("sha256", {}).items())]
-    params.append(f"prediction interval coverage {report.get('interval_coverage')}")
+    params.append(f"prediction interval coverage {report.interval_coverage}")
     params += [f"prediction interval {side} limit unbounded (too few calibration exams)"
-               for side, v in zip(("lower", "upper"), report["interval_kpa"]) if not math.isfinite(float(v))]
+               for side, v in zip(("lower", "upper"), report.interval_kpa) if not math.isfinite(float(v))]
     if table:
         bands = "; ".join(f"{b['low_kpa']:g}-{'' if b['high_kpa'] is None else format(b['high_kpa'], 'g')} kPa {b['label']}"
                           for b in table.get("bands", []))
@@ -68,36 +70,36 @@ def _referenced_liver_segment(seg):
                                    segment_number=1, source_images=sources)
 
 
-def build_measurement_report(report: dict, seg, observer_uid: str):
-    """The TID 1500 content for ``report`` (report.json as a dict), its ROI the SEG's segment 1."""
+def build_measurement_report(report: Report, seg, observer_uid: str):
+    """The TID 1500 content for ``report``, its ROI the SEG's segment 1."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     c = concepts()
     algo = _algorithm(report)
     kpa = codes.UCUM.Kilopascal
-    lo, hi = report["interval_kpa"]
-    measurements = [hd.sr.Measurement(name=c["stiffness"], value=report["stiffness_kpa"], unit=kpa, algorithm_id=algo)]
+    lo, hi = report.interval_kpa
+    measurements = [hd.sr.Measurement(name=c["stiffness"], value=report.stiffness_kpa, unit=kpa, algorithm_id=algo)]
     # An interval limit is infinite when the calibration set was too small to bound it: then it is
     # left out (DICOM numbers are finite) and the algorithm parameters say so.
     measurements += [hd.sr.Measurement(name=c[key], value=float(v), unit=kpa, algorithm_id=algo)
                      for key, v in (("interval_low", lo), ("interval_high", hi)) if math.isfinite(float(v))]
-    volume = (report.get("mask_qa") or {}).get("volume_ml")
+    volume = (report.mask_qa or {}).get("volume_ml")
     if volume is not None:
         measurements.append(hd.sr.Measurement(name=codes.SCT.Volume, value=float(volume),
                                               unit=hd.sr.CodedConcept("mL", "UCUM", "milliliter")))
-    table = report.get("cutoff_table") or {"name": "mayo-60hz", "bands": report.get("mre_bands", [])}
-    index = next((i for i, b in enumerate(table["bands"]) if b["label"] == report["category"]), 0)
+    table = report.cutoff_table or {"name": "mayo-60hz", "bands": report.mre_bands}
+    index = next((i for i, b in enumerate(table["bands"]) if b["label"] == report.category), 0)
     evaluations = [
-        hd.sr.QualitativeEvaluation(c["category"], _private(f"C{index}-{table['name']}", report["category"])),
+        hd.sr.QualitativeEvaluation(c["category"], _private(f"C{index}-{table['name']}", report.category)),
         hd.sr.QualitativeEvaluation(c["cutoff_table"], _private(table["name"].upper(), table["name"])),
         hd.sr.QualitativeEvaluation(c["mask_source"], _private(
-            "MASK-" + (report.get("mask") or {}).get("source", "given").upper(),
-            f"{(report.get('mask') or {}).get('source', 'given')} liver mask"))]
-    flags = (report.get("mask_qa") or {}).get("flags", [])
+            "MASK-" + (report.mask or {}).get("source", "given").upper(),
+            f"{(report.mask or {}).get('source', 'given')} liver mask"))]
+    flags = report.qa_flags
     for f in flags:
         evaluations.append(hd.sr.QualitativeEvaluation(c["mask_qa"], _private(f["code"], f"{f['code']}: {f['message']}")))
-    if report.get("mask_qa") is not None and not flags:
+    if report.mask_qa is not None and not flags:
         evaluations.append(hd.sr.QualitativeEvaluation(c["mask_qa"], _private("NONE", "no mask QA finding")))
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="liver"),
@@ -108,13 +110,13 @@ def build_measurement_report(report: dict, seg, observer_uid: str):
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=observer_uid, name="LiverStiffness", manufacturer_name="LiverStiffness project",
-            model_name=str(report["model"].get("name", ""))[:64]))
+            model_name=str(report.model.get("name", ""))[:64]))
     return hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=observer),
                                    procedure_reported=codes.LN.MRIUnspecifiedBodyRegion, imaging_measurements=[group],
                                    title=codes.DCM.ImagingMeasurementReport)
 
 
-def write_report_sr(report: dict, evidence: list, seg, path: str | Path, *, series_number: int,
+def write_report_sr(report: Report, evidence: list, seg, path: str | Path, *, series_number: int,
                     software_version: str) -> object:
     """Write the SR for ``report``; ``evidence``: every dataset it rests on (source images, SEG, map)."""
     import highdicom as hd

@@ -5,7 +5,7 @@
 biology, ``anatomy`` assembles one exam's tissue maps, ``tissues`` the relaxation/diffusion table
 (with sources), ``sites`` the scanner profiles, ``sequences`` the signal equations and
 acquisition, ``annotator`` the drawn liver mask, and ``cohort`` writes a manifest of many exams.
-Physics: ../shared/PHANTOM.md; calibration: bench/phantom_calibration.py.
+Physics: docs/phantom.md; calibration: experiments/phantom_calibration.py.
 """
 from .anatomy import DiseaseState
 from .cohort import generate_cohort

@@ -4,7 +4,7 @@ Annotators draw slice by slice: contours are smoothed, the boundary sits a littl
 outside the true edge (more in some places than others, and each annotator has a habit), thin
 tips of the liver and the small first or last slice are often left out, and what is painted is
 solid. The truth stays in ``truth_labels.nii.gz``. Measured on the phantoms: Dice with the truth
-0.90–0.98, median 0.96 on 390 exams (bench/phantom_calibration.py; tested in
+0.90–0.98, median 0.96 on 390 exams (experiments/phantom_calibration.py; tested in
 Testing/Python/test_phantom.py).
 """
 from __future__ import annotations

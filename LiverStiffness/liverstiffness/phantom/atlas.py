@@ -1,7 +1,7 @@
 """Anatomy templates derived from 15 real abdominal MRI scans (CHAOS T2-SPIR, manual organ labels).
 
 Each template (``atlas/chaos_NN.npz``) is a uint8 map of the classes below on an axis-aligned LPS
-grid (2.5 mm), built by ``bench/build_phantom_atlas.py``: liver, spleen and kidneys from the
+grid (2.5 mm), built by ``recipes/build_phantom_atlas.py``: liver, spleen and kidneys from the
 manual labels; body wall, fat, spine, bowel, fluid, lung, great and intrahepatic vessels from the
 T2 intensities and simple geometry; the caudate lobe as a geometric region of the liver. Beside
 the labels each file keeps a few landmarks (LPS mm) and the radial profile of the subcutaneous

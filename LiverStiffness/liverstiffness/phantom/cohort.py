@@ -83,7 +83,7 @@ def sample_patient(rng: np.random.Generator, seed: int, held_out: bool = False) 
 
 def sample_state(rng: np.random.Generator, patient: Patient) -> DiseaseState:
     pdff = float(np.clip(rng.normal(1.0 + 0.7 * (patient.bmi - 24.0), 5.0), 0.0, 35.0))
-    # Weak associations with age and BMI (PHANTOM.md).
+    # Weak associations with age and BMI (docs/phantom.md).
     f = float(np.clip(4.0 * rng.beta(1.3, 2.5) + 0.006 * (patient.age - 50), 0.0, 4.0))
     pdff *= 1.0 - 0.5 * advanced(f)          # fat fades in advanced disease ("burnt-out")
     inflammation = float(np.clip(rng.beta(1.5, 3.5) + 0.01 * pdff, 0.0, 1.0))

@@ -28,7 +28,7 @@ from .fields import VectorField
 # view are centred on it, as a technologist centres the upper abdomen.
 FOV_CENTRE = (0.0, 0.0, 55.0)
 COARSE_MM = 8.0                  # spacing of the displacement field (it is smooth on this scale)
-TEMPLATE_FAT_MM = 12.0           # the templates' nominal subcutaneous fat (bench/build_phantom_atlas.py)
+TEMPLATE_FAT_MM = 12.0           # the templates' nominal subcutaneous fat (recipes/build_phantom_atlas.py)
 MAX_LIVER_HEIGHT_MM = 205.0      # keeps the liver inside a 240 mm field of view with breath-hold margin
 ELASTIC_WAVELENGTH_MM = (90.0, 220.0)
 ELASTIC_AMPLITUDE_MM = 7.0

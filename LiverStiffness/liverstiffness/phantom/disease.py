@@ -1,10 +1,10 @@
 """The latent liver state of an exam, the person-level biology around it, and what both do to
 tissue parameters and organ shape.
 
-The stiffness label depends on fibrosis and inflammation only (PHANTOM.md's simplification). Each
+The stiffness label depends on fibrosis and inflammation only (docs/phantom.md's simplification). Each
 image marker moves with fibrosis *and* with things that are not fibrosis — a person's own healthy
 baseline, fat, iron, inflammation, the exam's ADC calibration — so that, as in real patients
-(PHANTOM.md "How strong each marker is"), no single liver statistic predicts stiffness well.
+(docs/phantom.md "How strong each marker is"), no single liver statistic predicts stiffness well.
 Several of those nuisances are shared with the spleen or with the whole exam, so that contrasts
 a spatial model can read (liver against spleen, liver against muscle) keep the information the
 liver's own statistics lose. Morphology (spleen size, caudate hypertrophy, right-lobe atrophy,
@@ -22,17 +22,17 @@ import numpy as np
 from . import tissues as T
 from .fields import FourierField
 
-# --- liver relaxation and diffusion (PHANTOM.md) ---------------------------------------------
+# --- liver relaxation and diffusion (docs/phantom.md) ----------------------------------------
 LIVER_T1_PER_STAGE_MS = 38.0       # +30–50 ms per stage (Hoad 2015; Heye 2012: 678 → 852 ms)
 LIVER_T1_PER_INFLAMMATION_MS = 45.0
-LIVER_T1_PER_PDFF_MS = -2.0        # fat lowers the water T1 slightly (PHANTOM.md)
+LIVER_T1_PER_PDFF_MS = -2.0        # fat lowers the water T1 slightly (docs/phantom.md)
 LIVER_T2_PER_STAGE_MS = 2.6        # 46 → ~56 ms at stage 4
 LIVER_T2_PER_INFLAMMATION_MS = 3.0
 LIVER_ADC_PER_STAGE = -0.08        # 0.05–0.1 per stage (AJR 2009: F0 1.26 … F4 0.99)
 LIVER_ADC_PER_PDFF = -0.004        # fat lowers ADC
 LIVER_ADC_PER_INFLAMMATION = -0.03
 FIELD_DISEASE_SCALE_3T = 1.3
-# Iron (index 1 ≈ moderate overload, liver iron ~5 mg/g): R2 and R2* rise, T1 falls (PHANTOM.md:
+# Iron (index 1 ≈ moderate overload, liver iron ~5 mg/g): R2 and R2* rise, T1 falls (docs/phantom.md:
 # "iron lowers T1 and T2*"; slopes rounded from Wood et al., Blood 2005 and St Pierre et al.,
 # Blood 2005 at 1.5 T; R2* doubles at 3 T).
 IRON_R2_PER_UNIT = 8.0             # 1/s
@@ -58,7 +58,7 @@ SPLEEN_VOLUME_LOG_SD = 0.30        # healthy spleens 100–300 mL
 EXAM_ADC_SD = 0.06                 # exam-level ADC calibration, all tissues (1.5 T vs 3 T wCV 11 %)
 PERFUSION_ADC_SD = 0.08            # splanchnic perfusion (fasting state, IVIM share): liver and spleen ADC
 
-# --- morphology (PHANTOM.md; our simplifications) -------------------------------------------
+# --- morphology (docs/phantom.md; our simplifications) --------------------------------------
 ADVANCED_FROM, ADVANCED_TO = 1.8, 3.4   # f where the late changes start and are complete
 SPLEEN_GROWTH_ADVANCED = 0.28      # linear size at F4 (volume ×2); spleen length > 12–13 cm in cirrhosis
 SPLEEN_GROWTH_PER_STAGE = 0.02     # mild growth before (portal pressure rises gradually)
@@ -86,7 +86,7 @@ def splanchnic_shift(s: float, field_t: float) -> tuple[float, float, float]:
 
 def advanced(f: float) -> float:
     """0 below stage 2, rising through stage 3 to 1 in cirrhosis: the weight of the late
-    morphological changes. Stages here are those of the label's bands (PHANTOM.md): with
+    morphological changes. Stages here are those of the label's bands (docs/phantom.md): with
     kPa = 1.9 e^(0.33 f), f ≈ 2.4 reaches the F3 band (3.5 kPa and above) and f ≈ 2.9 the
     cirrhosis band (5 kPa)."""
     return float(np.clip((f - ADVANCED_FROM) / (ADVANCED_TO - ADVANCED_FROM), 0.0, 1.0) ** 1.5)
@@ -102,7 +102,7 @@ class DiseaseState:
     iron: float = 0.0      # hepatic iron index (0 none, ~1 moderate overload)
 
     def stiffness_kpa(self, noise: float = 1.0) -> float:
-        """Our simplification in PHANTOM.md, times the MRE measurement noise factor."""
+        """Our simplification in docs/phantom.md, times the MRE measurement noise factor."""
         return 1.9 * np.exp(0.33 * self.fibrosis) * (1 + 0.15 * self.inflammation) * noise
 
 

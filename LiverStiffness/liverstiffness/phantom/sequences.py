@@ -1,4 +1,4 @@
-"""Signal equations and acquisition of one sequence from the anatomy (../shared/PHANTOM.md).
+"""Signal equations and acquisition of one sequence from the anatomy (docs/phantom.md).
 
 Each voxel holds water and fat (proton-density fat fraction): the signal is the sum of the two
 compartments' signals, the fat one suppressed where the sequence suppresses fat (DWI always, T2w

@@ -1,8 +1,8 @@
-"""Scanner/site profiles: what differs between sites and vendors (../shared/PHANTOM.md).
+"""Scanner/site profiles: what differs between sites and vendors (docs/phantom.md).
 
 Sites differ in field strength, sequence parameters (so tissue *contrast* changes, not only the
 intensity scale), voxel grids, b-values, vendor units, bias fields, noise, ADC bias and EPI
-distortion. Protocols are typical clinical ones (PHANTOM.md "Sequences"): T1w a 2-D dual-echo
+distortion. Protocols are typical clinical ones (docs/phantom.md "Sequences"): T1w a 2-D dual-echo
 spoiled GRE (TR 120–180 ms, flip 65–80°) or a 3-D GRE (TR ~4 ms, flip 9–12°), in-phase echo;
 T2w a single-shot FSE, with or without fat suppression, or a fat-suppressed FSE; DWI a
 fat-suppressed single-shot EPI with two or three b-values. ``small`` cases keep the physical field

@@ -1,9 +1,9 @@
 """Tissue parameters for the phantom: T1 and T2 (ms) at 1.5 T and 3 T, ADC (10⁻³ mm²/s), proton
 density (relative).
 
-Values are the mid-points of the literature ranges collected in ../shared/PHANTOM.md (de Bazelaire
+Values are the mid-points of the literature ranges collected in docs/phantom.md (de Bazelaire
 et al., Radiology 2004; Stanisz et al., MRM 2005; Taouli & Koh, Radiology 2010 for ADC). Where
-PHANTOM.md gives no value (viscera, marrow, lung, air) the number is our own rough choice, marked
+docs/phantom.md gives no value (viscera, marrow, lung, air) the number is our own rough choice, marked
 "ours". The liver's values are its healthy water compartment; disease and person-level variation
 are applied in ``disease.py``, and liver fat is a second compartment with the ``fat`` parameters.
 """

@@ -74,6 +74,7 @@ def auto_mask(t1w: sitk.Image, t2w: sitk.Image, dwi, paths: dict, segmenter, reg
     info.update(carried)
     info["volume_on_t1w_ml"] = round(float(sitk.GetArrayViewFromImage(mask).sum()) * spatial.voxel_volume_ml(mask), 1)
     info["timings_s"]["total"] = round(time.perf_counter() - t, 3)
+    images.mask_info = info
     return images, info
 
 

@@ -1,7 +1,7 @@
 """Training cases for the liver segmentation model, on the network grid.
 
 Two sources: a folder of ``image_N.nii.gz`` / ``label_N.nii.gz`` pairs with a liver label value
-(the CHAOS T2-SPIR copy in ``shared/data/real/chaos_t2spir``: 1 liver, 2/3 kidneys, 4 spleen),
+(the 15 CHAOS T2-SPIR cases of Q-Net's preprocessed copy: 1 liver, 2/3 kidneys, 4 spleen),
 and a cohort manifest (``liverstiffness synth`` exams), whose liver mask lies on the T1w grid
 and is carried onto the T2w by the pipeline's own T2w → T1w registration (the phantom, like a
 patient, breathes differently between sequences).

@@ -35,7 +35,7 @@ from .postprocess import clean_mask
 # CHAOS 15 (0.81) and phantoms at 0.86 and 0.91. Together they flag all 3 cases under 0.8 and miss
 # one under 0.85 (a phantom at 0.81); 8 flagged, 1 of them real (15). A test checks the shipped
 # folder's cases under 0.8 are all flagged.
-# bench/seg_agreement.py re-checks the fold agreement with more networks per case (other runs of
+# experiments/seg_agreement.py re-checks the fold agreement with more networks per case (other runs of
 # the recipe). All three thresholds rest on 15 real and 9 synthetic cases.
 LOW_AGREEMENT = 0.89
 LOW_TTA_AGREEMENT = 0.90
@@ -68,7 +68,7 @@ class SegResult:
 
 
 def _device(name: str) -> torch.device:
-    from ..ensemble import resolve_device
+    from ..devices import resolve_device
 
     return resolve_device(name)
 

@@ -135,8 +135,8 @@ def write_model_card(model_dir: Path, meta: SegModelMeta) -> Path:
             "spacing, the probabilities averaged on the input grid." if len(meta.inference.tta_scales) > 1 else "")), "",
         "## Training data", "",
         f"- {CHAOS}; licence {CHAOS_LICENCE}.",
-        ("- The copy used (shared/data/real/chaos_t2spir) was preprocessed by a research group (Q-Net): intensity "
-         "clipped at the top 0.5 %, resampled to 1.25 × 1.25 × 7.7 mm, cropped to 256 × 256."),
+        ("- The copy used (the Q-Net repository's copy of the CHAOS T2-SPIR cases) was preprocessed by a research "
+         "group (Q-Net): intensity clipped at the top 0.5 %, resampled to 1.25 × 1.25 × 7.7 mm, cropped to 256 × 256."),
         *[f"- {k}: {v}" for k, v in tr.items()], "",
         *training_lines(model_dir),
         "## Held-out accuracy (cases never seen by the networks that scored them)", "",

@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..model.checkpoint import sha256
+from ..stiffness.checkpoint import sha256
 from .config import SegInputSpec, SegNetConfig
 from .metrics import json_ready
 from .network import build_network
 
 FORMAT = "liverstiffness-liverseg/1"
 #: The liver segmentation model shipped with the package (trained on CHAOS T2-SPIR, CC BY-SA 4.0).
-DEFAULT_SEG_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "liver_seg"
+DEFAULT_SEG_MODEL_DIR = Path(__file__).resolve().parent.parent / "shipped_models" / "liver_seg"
 
 
 @dataclass

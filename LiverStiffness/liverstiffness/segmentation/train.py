@@ -363,7 +363,7 @@ def join_runs(run_dirs: list[str | Path], out: str | Path, cases: list[SegCase],
     networks and so weights: tested): the networks under their run's names, their records and training
     logs given their run, every case scored by all the networks that never saw it together. Refused
     (ValueError, before anything is written) unless the folders are exactly those runs of one recipe."""
-    from ..model.checkpoint import sha256
+    from ..stiffness.checkpoint import sha256
     from .model_folder import read_meta
 
     run_dirs, out = [Path(d) for d in run_dirs], Path(out)

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..imageio import read_volume
-from ..model.checkpoint import sha256
+from ..stiffness.checkpoint import sha256
 from .data import find_pairs, read_label
 from .metrics import compare
 

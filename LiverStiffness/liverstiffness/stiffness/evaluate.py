@@ -1,0 +1,251 @@
+"""Validation as in the published study, and more: agreement, discrimination at the MRE
+thresholds, interval coverage, per-site/vendor breakdown, and residual bias against age, sex,
+BMI and steatosis with p-values. Plots: predicted vs reference, Bland-Altman, residuals.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from ..mre import AUROC_THRESHOLDS_KPA
+
+STEATOSIS_PDFF = 5.0   # %, the usual MRI-PDFF cut-off for steatotic liver disease
+BOOTSTRAP = 2000
+
+
+def _r(y, p) -> float | None:
+    return float(stats.pearsonr(y, p)[0]) if len(y) > 2 and np.std(y) > 0 and np.std(p) > 0 else None
+
+
+def bootstrap_r_ci(y, p, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap CI of Pearson r (resampling exams)."""
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    if len(y) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+    yb, pb = y[idx], p[idx]
+    yc, pc = yb - yb.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True)
+    den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
+    r = np.where(den > 0, (yc * pc).sum(1) / np.where(den > 0, den, 1), np.nan)
+    lo, hi = np.nanpercentile(r, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def bootstrap_r_difference(y, p_a, p_b, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> dict:
+    """r(a) − r(b) on the same exams with a paired percentile bootstrap CI (exams resampled once
+    for both, so the CI is of the difference, not of two independent r's)."""
+    y, a, b = (np.asarray(v, float) for v in (y, p_a, p_b))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+
+    def r_of(p):
+        yb, pb = y[idx], p[idx]
+        yc, pc = yb - yb.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True)
+        den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
+        return np.where(den > 0, (yc * pc).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+    d = r_of(a) - r_of(b)
+    lo, hi = np.nanpercentile(d, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    point = (_r(y, a) or np.nan) - (_r(y, b) or np.nan)
+    return {"difference": _round(float(point)), "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "p_not_greater": round(float(np.mean(d <= 0)), 4)}
+
+
+def ablation_report(y_kpa, predictions: dict[str, np.ndarray]) -> dict:
+    """Each variant's r (bootstrap CI) and MAE, and the full model's r minus each other variant's
+    with a paired bootstrap CI. ``predictions``: variant → kPa; must hold "full"."""
+    out = {}
+    for name, p in predictions.items():
+        m = agreement(y_kpa, p)
+        out[name] = {k: m[k] for k in ("n", "pearson_r", "pearson_r_ci95", "mae_kpa")}
+        if name != "full":
+            out[name]["full_minus_this_r"] = bootstrap_r_difference(y_kpa, predictions["full"], p)
+    return out
+
+
+def agreement(y_kpa, pred_kpa, low=None, high=None) -> dict:
+    """n, Pearson r with bootstrap CI, MAE, bias and Bland-Altman limits (kPa), AUROCs, coverage."""
+    y, p = np.asarray(y_kpa, float), np.asarray(pred_kpa, float)
+    d = p - y
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    out = {"n": int(len(y)), "pearson_r": _round(_r(y, p)), "pearson_r_ci95": bootstrap_r_ci(y, p),
+           "mae_kpa": _round(float(np.mean(np.abs(d)))), "mean_bias_kpa": _round(float(np.mean(d))),
+           "bland_altman_loa_kpa": [_round(float(np.mean(d) - 1.96 * sd)), _round(float(np.mean(d) + 1.96 * sd))],
+           "auroc": {}}
+    for t in AUROC_THRESHOLDS_KPA:
+        pos = y >= t
+        out["auroc"][f">={t:g}kPa"] = (_round(float(roc_auc_score(pos, p))) if 0 < pos.sum() < len(y) else None)
+    if low is not None and high is not None:
+        out["interval_coverage"] = _round(float(np.mean((y >= np.asarray(low)) & (y <= np.asarray(high)))))
+        out["interval_median_width_kpa"] = _round(float(np.median(np.asarray(high) - np.asarray(low))))
+    return out
+
+
+def _round(v, nd=4):
+    return None if v is None else round(v, nd)
+
+
+def residual_bias(residual_log, age, sex, bmi, pdff, alpha: float = 0.05) -> dict:
+    """Does the ln residual (pred − reference) depend on a patient fact? Pearson for continuous
+    facts, Welch's t-test for groups; ``biased`` when p < alpha."""
+    res = np.asarray(residual_log, float)
+    out = {}
+    for name, v in (("age", age), ("bmi", bmi)):
+        v = np.asarray([np.nan if x is None else x for x in v], float)
+        ok = np.isfinite(v)
+        if ok.sum() > 3 and np.std(v[ok]) > 0:
+            r, pval = stats.pearsonr(v[ok], res[ok])
+            slope = np.polyfit(v[ok], res[ok], 1)[0]
+            out[name] = {"test": "Pearson", "r": round(float(r), 4), "slope_per_unit": round(float(slope), 5),
+                         "p_value": float(pval), "n": int(ok.sum()), "biased": bool(pval < alpha)}
+    groups = {"sex": (np.array([s == "F" for s in sex]), np.array([s == "M" for s in sex]), ("F", "M")),
+              "steatosis": (np.array([x is not None and x >= STEATOSIS_PDFF for x in pdff]),
+                            np.array([x is not None and x < STEATOSIS_PDFF for x in pdff]),
+                            (f"PDFF>={STEATOSIS_PDFF:g}%", f"PDFF<{STEATOSIS_PDFF:g}%"))}
+    for name, (a, b, labels) in groups.items():
+        if a.sum() > 1 and b.sum() > 1:
+            t, pval = stats.ttest_ind(res[a], res[b], equal_var=False)
+            out[name] = {"test": "Welch t", "mean_residual": {labels[0]: round(float(res[a].mean()), 4),
+                                                              labels[1]: round(float(res[b].mean()), 4)},
+                         "n": {labels[0]: int(a.sum()), labels[1]: int(b.sum())}, "p_value": float(pval),
+                         "biased": bool(pval < alpha)}
+    return out
+
+
+def full_report(records, pred_kpa, low, high, baseline_kpa=None) -> dict:
+    """metrics.json content: overall, per site and vendor, steatosis subgroups, residual bias."""
+    y = np.array([r.stiffness_kpa for r in records], float)
+    pred = np.asarray(pred_kpa, float)
+    report = {"transformer": agreement(y, pred, low, high)}
+    if baseline_kpa is not None:
+        report["baseline"] = agreement(y, baseline_kpa)
+    for key in ("site", "vendor"):
+        report[f"by_{key}"] = {}
+        for g in sorted({getattr(r, key) for r in records}):
+            idx = np.array([getattr(r, key) == g for r in records])
+            entry = {"transformer": agreement(y[idx], pred[idx], np.asarray(low)[idx], np.asarray(high)[idx])}
+            if baseline_kpa is not None:
+                entry["baseline"] = agreement(y[idx], np.asarray(baseline_kpa)[idx])
+            report[f"by_{key}"][g] = entry
+    pdff = [r.facts.pdff for r in records]
+    steat = np.array([p is not None and p >= STEATOSIS_PDFF for p in pdff])
+    no_steat = np.array([p is not None and p < STEATOSIS_PDFF for p in pdff])
+    report["steatosis_subgroups"] = {
+        "with (PDFF>=5%)": agreement(y[steat], pred[steat]) if steat.sum() > 2 else None,
+        "without (PDFF<5%)": agreement(y[no_steat], pred[no_steat]) if no_steat.sum() > 2 else None}
+    report["residual_bias"] = residual_bias(np.log(pred) - np.log(y), [r.facts.age for r in records],
+                                            [r.facts.sex for r in records], [r.facts.bmi for r in records], pdff)
+    return report
+
+
+def plots(records, pred_kpa, out_dir: Path, baseline_kpa=None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.array([r.stiffness_kpa for r in records], float)
+    p = np.asarray(pred_kpa, float)
+    sites = [r.site for r in records]
+    paths = []
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for s in sorted(set(sites)):
+        idx = np.array([x == s for x in sites])
+        ax.scatter(y[idx], p[idx], s=14, alpha=0.75, label=f"site {s}")
+    if baseline_kpa is not None:
+        ax.scatter(y, baseline_kpa, s=8, marker="x", color="grey", alpha=0.5, label="ridge baseline")
+    lim = [0, max(y.max(), p.max()) * 1.05]
+    ax.plot(lim, lim, "k--", lw=1, label="identity")
+    ax.set(xlim=lim, ylim=lim, xlabel="MRE stiffness (kPa)", ylabel="predicted stiffness (kPa)",
+           title=f"Predicted vs reference (r = {_r(y, p):.2f})" if _r(y, p) is not None else "Predicted vs reference")
+    ax.legend(fontsize=8)
+    paths.append(out_dir / "predicted_vs_reference.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    m, d = (p + y) / 2, p - y
+    sd = np.std(d, ddof=1)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(m, d, s=14, alpha=0.75)
+    for v, ls in ((d.mean(), "-"), (d.mean() - 1.96 * sd, "--"), (d.mean() + 1.96 * sd, "--")):
+        ax.axhline(v, color="k", ls=ls, lw=1)
+    ax.set(xlabel="mean of predicted and MRE (kPa)", ylabel="predicted − MRE (kPa)",
+           title=f"Bland-Altman: bias {d.mean():.2f}, LoA {d.mean() - 1.96 * sd:.2f} to {d.mean() + 1.96 * sd:.2f} kPa")
+    paths.append(out_dir / "bland_altman.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    res = np.log(p) - np.log(y)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
+    for ax, (name, v) in zip(axes, (("age (years)", [r.facts.age for r in records]),
+                                    ("BMI (kg/m²)", [r.facts.bmi for r in records]),
+                                    ("PDFF (%)", [r.facts.pdff for r in records]))):
+        v = np.array([np.nan if x is None else x for x in v], float)
+        ax.scatter(v, res, s=12, alpha=0.7)
+        ax.axhline(0, color="k", lw=1)
+        ax.set_xlabel(name)
+    sex = np.array([r.facts.sex for r in records])
+    axes[3].boxplot([res[sex == "F"], res[sex == "M"]], tick_labels=["F", "M"])
+    axes[3].set_xlabel("sex")
+    axes[0].set_ylabel("ln(predicted / MRE)")
+    fig.suptitle("Residuals against patient facts")
+    paths.append(out_dir / "residuals_vs_covariates.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int = 0, progress: bool = True,
+                   ablation: bool = False) -> dict:
+    """Predict every labelled exam of ``manifest`` with the model and write the validation report.
+
+    ``ablation``: also run the model without its image tokens and without each sequence (inputs
+    the model was trained to do without), and report them beside the full model and the ridge
+    baseline under the key "ablation"."""
+    from ..manifest import read_manifest
+    from .baseline import RidgeBaseline, features
+    from .data import load_cohort
+    from .ensemble import Ensemble
+
+    records = read_manifest(manifest, require_label=True)
+    ens = Ensemble.load(model_dir, device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress)
+    res, _ = ens.with_cpu_fallback(lambda: ens.predict(data.images, data.cov, data.known))
+    baseline_kpa = None
+    base_path = Path(ens.model_dir) / "baseline.json"
+    if base_path.is_file():
+        X, _ = features(data.images, data.cov, data.known, ens.meta.spec.channels,
+                        float(np.prod(ens.meta.spec.spacing_mm)) / 1000.0)
+        baseline_kpa = np.exp(RidgeBaseline.load(base_path).predict_log(X))
+    report = {"model": ens.meta.summary(Path(ens.model_dir)), "manifest": str(Path(manifest).resolve()),
+              "interval_nominal_coverage": res["coverage"], "interval_method": ens.meta.calibration.method
+              if ens.meta.calibration else None, "failed_cases": data.failures,
+              **full_report(data.records, res["kpa"], res["low"], res["high"], baseline_kpa)}
+    if ablation:
+        from .augment import ABLATIONS
+
+        variants = {"full": res["kpa"]}
+        for v in ABLATIONS[1:]:
+            variants[v] = ens.with_cpu_fallback(lambda v=v: ens.predict(data.images, data.cov, data.known, v))[0]["kpa"]
+        if baseline_kpa is not None:
+            variants["baseline"] = baseline_kpa
+        y = np.array([r.stiffness_kpa for r in data.records], float)
+        report["ablation"] = ablation_report(y, variants)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    with open(out / "predictions.csv", "w") as fh:
+        fh.write("case_id,site,stiffness_kpa,predicted_kpa,interval_low_kpa,interval_high_kpa,baseline_kpa\n")
+        for i, r in enumerate(data.records):
+            b = f"{baseline_kpa[i]:.4f}" if baseline_kpa is not None else ""
+            fh.write(f"{r.case_id},{r.site},{r.stiffness_kpa},{res['kpa'][i]:.4f},{res['low'][i]:.4f},{res['high'][i]:.4f},{b}\n")
+    plots(data.records, res["kpa"], out, baseline_kpa)
+    return report

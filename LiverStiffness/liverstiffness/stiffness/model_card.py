@@ -1,0 +1,88 @@
+"""MODEL_CARD.md for a trained model folder: what it is, what it saw, how well, and for what."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import EnsembleMeta
+from .network import READOUTS
+
+
+def _external_section(model_dir: Path) -> list[str]:
+    """The held-out-site validation with its ablation, when ``external_*_metrics.json`` is there."""
+    import json
+
+    lines = []
+    for path in sorted(model_dir.glob("external_*_metrics.json")):
+        m = json.loads(path.read_text())
+        lines += [f"## External validation: {path.stem.replace('_metrics', '').replace('_', ' ')}", "",
+                  f"From `{path.name}` (`liverstiffness evaluate --ablation`).", "",
+                  "| model | n | Pearson r (95% CI) | MAE (kPa) | full − this, r (95% CI) |", "|---|---|---|---|---|"]
+        for name, a in m.get("ablation", {}).items():
+            d = a.get("full_minus_this_r") or {}
+            diff = f"{d.get('difference')} ({d.get('ci95')})" if d else ""
+            lines.append(f"| {name.replace('_', ' ')} | {a['n']} | {a['pearson_r']} ({a['pearson_r_ci95']}) | "
+                         f"{a['mae_kpa']} | {diff} |")
+        t = m.get("transformer", {})
+        lines += ["", f"Interval coverage there: {t.get('interval_coverage')} (median width "
+                  f"{t.get('interval_median_width_kpa')} kPa).", ""]
+    return lines
+
+
+def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
+    cv = meta.metrics.get("cross_validation", {})
+    t, b = cv.get("transformer", {}), cv.get("baseline", {})
+    tr = meta.trained_on
+    cal = meta.calibration
+    warning = ("> **Not for clinical use.** This model was trained on synthetic MRI phantoms only "
+               "(`liverstiffness synth`). It exists to demonstrate and test the software.\n\n" if meta.synthetic else "")
+    lines = [
+        f"# Model card: {meta.name} {meta.version}", "", warning + "## Intended use", "", meta.intended_use, "",
+        "## Inputs", "",
+        f"- Channels: {', '.join(meta.spec.channels)} on a liver-centred crop of {meta.spec.size} voxels (x, y, z) "
+        f"at {meta.spec.spacing_mm} mm (LPS, axis-aligned).",
+        f"- Normalisation: {meta.spec.normalisation}.",
+        f"- Preprocessing: rigid registration of T2w/DWI to T1w {'on' if meta.preprocess.register else 'off'}, "
+        f"N4 bias correction {'on' if meta.preprocess.n4 else 'off'}.",
+        "- Clinical covariates: age (years), sex (F/M), BMI (kg/m²), PDFF (%); each may be unknown.",
+        "- Output: ln(stiffness, kPa) from each fold model; the report gives their geometric mean.", "",
+        "## Architecture", "",
+        "3-D transformer from MONAI blocks: a convolutional stem on log intensities"
+        + (" and on log intensities relative to the liver's mean" if meta.config.liver_relative else "")
+        + f" ({meta.config.stem_channels} "
+        f"features, half resolution), patch tokens of {meta.config.patch_size} stem voxels (z, y, x; a "
+        f"{meta.config.grid} grid), hidden {meta.config.hidden_size}, {meta.config.num_layers} layers × "
+        f"{meta.config.num_heads} heads with LayerScale ({meta.config.layer_scale}), with CLS, covariate, "
+        "sequence-presence and liver-summary tokens; the estimate is read from "
+        + READOUTS[meta.config.readout] + " through a small MLP"
+        + (", plus a linear term on the standardised liver summary and covariates trained with it from zero. "
+           if meta.config.linear_readout else ". ") +
+        f"An ensemble of {len(meta.folds)} cross-validation fold models, trained with sequence and image-token "
+        "dropout so that the ablations below are inputs the model has seen.", "",
+        "## Training cohort", "",
+        f"- {tr.get('n_exams')} exams of {tr.get('n_patients')} patients.",
+        f"- By site: {tr.get('by_site')}; by vendor: {tr.get('by_vendor')}; "
+        f"by field strength (T): {tr.get('by_field_strength_T')}.",
+        f"- Stiffness (kPa): median {tr.get('stiffness_kpa', {}).get('median')}, 5th–95th percentile "
+        f"{tr.get('stiffness_kpa', {}).get('p5')}–{tr.get('stiffness_kpa', {}).get('p95')}.", "",
+        "## Cross-validation (out-of-fold, patient-grouped, site-balanced)", "",
+        "| model | n | Pearson r | MAE (kPa) |", "|---|---|---|---|",
+        f"| transformer ensemble member | {t.get('n')} | {t.get('pearson_r')} | {t.get('mae_kpa')} |",
+        f"| ridge baseline | {b.get('n')} | {b.get('pearson_r')} | {b.get('mae_kpa')} |",
+        *[f"| ablation: {name.replace('_', ' ')} | {m.get('n')} | {m.get('pearson_r')} | {m.get('mae_kpa')} |"
+          for name, m in cv.get("ablation", {}).items() if name != "full"], "",
+        *_external_section(Path(model_dir)),
+        "## Uncertainty", "",
+        (f"{cal.method}, nominal coverage {cal.coverage:.0%}, from {cal.n_calibration} out-of-fold residuals. "
+         f"Guarantee for exams exchangeable with the training cohort: coverage ≥ {cal.guaranteed_coverage:.0%} "
+         "(Barber et al. 2021, Theorem 4); none at a site the model never saw, where the measured coverage is "
+         "the evidence." if cal else "none"), "",
+        "## Weights", "",
+        *[f"- `{f['file']}` SHA-256 `{f.get('sha256', '')}` (best epoch {f.get('best_epoch')})" for f in meta.folds], "",
+        "## Limitations", "",
+        "- Validated only on the cohorts named above; check an external site with `liverstiffness evaluate` before use.",
+        "- The label (MRE) itself varies 5–10 % between repeat exams, which bounds any model's agreement.",
+        "- A poor liver mask skews the estimate: run `liverstiffness qa` first.",
+    ]
+    path = Path(model_dir) / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
