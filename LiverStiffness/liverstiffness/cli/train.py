@@ -23,8 +23,9 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, default=12, help="epochs without improvement before stopping a fold")
     p.add_argument("--min-epochs", type=int, default=30, help="no early stopping before this many epochs")
     p.add_argument("--init-from", metavar="MODEL_DIR",
-                   help="fine-tune: start each fold from this model folder's weights (e.g. the shipped model) and "
-                        "take over its architecture, inputs and preprocessing")
+                   help="fine-tune: start each fold from this model folder's weights (e.g. the shipped model), or "
+                        "from a `liverstiffness pretrain` folder's encoder (the readout then starts fresh), and take "
+                        "over its architecture, inputs and preprocessing")
     p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                    help="bfloat16 mixed precision in training (auto: on CUDA and on CPUs with bf16 units)")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal coverage of the prediction interval")

@@ -1,0 +1,92 @@
+"""What the three slice views show: the chosen sequence as background, the liver mask as an
+outline, and, once there is a result, a map over them; and where the views are, in mm.
+
+The choices (background, mask, map, opacity, "only inside the liver") are read from the session's
+state; the maps' nodes and notes come from ``LiverStiffnessLogic``, as in the Slicer panel.
+"""
+from __future__ import annotations
+
+from .series import AUTO_MASK, LoadedSeries, label_node
+
+
+class SliceDisplay:
+    """The slice views of one session (``sapp``: its trame-slicer application)."""
+
+    def __init__(self, sapp, logic, state):
+        self.sapp = sapp
+        self.logic = logic
+        self.state = state
+
+    def views(self) -> list:
+        return self.sapp.view_manager.get_slice_views()
+
+    def background_node(self, series: dict[str, LoadedSeries]):
+        key = self.state.background or "t1w"
+        x = series.get(self.state[key]) if self.state[key] else None
+        return x.node if x else None
+
+    def show_inputs(self, series: dict[str, LoadedSeries], auto_mask) -> None:
+        """Background: the chosen sequence; the liver mask as an outline; no overlay until a result."""
+        dm = self.sapp.display_manager
+        dm.show_volume_in_slice_background(self.background_node(series))
+        dm.show_volume_in_slice_foreground(None)
+        self._show_mask_outline(series, auto_mask)
+        dm.reset_views()
+        self._report_positions()
+
+    def show_map(self, series: dict[str, LoadedSeries], auto_mask, result) -> None:
+        """The chosen map of ``result`` (ResultNodes) over the background, with its note and legend."""
+        s = self.state
+        # A sequence's own map where the run made one, else the chosen kind, else the rollout.
+        key = f"saliency_{s.map_seq}" if s.map_seq else s.map_kind
+        if key not in result.attention:
+            key = s.map_kind if s.map_kind in result.attention else "rollout"
+        node = self.logic.map_node(result, key, inside_liver=bool(s.liver_only))
+        kind = node.GetAttribute("LiverStiffness.mapKind")
+        disp = node.GetDisplayNode()
+        dm = self.sapp.display_manager
+        dm.show_volume_in_slice_background(self.background_node(series))
+        dm.show_volume_in_slice_foreground(node)
+        for view in self.views():
+            view.set_foreground_opacity(float(s.opacity))
+        self._show_mask_outline(series, auto_mask)
+        with self.state:
+            s.map_note = self.logic.map_note(result.report, kind)
+            s.legend_max = round(disp.GetWindowLevelMax(), 2)
+            # Read back from the views, so the page (and the tests) see what the views really use.
+            s.applied_opacity = round(self.views()[0].get_foreground_opacity(), 2)
+
+    def hide_map(self) -> None:
+        self.sapp.display_manager.show_volume_in_slice_foreground(None)
+
+    def centre_on(self, r: float, a: float, s: float) -> None:
+        """Every view through the point (RAS, mm)."""
+        for view in self.views():
+            view._logic.GetSliceNode().JumpSliceByCentering(r, a, s)
+            view.schedule_render()
+        self._report_positions()
+
+    def _show_mask_outline(self, series: dict[str, LoadedSeries], auto_mask) -> None:
+        """A mask series as a labelmap outline; the automatic mask (a segmentation) only when chosen."""
+        s = self.state
+        label = None
+        if s.mask and s.mask != AUTO_MASK and s.mask in series:
+            label = label_node(self.sapp.scene, series[s.mask])
+        for view in self.views():
+            view._logic.GetSliceCompositeNode().SetLabelVolumeID(label.GetID() if label else None)
+            view._logic.GetSliceNode().SetUseLabelOutline(True)
+            view.schedule_render()
+        if auto_mask is not None:
+            disp = auto_mask.segmentation.GetDisplayNode()
+            disp.SetVisibility(s.mask == AUTO_MASK)
+            disp.SetOpacity2DFill(0.0)
+            disp.SetOpacity2DOutline(1.0)
+
+    def _report_positions(self) -> None:
+        """Where the slice views are (mm), shown under them and read by the tests."""
+        parts = []
+        for view in self.views():
+            node = view._logic.GetSliceNode()
+            parts.append(f"{node.GetOrientation()} {node.GetSliceOffset():.1f} mm")
+        with self.state:
+            self.state.slice_positions = " · ".join(parts)

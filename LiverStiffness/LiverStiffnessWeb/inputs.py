@@ -1,0 +1,54 @@
+"""The "Sequences and patient" card's choices as the logic's inputs: ``ExamNodes`` from the chosen
+series, ``PatientFacts`` from the typed numbers, and why typed b-values cannot be used.
+"""
+from __future__ import annotations
+
+from liverstiffness.errors import InputError
+from liverstiffness.manifest import PatientFacts, parse_b_values
+from LiverStiffnessLib.nodes import ExamNodes
+
+from . import exams
+from .series import AUTO_MASK, LoadedSeries, dwi_node, label_node
+
+
+def chosen_exam_nodes(scene, state, series: dict[str, LoadedSeries], auto_mask) -> ExamNodes:
+    """The series picked in the choosers as ``ExamNodes``; b-values that do not parse are left out
+    here (``b_value_problem`` says why)."""
+    pick = {r: series.get(state[r]) if state[r] else None for r in exams.ROLES}
+    try:
+        b = parse_b_values(state.dwi_b, "DWI b-values") if (state.dwi_b or "").strip() else ()
+    except InputError:
+        b = ()
+    nodes = ExamNodes(t1w=pick["t1w"] and pick["t1w"].node, t2w=pick["t2w"] and pick["t2w"].node,
+                      dwi=pick["dwi"] and dwi_node(scene, pick["dwi"]), dwi_b_values=b)
+    if state.mask == AUTO_MASK and auto_mask is not None:
+        nodes.mask_segmentation, nodes.mask_segment_id = auto_mask.segmentation, auto_mask.segment_id
+    elif pick["mask"] is not None:
+        nodes.mask_labelmap = label_node(scene, pick["mask"])
+    return nodes
+
+
+def b_value_problem(text: str | None, dwi: LoadedSeries | None, b_values: tuple) -> str | None:
+    """Why the typed b-values (``text``; ``b_values``: as parsed) do not fit the chosen DWI; None if they do."""
+    if (text or "").strip():
+        try:
+            parse_b_values(text, "DWI b-values")
+        except InputError as exc:
+            return str(exc)
+    if dwi and b_values and len(b_values) != len(dwi.images):
+        return f"The DWI has {len(dwi.images)} volume(s): give {len(dwi.images)} b-value(s)."
+    return None
+
+
+def patient_facts(state) -> PatientFacts:
+    """The typed patient facts, validated (InputError names the one that is not a number)."""
+    def num(v, what):
+        if v in (None, ""):
+            return None
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise InputError(what, f"{v!r} is not a number") from None
+
+    return PatientFacts(num(state.age, "age"), state.sex or None, num(state.bmi, "BMI"),
+                        num(state.pdff, "PDFF")).validate("patient")

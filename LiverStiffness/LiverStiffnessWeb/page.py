@@ -1,0 +1,192 @@
+"""The page's layout: a drawer of cards (exam, sequences and patient, check and estimate, result,
+display, model) beside the three slice views.
+
+Every element the browser tests address has an ``id``; the cards bind to the session's state by
+name and to the app's actions (``app``: a ``LiverStiffnessWebApp``), and hold no logic of their own.
+"""
+from __future__ import annotations
+
+from trame.widgets import client, html
+from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
+from trame_vuetify.widgets import vuetify3 as v3
+
+from .result_view import BAR_MAX_KPA
+
+MAP_KINDS = [{"title": "Attention rollout", "value": "rollout"}, {"title": "GradCAM (gradient)", "value": "gradcam"}]
+MAP_SEQUENCES = [{"title": "All sequences", "value": ""}, {"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"},
+                 {"title": "DWI", "value": "dwi"}, {"title": "ADC", "value": "adc"}]
+BACKGROUNDS = [{"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"}, {"title": "DWI (highest b)", "value": "dwi"}]
+# Colours of the attention colour table (LiverStiffnessLogic.attention_color_node): black, red, yellow, white.
+LEGEND_GRADIENT = "linear-gradient(to right, #000 0%, #f00 33.3%, #ff0 66.7%, #fff 100%)"
+
+
+def build_page(app) -> SinglePageWithDrawerLayout:
+    ctrl = app.server.controller
+    with SinglePageWithDrawerLayout(app.server, full_height=True) as ui:
+        ui.title.set_text("LiverStiffness")
+        ui.drawer.width = 430
+        with ui.toolbar:
+            v3.VSpacer()
+            v3.VChip("{{ device_text }}", prepend_icon="mdi-chip", size="small", classes="mr-2", id="device")
+            v3.VChip("Demo model: synthetic data, not for clinical use", v_if="model_summary.synthetic",
+                     color="warning", size="small", classes="mr-2")
+        with ui.drawer:
+            with html.Div(classes="pa-3", style="overflow-y: auto;"):
+                _exam_card(app, ctrl)
+                _inputs_card(app)
+                _run_card(app)
+                _result_card(app, ctrl)
+                _display_card()
+                _model_card()
+        with ui.content:
+            with html.Div(style="position: relative; height: calc(100vh - 64px); display: flex; flex-direction: column;"):
+                v3.VAlert("{{ error }}", v_if="error", type="error", density="compact", closable=True, id="error",
+                          classes="ma-1", click_close="error = ''")
+                v3.VProgressLinear(v_if="busy", indeterminate=True, color="primary")
+                html.Div("{{ busy || status }}", classes="text-caption px-2", id="status")
+                with html.Div(style="flex: 1 1 auto; min-height: 300px;"):
+                    app.layout_manager.initialize_layout_grid(ui)
+                html.Div("{{ slice_positions }}", classes="text-caption px-2", id="slice-positions")
+        client.Style(".ls-band { height: 18px; display: inline-block; } .ls-bar { position: relative; white-space: nowrap; }")
+    return ui
+
+
+def _exam_card(app, ctrl) -> None:
+    with v3.VCard(title="Exam", density="compact", classes="mb-2", variant="outlined"):
+        with v3.VCardText():
+            html.Div("Data folder: {{ data_label }}", classes="text-caption mb-1")
+            with html.Div(classes="d-flex align-center"):
+                v3.VSelect(v_model=("exam", None), items=("exams", []), label="Exam", density="compact", hide_details=True,
+                           id="exam-select", classes="ls-exam-select")
+                # The chooser's value travels with the click (a state change and a click sent together
+                # may reach the server in either order).
+                v3.VBtn("Open", click=(app.load_exam, "[exam]"), disabled=("!exam || running",), classes="ml-2",
+                        id="open-exam")
+            v3.VFileInput(
+                label="…or upload the exam's files (NIfTI, NRRD, MHA, DICOM)", multiple=True, density="compact",
+                hide_details=True, classes="mt-2", id="upload", prepend_icon="mdi-upload",
+                # The size limit is checked here first (nothing is sent) and again on the server.
+                change=("($event.target.files && $event.target.files.length) ? ("
+                        "Array.from($event.target.files).reduce((a, f) => a + f.size, 0) > max_upload_mb * 1e6"
+                        " ? (error = 'upload: ' + (Array.from($event.target.files).reduce((a, f) => a + f.size, 0) / 1e6)"
+                        ".toFixed(1) + ' MB is over the limit of ' + max_upload_mb.toFixed(0) + ' MB')"
+                        f" : trigger('{ctrl.trigger_name(app.upload)}', [Array.from($event.target.files)])) : null"),
+            )
+
+
+def _inputs_card(app) -> None:
+    with v3.VCard(title="Sequences and patient", density="compact", classes="mb-2", variant="outlined",
+                  v_if="series_items.length"):
+        with v3.VCardText():
+            for role, label in (("t1w", "T1w"), ("t2w", "T2w"), ("dwi", "DWI"), ("mask", "Liver mask")):
+                v3.VSelect(v_model=(role, None), items=("series_items", []), label=label, density="compact", clearable=True,
+                           hide_details=True, classes=f"mb-1 ls-pick-{role}", id=f"pick-{role}")
+            v3.VTextField(v_model=("dwi_b", ""), label="DWI b-values (s/mm², in volume order)", density="compact",
+                          hide_details=True, classes="mb-1", id="dwi-b")
+            v3.VBtn("Segment liver", click=app.segment_liver, disabled=("!t2w || running || !!busy",), size="small",
+                    prepend_icon="mdi-auto-fix", id="segment-liver")
+            html.Div("{{ auto_mask_text }}", v_if="auto_mask_text", classes="text-caption mt-1", id="auto-mask-text")
+            with v3.VRow(dense=True, classes="mt-2"):
+                with v3.VCol(cols=3):
+                    v3.VTextField(v_model=("age", ""), label="Age (y)", density="compact", hide_details=True, id="age")
+                with v3.VCol(cols=3):
+                    v3.VSelect(v_model=("sex", None), items=("sex_items", ["F", "M"]), label="Sex", density="compact",
+                               clearable=True, hide_details=True, id="sex")
+                with v3.VCol(cols=3):
+                    v3.VTextField(v_model=("bmi", ""), label="BMI", density="compact", hide_details=True, id="bmi")
+                with v3.VCol(cols=3):
+                    v3.VTextField(v_model=("pdff", ""), label="PDFF %", density="compact", hide_details=True, id="pdff")
+
+
+def _run_card(app) -> None:
+    with v3.VCard(title="Check and estimate", density="compact", classes="mb-2", variant="outlined",
+                  v_if="series_items.length"):
+        with v3.VCardText():
+            with html.Div(classes="d-flex"):
+                v3.VBtn("Check mask", click=app.check_mask, disabled=("!t1w || !mask || running || !!busy",),
+                        prepend_icon="mdi-shield-check", classes="mr-2", id="check-mask")
+                v3.VBtn("Estimate stiffness", click=app.estimate, disabled=("!!missing || running || !!busy",),
+                        color="primary", prepend_icon="mdi-play", id="estimate")
+            html.Div("{{ missing }}", v_if="missing && !running", classes="text-caption mt-1", id="missing")
+            html.Div("{{ qa_text }}", v_if="qa_text", classes="text-body-2 mt-2", id="qa-text")
+            with v3.VList(density="compact", v_if="flags.length", id="flags"):
+                v3.VListItem(v_for="f in flags", key="f.i", title=("`${f.severity.toUpperCase()} ${f.code}`",),
+                             subtitle=("f.message",), click=(app.jump_to_flag, "[f.i]"),
+                             prepend_icon="mdi-flag", classes="ls-flag")
+            with html.Div(v_if="running", classes="mt-2", id="running"):
+                v3.VProgressLinear(model_value=("progress", 0), height=8, color="primary", id="progress")
+                with html.Div(classes="d-flex align-center mt-1"):
+                    html.Div("Stage: {{ stage }} ({{ progress }}%)", classes="text-caption", id="stage")
+                    v3.VSpacer()
+                    v3.VBtn("Cancel", click=app.cancel, size="small", color="error", variant="tonal", id="cancel")
+
+
+def _result_card(app, ctrl) -> None:
+    with v3.VCard(title="Result", density="compact", classes="mb-2", variant="outlined", v_if="result", id="result"):
+        with v3.VCardText():
+            with html.Div():
+                html.Span("{{ result.kpa }}", style="font-size: 34px; font-weight: 700;", id="kpa")
+                html.Span(" kPa", style="font-size: 20px;")
+            html.Div("{{ result.coverage }} interval {{ result.interval }} kPa", id="interval")
+            html.Div("{{ result.category }}", classes="text-subtitle-1 font-weight-bold", id="category")
+            # The MRE bands as a bar, the interval as a box on it, the estimate as a marker.
+            with html.Div(classes="ls-bar mt-2 mb-1", style="width: 100%;", title="MRE bands (kPa)"):
+                html.Div(v_for="b in result.bands", key="b.label", classes="ls-band",
+                         style=("{ width: b.width + '%', background: b.colour }",), title=("b.label",))
+                html.Div(style=("{ position: 'absolute', top: '-3px', height: '24px', left: result.lo + '%', "
+                                "width: (result.hi - result.lo) + '%', border: '2px solid #222', borderRadius: '3px' }",))
+                html.Div(style=("{ position: 'absolute', top: '-6px', height: '30px', width: '3px', background: '#000', "
+                                "left: result.marker + '%' }",))
+            with html.Div(classes="d-flex text-caption", style="justify-content: space-between;"):
+                html.Span(v_for="b in result.bands", key="b.label", children=["{{ b.low }}"])
+                html.Span(f"{BAR_MAX_KPA:g} kPa")
+            html.Div("Folds: {{ result.folds }} kPa (spread {{ result.spread }})", classes="text-caption", id="folds")
+            html.Div("Device: {{ result.device }}; mask: {{ result.mask }}", classes="text-caption")
+            with html.Div(v_if="result.warnings.length", classes="mt-1", id="warnings"):
+                v3.VAlert("{{ w }}", v_for="w in result.warnings", key="w", type="warning", density="compact",
+                          variant="tonal", classes="mb-1 text-caption")
+            with html.Div(classes="d-flex flex-wrap mt-2"):
+                for label, fn, name, mime, key in (
+                        ("Report JSON", app.download_json, "report.json", "application/json", "json"),
+                        ("Report (HTML)", app.download_html, "report.html", "text/html", "html"),
+                        ("Maps (zip)", app.download_maps, "liverstiffness_maps.zip", "application/zip", "maps")):
+                    v3.VBtn(label, size="small", variant="tonal", classes="mr-1 mb-1", prepend_icon="mdi-download",
+                            id=f"download-{key}",
+                            click=f"utils.download('{name}', trigger('{ctrl.trigger_name(fn)}'), '{mime}')")
+
+
+def _display_card() -> None:
+    with v3.VCard(title="Display", density="compact", classes="mb-2", variant="outlined", v_if="series_items.length"):
+        with v3.VCardText():
+            v3.VSelect(v_model=("background", "t1w"), items=("backgrounds", BACKGROUNDS), label="Slice views show",
+                       density="compact", hide_details=True, classes="mb-1", id="background")
+            with html.Div(v_if="result"):
+                with v3.VRow(dense=True):
+                    with v3.VCol(cols=6):
+                        v3.VSelect(v_model=("map_kind", "rollout"), items=("map_kinds", MAP_KINDS), label="Map",
+                                   density="compact", hide_details=True, id="map-kind", classes="ls-map-kind")
+                    with v3.VCol(cols=6):
+                        v3.VSelect(v_model=("map_seq", ""), items=("map_seqs", MAP_SEQUENCES), label="Sequence",
+                                   density="compact", hide_details=True, id="map-seq", classes="ls-map-seq")
+                v3.VSlider(v_model=("opacity", 0.5), min=0, max=1, step=0.05, label="Opacity", hide_details=True,
+                           thumb_label=True, id="opacity", classes="ls-opacity")
+                html.Div("Opacity in the views: {{ applied_opacity }}", classes="text-caption", id="applied-opacity")
+                v3.VCheckbox(v_model=("liver_only", False), label="Only inside the liver", density="compact",
+                             hide_details=True, id="liver-only")
+                with html.Div(classes="mt-1", id="legend"):
+                    html.Div(style=f"height: 12px; background: {LEGEND_GRADIENT}; border: 1px solid #999;")
+                    with html.Div(classes="d-flex text-caption", style="justify-content: space-between;"):
+                        html.Span("0")
+                        html.Span("{{ (legend_max / 2).toFixed(1) }}")
+                        html.Span("{{ legend_max.toFixed(1) }} × uniform share")
+                html.Div("{{ map_note }}", classes="text-caption mt-1", id="map-note")
+
+
+def _model_card() -> None:
+    with v3.VExpansionPanels(classes="mb-2", id="model-card"):
+        with v3.VExpansionPanel(title=("`Model: ${model_summary.name || '…'} ${model_summary.version || ''}`",)):
+            with v3.VExpansionPanelText():
+                html.Div("{{ model_summary.error }}", v_if="model_summary.error", classes="text-error")
+                html.Div("{{ model_summary.folds }} fold networks, trained on {{ model_summary.exams }} exams; "
+                         "cross-validated r {{ model_summary.r }}, MAE {{ model_summary.mae }} kPa.", classes="text-caption")
+                html.Div("{{ model_summary.intended_use }}", classes="text-caption mt-1")
