@@ -40,7 +40,6 @@ COHORTS = {  # name: (synthesiser seed, sites, exams)
 }
 CONDITIONS = {"scratch": None, "pretrained_other_sites": "unlabelled_other_sites",
               "pretrained_target_site": "unlabelled_target_site"}
-BOOTSTRAP = 2000
 
 
 def _liverstiffness(*args: str) -> None:
@@ -110,24 +109,11 @@ def train_job(job: tuple) -> dict:
     return row
 
 
-def patient_bootstrap(y, preds: list, patients, rng, n: int = BOOTSTRAP):
-    """Pearson r of each prediction vector (and of their differences to the first) over ``n``
-    resamples of patients: [n, len(preds)]."""
-    import numpy as np
-
-    ids = np.unique(patients)
-    rows = {p: np.flatnonzero(np.asarray(patients) == p) for p in ids}
-    out = np.empty((n, len(preds)))
-    for b in range(n):
-        idx = np.concatenate([rows[p] for p in rng.choice(ids, len(ids))])
-        out[b] = [np.corrcoef(y[idx], p[idx])[0, 1] for p in preds]
-    return out
-
-
 def summarise(rows: list[dict]) -> list[str]:
     import numpy as np
 
-    rng = np.random.default_rng(0)
+    from liverstiffness.stiffness.evaluate import BOOTSTRAP, bootstrap_r_ci, bootstrap_r_difference
+
     y = np.array(rows[0]["test_log_kpa"])
     patients = rows[0]["test_patients"]
     seeds = sorted({r["seed"] for r in rows})
@@ -160,12 +146,11 @@ def summarise(rows: list[dict]) -> list[str]:
             if (cond, s) not in by or ("scratch", s) not in by:
                 continue
             p, q = np.array(by[(cond, s)]["pred_full"]), np.array(by[("scratch", s)]["pred_full"])
-            boot = patient_bootstrap(y, [p, q], patients, rng)
-            lo, hi = np.percentile(boot[:, 0], [2.5, 97.5])
-            dlo, dhi = np.percentile(boot[:, 0] - boot[:, 1], [2.5, 97.5])
+            lo, hi = bootstrap_r_ci(y, p, groups=patients)
+            d = bootstrap_r_difference(y, p, q, groups=patients)
             r_p, r_q = np.corrcoef(y, p)[0, 1], np.corrcoef(y, q)[0, 1]
             lines.append(f"| {cond.replace('_', ' ')} | {s} | {r_p:.3f} ({lo:.3f}–{hi:.3f}) | {r_q:.3f} | "
-                         f"{r_p - r_q:+.3f} ({dlo:+.3f} to {dhi:+.3f}) |")
+                         f"{d['difference']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}) |")
     return lines
 
 

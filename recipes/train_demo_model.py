@@ -99,7 +99,7 @@ def main() -> int:
                     help="only rewrite bench/RESULTS.md's demo-model section from the shipped model's files")
     a = ap.parse_args()
     if a.results_only:
-        write_results(json.loads((DEST / "external_site_E_metrics.json").read_text()), DEST, {})
+        write_results(json.loads((DEST / "development_site_E_metrics.json").read_text()), DEST, {})
         return 0
     train, ext, model, ev = layout(a.build)
     seconds = synth_cohorts(a.build, a.n_train, a.n_external, a.workers)
@@ -114,7 +114,7 @@ def main() -> int:
         if DEST.exists():
             shutil.rmtree(DEST)
         shutil.copytree(model, DEST, ignore=shutil.ignore_patterns("cache"))
-        shutil.copy(ev / "metrics.json", DEST / "external_site_E_metrics.json")
+        shutil.copy(ev / "metrics.json", DEST / "development_site_E_metrics.json")
         from liverstiffness.stiffness.checkpoint import read_meta
         from liverstiffness.stiffness.model_card import write_model_card
 

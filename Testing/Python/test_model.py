@@ -86,6 +86,23 @@ def test_weights_are_checked_against_their_hash(tiny_model, tmp_path):
         Ensemble.load(copy, "cpu")
 
 
+def test_bootstrap_resamples_patients_not_exams():
+    """Repeat exams of one patient are one observation: a cohort of 12 patients with 5 identical exams
+    each has the CI of 12 patients (wide), not of 60 exams (narrow, as if the repeats were new people)."""
+    from liverstiffness.stiffness.evaluate import bootstrap_r_ci, bootstrap_r_difference
+
+    rng = np.random.default_rng(3)
+    y1 = rng.normal(0, 1, 12)
+    p1 = y1 + rng.normal(0, 1, 12)
+    y, p, patients = np.repeat(y1, 5), np.repeat(p1, 5), np.repeat(np.arange(12), 5)
+    by_exam, by_patient = bootstrap_r_ci(y, p), bootstrap_r_ci(y, p, groups=patients)
+    assert by_patient[1] - by_patient[0] > 1.8 * (by_exam[1] - by_exam[0])
+    single = bootstrap_r_ci(y1, p1)          # the 12 patients once each: about the patient-level width
+    assert abs((by_patient[1] - by_patient[0]) - (single[1] - single[0])) < 0.1
+    d = bootstrap_r_difference(y, p, y, groups=patients)
+    assert d["difference"] < 0 and d["ci95"][1] <= 0 and d["p_not_greater"] == 1.0     # against a perfect predictor
+
+
 def test_metrics_match_a_hand_computed_case():
     y = np.array([2.0, 3.0, 4.0, 6.0])
     p = np.array([2.5, 2.5, 4.5, 5.5])

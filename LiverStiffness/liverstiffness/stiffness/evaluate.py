@@ -21,59 +21,69 @@ def _r(y, p) -> float | None:
     return float(stats.pearsonr(y, p)[0]) if len(y) > 2 and np.std(y) > 0 and np.std(p) > 0 else None
 
 
-def bootstrap_r_ci(y, p, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap CI of Pearson r (resampling exams)."""
+def _resamples(n: int, groups, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Bootstrap index sets: whole patients drawn with replacement when ``groups`` (a patient id
+    per exam) is given — repeat exams of one patient are not independent — else single exams."""
+    if groups is None:
+        return list(rng.integers(0, n, size=(n_boot, n)))
+    ids, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    members = [np.flatnonzero(inverse == i) for i in range(len(ids))]
+    return [np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(n_boot)]
+
+
+def _r_each(y, p, resamples) -> np.ndarray:
+    out = np.full(len(resamples), np.nan)
+    for b, idx in enumerate(resamples):
+        yc, pc = y[idx] - y[idx].mean(), p[idx] - p[idx].mean()
+        den = np.sqrt((yc ** 2).sum() * (pc ** 2).sum())
+        if den > 0:
+            out[b] = (yc * pc).sum() / den
+    return out
+
+
+def bootstrap_r_ci(y, p, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95, groups=None) -> list[float] | None:
+    """Percentile bootstrap CI of Pearson r, resampling patients (``groups``) or else exams."""
     y, p = np.asarray(y, float), np.asarray(p, float)
     if len(y) < 5:
         return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
-    yb, pb = y[idx], p[idx]
-    yc, pc = yb - yb.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True)
-    den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
-    r = np.where(den > 0, (yc * pc).sum(1) / np.where(den > 0, den, 1), np.nan)
+    r = _r_each(y, p, _resamples(len(y), groups, n_boot, np.random.default_rng(seed)))
     lo, hi = np.nanpercentile(r, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
-def bootstrap_r_difference(y, p_a, p_b, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> dict:
-    """r(a) − r(b) on the same exams with a paired percentile bootstrap CI (exams resampled once
-    for both, so the CI is of the difference, not of two independent r's)."""
+def bootstrap_r_difference(y, p_a, p_b, n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95,
+                           groups=None) -> dict:
+    """r(a) − r(b) on the same exams with a paired percentile bootstrap CI (patients, or else exams,
+    resampled once for both, so the CI is of the difference, not of two independent r's)."""
     y, a, b = (np.asarray(v, float) for v in (y, p_a, p_b))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
-
-    def r_of(p):
-        yb, pb = y[idx], p[idx]
-        yc, pc = yb - yb.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True)
-        den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
-        return np.where(den > 0, (yc * pc).sum(1) / np.where(den > 0, den, 1), np.nan)
-
-    d = r_of(a) - r_of(b)
+    resamples = _resamples(len(y), groups, n_boot, np.random.default_rng(seed))
+    d = _r_each(y, a, resamples) - _r_each(y, b, resamples)
     lo, hi = np.nanpercentile(d, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     point = (_r(y, a) or np.nan) - (_r(y, b) or np.nan)
     return {"difference": _round(float(point)), "ci95": [round(float(lo), 4), round(float(hi), 4)],
             "p_not_greater": round(float(np.mean(d <= 0)), 4)}
 
 
-def ablation_report(y_kpa, predictions: dict[str, np.ndarray]) -> dict:
+def ablation_report(y_kpa, predictions: dict[str, np.ndarray], groups=None) -> dict:
     """Each variant's r (bootstrap CI) and MAE, and the full model's r minus each other variant's
-    with a paired bootstrap CI. ``predictions``: variant → kPa; must hold "full"."""
+    with a paired bootstrap CI. ``predictions``: variant → kPa; must hold "full". ``groups``: the
+    patient of each exam (the bootstrap resamples patients)."""
     out = {}
     for name, p in predictions.items():
-        m = agreement(y_kpa, p)
+        m = agreement(y_kpa, p, groups=groups)
         out[name] = {k: m[k] for k in ("n", "pearson_r", "pearson_r_ci95", "mae_kpa")}
         if name != "full":
-            out[name]["full_minus_this_r"] = bootstrap_r_difference(y_kpa, predictions["full"], p)
+            out[name]["full_minus_this_r"] = bootstrap_r_difference(y_kpa, predictions["full"], p, groups=groups)
     return out
 
 
-def agreement(y_kpa, pred_kpa, low=None, high=None) -> dict:
-    """n, Pearson r with bootstrap CI, MAE, bias and Bland-Altman limits (kPa), AUROCs, coverage."""
+def agreement(y_kpa, pred_kpa, low=None, high=None, groups=None) -> dict:
+    """n, Pearson r with bootstrap CI (by patient when ``groups`` gives each exam's patient), MAE,
+    bias and Bland-Altman limits (kPa), AUROCs, coverage."""
     y, p = np.asarray(y_kpa, float), np.asarray(pred_kpa, float)
     d = p - y
     sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
-    out = {"n": int(len(y)), "pearson_r": _round(_r(y, p)), "pearson_r_ci95": bootstrap_r_ci(y, p),
+    out = {"n": int(len(y)), "pearson_r": _round(_r(y, p)), "pearson_r_ci95": bootstrap_r_ci(y, p, groups=groups),
            "mae_kpa": _round(float(np.mean(np.abs(d)))), "mean_bias_kpa": _round(float(np.mean(d))),
            "bland_altman_loa_kpa": [_round(float(np.mean(d) - 1.96 * sd)), _round(float(np.mean(d) + 1.96 * sd))],
            "auroc": {}}
@@ -121,23 +131,25 @@ def full_report(records, pred_kpa, low, high, baseline_kpa=None) -> dict:
     """metrics.json content: overall, per site and vendor, steatosis subgroups, residual bias."""
     y = np.array([r.stiffness_kpa for r in records], float)
     pred = np.asarray(pred_kpa, float)
-    report = {"transformer": agreement(y, pred, low, high)}
+    patients = np.array([r.patient_id for r in records])     # CIs resample patients, not exams
+    report = {"transformer": agreement(y, pred, low, high, groups=patients)}
     if baseline_kpa is not None:
-        report["baseline"] = agreement(y, baseline_kpa)
+        report["baseline"] = agreement(y, baseline_kpa, groups=patients)
     for key in ("site", "vendor"):
         report[f"by_{key}"] = {}
         for g in sorted({getattr(r, key) for r in records}):
             idx = np.array([getattr(r, key) == g for r in records])
-            entry = {"transformer": agreement(y[idx], pred[idx], np.asarray(low)[idx], np.asarray(high)[idx])}
+            entry = {"transformer": agreement(y[idx], pred[idx], np.asarray(low)[idx], np.asarray(high)[idx],
+                                              groups=patients[idx])}
             if baseline_kpa is not None:
-                entry["baseline"] = agreement(y[idx], np.asarray(baseline_kpa)[idx])
+                entry["baseline"] = agreement(y[idx], np.asarray(baseline_kpa)[idx], groups=patients[idx])
             report[f"by_{key}"][g] = entry
     pdff = [r.facts.pdff for r in records]
     steat = np.array([p is not None and p >= STEATOSIS_PDFF for p in pdff])
     no_steat = np.array([p is not None and p < STEATOSIS_PDFF for p in pdff])
     report["steatosis_subgroups"] = {
-        "with (PDFF>=5%)": agreement(y[steat], pred[steat]) if steat.sum() > 2 else None,
-        "without (PDFF<5%)": agreement(y[no_steat], pred[no_steat]) if no_steat.sum() > 2 else None}
+        "with (PDFF>=5%)": agreement(y[steat], pred[steat], groups=patients[steat]) if steat.sum() > 2 else None,
+        "without (PDFF<5%)": agreement(y[no_steat], pred[no_steat], groups=patients[no_steat]) if no_steat.sum() > 2 else None}
     report["residual_bias"] = residual_bias(np.log(pred) - np.log(y), [r.facts.age for r in records],
                                             [r.facts.sex for r in records], [r.facts.bmi for r in records], pdff)
     return report
@@ -228,6 +240,7 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
                         float(np.prod(ens.meta.spec.spacing_mm)) / 1000.0)
         baseline_kpa = np.exp(RidgeBaseline.load(base_path).predict_log(X))
     report = {"model": ens.meta.summary(Path(ens.model_dir)), "manifest": str(Path(manifest).resolve()),
+              "bootstrap": f"{BOOTSTRAP} resamples of patients (repeat exams of a patient stay together)",
               "interval_nominal_coverage": res["coverage"], "interval_method": ens.meta.calibration.method
               if ens.meta.calibration else None, "failed_cases": data.failures,
               **full_report(data.records, res["kpa"], res["low"], res["high"], baseline_kpa)}
@@ -240,7 +253,7 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
         if baseline_kpa is not None:
             variants["baseline"] = baseline_kpa
         y = np.array([r.stiffness_kpa for r in data.records], float)
-        report["ablation"] = ablation_report(y, variants)
+        report["ablation"] = ablation_report(y, variants, groups=[r.patient_id for r in data.records])
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     with open(out / "predictions.csv", "w") as fh:
         fh.write("case_id,site,stiffness_kpa,predicted_kpa,interval_low_kpa,interval_high_kpa,baseline_kpa\n")

@@ -6,25 +6,35 @@ from pathlib import Path
 from .checkpoint import EnsembleMeta
 from .network import READOUTS
 
+# Held-out sites, by the name of their metrics file: an external site was looked at only once the
+# model was frozen; a development site was held out of training but steered the recipe (its numbers
+# were compared while choosing settings), so it is not an independent validation.
+HELD_OUT = {"external": ("External validation", "held out of training and of development"),
+            "development": ("Development site", "held out of training, but used to choose the recipe: not an "
+                                                "independent validation")}
 
-def _external_section(model_dir: Path) -> list[str]:
-    """The held-out-site validation with its ablation, when ``external_*_metrics.json`` is there."""
+
+def _held_out_sections(model_dir: Path) -> list[str]:
+    """Each held-out site's validation with its ablation (``external_*`` / ``development_*_metrics.json``)."""
     import json
 
     lines = []
-    for path in sorted(model_dir.glob("external_*_metrics.json")):
-        m = json.loads(path.read_text())
-        lines += [f"## External validation: {path.stem.replace('_metrics', '').replace('_', ' ')}", "",
-                  f"From `{path.name}` (`liverstiffness evaluate --ablation`).", "",
-                  "| model | n | Pearson r (95% CI) | MAE (kPa) | full − this, r (95% CI) |", "|---|---|---|---|---|"]
-        for name, a in m.get("ablation", {}).items():
-            d = a.get("full_minus_this_r") or {}
-            diff = f"{d.get('difference')} ({d.get('ci95')})" if d else ""
-            lines.append(f"| {name.replace('_', ' ')} | {a['n']} | {a['pearson_r']} ({a['pearson_r_ci95']}) | "
-                         f"{a['mae_kpa']} | {diff} |")
-        t = m.get("transformer", {})
-        lines += ["", f"Interval coverage there: {t.get('interval_coverage')} (median width "
-                  f"{t.get('interval_median_width_kpa')} kPa).", ""]
+    for kind, (title, what) in HELD_OUT.items():
+        for path in sorted(model_dir.glob(f"{kind}_*_metrics.json")):
+            m = json.loads(path.read_text())
+            name = path.stem.replace("_metrics", "").replace(f"{kind}_", "").replace("_", " ")
+            lines += [f"## {title}: {name}", "", f"{name[0].upper() + name[1:]}: {what}. From `{path.name}` "
+                      "(`liverstiffness evaluate --ablation`).", "",
+                      "| model | n | Pearson r (95% CI) | MAE (kPa) | full − this, r (95% CI) |", "|---|---|---|---|---|"]
+            for variant, a in m.get("ablation", {}).items():
+                d = a.get("full_minus_this_r") or {}
+                diff = f"{d.get('difference')} ({d.get('ci95')})" if d else ""
+                lines.append(f"| {variant.replace('_', ' ')} | {a['n']} | {a['pearson_r']} ({a['pearson_r_ci95']}) | "
+                             f"{a['mae_kpa']} | {diff} |")
+            t = m.get("transformer", {})
+            lines += ["", f"Interval coverage there: {t.get('interval_coverage')} (median width "
+                      f"{t.get('interval_median_width_kpa')} kPa). Bootstrap: {m.get('bootstrap', 'resampling exams')}.",
+                      ""]
     return lines
 
 
@@ -70,7 +80,7 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         f"| ridge baseline | {b.get('n')} | {b.get('pearson_r')} | {b.get('mae_kpa')} |",
         *[f"| ablation: {name.replace('_', ' ')} | {m.get('n')} | {m.get('pearson_r')} | {m.get('mae_kpa')} |"
           for name, m in cv.get("ablation", {}).items() if name != "full"], "",
-        *_external_section(Path(model_dir)),
+        *_held_out_sections(Path(model_dir)),
         "## Uncertainty", "",
         (f"{cal.method}, nominal coverage {cal.coverage:.0%}, from {cal.n_calibration} out-of-fold residuals. "
          f"Guarantee for exams exchangeable with the training cohort: coverage ≥ {cal.guaranteed_coverage:.0%} "
