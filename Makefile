@@ -15,7 +15,7 @@ SEG_MODEL := LiverStiffness/liverstiffness/shipped_models/liver_seg
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: a looser request would pull a multi-GB CUDA build (see DEVELOPERS.md).
+	# torch first, pinned: a looser request would pull a multi-GB CUDA build (see docs/developing.md).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,slicer,web,webtest]"
 	touch $(STAMP)
@@ -53,7 +53,7 @@ bench-clinical: $(STAMP)
 	$(PY) bench/bench_clinical.py
 
 # Re-train the shipped demo model (synthetic data only; see LiverStiffness/liverstiffness/shipped_models/demo/MODEL_CARD.md):
-# 1200 training exams, 3 folds in two data-parallel processes, about 40 min on 2 cores (README).
+# 1200 training exams, 3 folds in two data-parallel processes, about 40 min on 2 cores (docs/training.md).
 demo-model: $(STAMP)
 	$(PY) -m recipes.train_demo_model
 
@@ -65,7 +65,7 @@ demo-model: $(STAMP)
 # seed 1; two runs instead of one: +0.004 and +0.012), then each network continued 3000 steps, the last 80 % at a
 # held learning rate with its weights averaged (--swa: +0.004 and +0.005 by seed, the pair 0.904 against 0.900;
 # bench/RESULTS.md). About 2.4 h + 1.8 h on this project's 2-core CPU (five worker processes of one thread); uses a
-# GPU when present. Then bench/seg_bench.py --update-model (README) measures it.
+# GPU when present. Then bench/seg_bench.py --update-model (docs/training.md) measures it.
 # Usage: make seg-model CHAOS=/path/to/chaos_t2spir (the 15 cases, image_N.nii.gz / label_N.nii.gz).
 SEG_STAGE1 := build/seg_model/stage1
 SEG_RECIPE = --data $(CHAOS) --manifest build/seg_model/synthetic/manifest.csv \
@@ -84,7 +84,7 @@ seg-model-chaos:
 
 # The browser front end on this machine only (http://127.0.0.1:8080/), over a few synthetic exams
 # made on first use; `make serve SERVE_DATA=/path/to/exams` for real ones, SERVE_ARGS for more
-# (README, "Web front end": --host, --token, --certfile/--keyfile to serve other machines safely).
+# (docs/web.md: --host, --token, --certfile/--keyfile to serve other machines safely).
 SERVE_DATA ?= build/serve/exams
 SERVE_ARGS ?=
 .PHONY: serve web-deps

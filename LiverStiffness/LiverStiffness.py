@@ -28,7 +28,10 @@ from LiverStiffnessLib import dependencies
 from LiverStiffnessLib.logic import LiverStiffnessLogic, missing_inputs
 from LiverStiffnessLib.nodes import ExamNodes
 
-MAP_KINDS = ((_("Attention rollout"), "rollout"), (_("GradCAM (gradient)"), "gradcam"))
+# The maps the web page offers too (LiverStiffnessLib.logic.MAP_KINDS, which a test compares with
+# these): rollout and saliency, which point at a planted signal, and GradCAM with its caveat.
+MAP_KINDS = ((_("Attention rollout"), "rollout"), (_("Saliency (gradient × input), per sequence"), "saliency"),
+             (_("GradCAM: did not point at a planted signal (see the note)"), "gradcam"))
 SEQUENCES = ((_("All sequences"), ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
 
 

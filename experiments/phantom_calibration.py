@@ -21,7 +21,7 @@ and tested on E (Pearson r of predicted against labelled kPa): the project's own
 (``liverstiffness.stiffness.baseline`` on the model's preprocessed crops), a ridge on the simple
 statistics, and an "oracle" ridge that also gets the spatial markers (how much information a
 model that reads the images spatially could find) — and the label-noise ceiling (r of the
-noiseless with the noisy label). Targets (issue 14, PHANTOM.md): simple statistics |r| ≤ 0.5,
+noiseless with the noisy label). Targets (issue 14, docs/phantom.md): simple statistics |r| ≤ 0.5,
 project ridge on E ≤ ~0.65, oracle ≥ 0.85, ceiling ~0.95.
 """
 from __future__ import annotations

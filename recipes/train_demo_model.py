@@ -17,7 +17,7 @@
    LiverStiffness/liverstiffness/shipped_models/demo, rewrite its model card, and print the numbers and
    the time of each step.
 
-Synthetic data only: the model card says so. Runs on a 2-core CPU (about 40 min, see README);
+Synthetic data only: the model card says so. Runs on a 2-core CPU (about 40 min, see docs/training.md);
 uses the GPU when one is present.
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--min-epochs", type=int, default=30,
                     help="no early stopping (and no best epoch) before this many: with 1200 exams the validation "
-                         "error fell only after epoch ~15-28, and a fold stopped at 24 had not learned (README)")
+                         "error fell only after epoch ~15-28, and a fold stopped at 24 had not learned (bench/RESULTS.md)")
     ap.add_argument("--batch-size", type=int, default=8, help="8: twice the optimiser steps of 16 per epoch")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--build", type=Path, default=BUILD)

@@ -36,6 +36,20 @@ RESULTS_TABLE_NAME = "LiverStiffness results"
 ATTENTION_COLOR_NAME = "LiverStiffness attention"
 TABLE_COLUMNS = ("time", "T1w", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
                  "model", "device", "mask_QA_flags", "input_range", "attention_node")
+# The maps both front ends offer, (kind, label): those that point at a planted signal in the
+# project's pointing game (Testing/Python/test_learning.py: rollout and saliency), and GradCAM only
+# with what that test measured. Saliency is one map per sequence (``map_key``).
+MAP_KINDS = (("rollout", "Attention rollout"), ("saliency", "Saliency (gradient × input), per sequence"),
+             ("gradcam", "GradCAM: did not point at a planted signal (see the note)"))
+GRADCAM_CAVEAT = ("GradCAM did not point at the signal in the project's planted-signal test (0.65 times the "
+                  "region's share, where rollout and saliency pointed at it): do not read it as where the model looked.")
+DEFAULT_SALIENCY = "t2w"   # the sequence of the saliency map the pointing game measured
+
+
+def map_key(kind: str, sequence: str | None = None) -> str:
+    """The ``attention_maps`` key of map ``kind``: saliency is per sequence (``saliency_<seq>``,
+    the T2w's when none is chosen); the others are one map for all sequences."""
+    return f"saliency_{sequence or DEFAULT_SALIENCY}" if kind == "saliency" else kind
 
 
 def map_window_max(arr) -> float:
@@ -209,9 +223,10 @@ class LiverStiffnessLogic:
         return ResultNodes(report, attention, table, row, out_dir)
 
     def map_node(self, result: ResultNodes, kind: str, inside_liver: bool = False):
-        """The volume node showing map ``kind``; with ``inside_liver`` a copy zeroed outside the
-        liver mask (a new node, made once), same unit and window."""
-        node = result.attention.get(kind) or result.attention["rollout"]
+        """The volume node showing map ``kind`` (or ``saliency``: see ``map_key``); with
+        ``inside_liver`` a copy zeroed outside the liver mask (a new node, made once), same unit
+        and window."""
+        node = result.attention.get(map_key(kind)) or result.attention["rollout"]
         if not inside_liver:
             return node
         kind = node.GetAttribute("LiverStiffness.mapKind")
@@ -230,15 +245,20 @@ class LiverStiffnessLogic:
     def map_note(report: Report, kind: str) -> str:
         """One line on what map ``kind`` says: its unit, peak and concentration, or that it is
         near-uniform and shows nothing about where the model looked."""
+        kind = map_key(kind)
         s = (report.attention or {}).get("maps", {}).get(kind)
         if not s:
             return ""
+        caveat = " " + _(GRADCAM_CAVEAT) if kind == "gradcam" else ""
+        if kind.startswith("saliency_"):
+            seq = kind.split("_", 1)[1]
+            caveat = " " + _("Saliency of the {seq} only.").format(seq={"t1w": "T1w", "t2w": "T2w"}.get(seq, seq.upper()))
         if not s.get("informative"):
             return _("This map is near-uniform (its top tenth holds {share:.0%} of it; 10% would be uniform): "
-                     "it carries no information about where the model looked.").format(share=s["top10_share"])
+                     "it carries no information about where the model looked.").format(share=s["top10_share"]) + caveat
         return _("Unit: times the uniform share (1.0 = uniform). Peak {peak:.1f}×; its top tenth holds "
                  "{share:.0%}; mean inside the liver {liver:.2f}×.").format(
-            peak=s["max_times_uniform"], share=s["top10_share"], liver=s.get("liver_mean_times_uniform", 0))
+            peak=s["max_times_uniform"], share=s["top10_share"], liver=s.get("liver_mean_times_uniform", 0)) + caveat
 
     # ------------------------------------------------------------------ automatic mask
     def segment_liver(self, volume_node, model_dir=None, device: str = "auto", segmenter: str = "model") -> AutoMaskResult:

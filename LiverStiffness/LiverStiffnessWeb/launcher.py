@@ -2,18 +2,19 @@
 
 trame-slicer keeps one MRML scene per process, so each browser session gets its own process
 (``app.py``) on a private loopback port, with its own work folder. This launcher is the only
-thing the network sees: it checks the token, starts a session's process, forwards the page and
-its websocket to it (``/s/<session>/...``), and when the browser has been gone for a while it
-stops the process tree and removes the session's folder (uploads, runs, results).
+thing the network sees: it checks ``Host``, ``Origin`` and the token (``guard.py``), serves a start
+page whose ``POST /start`` starts a session's process, forwards the page and its websocket to it
+(``/s/<session>/...``) with the session's secret, and when the browser has been gone for a while
+it stops the process tree and removes the session's folder (uploads, runs, results).
 
 Safety: it binds 127.0.0.1 unless told otherwise; bound elsewhere it requires a token (given,
-or made up and printed); a session is reachable only from the browser that opened it (an
-HttpOnly cookie); the number of sessions is capped.
+or made up and printed); it answers only the names it is meant to be reached by and pages of its
+own origin; a session is reachable only from the browser that opened it (an HttpOnly cookie) and
+its process only through the launcher (a secret); the number of sessions is capped.
 """
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import secrets
 import shutil
@@ -30,12 +31,19 @@ from aiohttp import web
 
 from LiverStiffnessLib.process import ChildProcess
 
+from . import guard, start_page
+from .guard import is_loopback, is_wildcard
+
 _HERE = Path(__file__).resolve().parent
 
 TOKEN_COOKIE = "liverstiffness_token"
 CLIENT_COOKIE = "liverstiffness_client"
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
+# Not forwarded to a session either: the browser's cookies (the token), its Origin (checked here;
+# the session sees the launcher as its only client), and a secret header it may try to supply.
+DROPPED_HEADERS = HOP_HEADERS | {"cookie", "origin", guard.SECRET_HEADER.lower()}
+START_HEADER = "X-LiverStiffness-Start"   # sent by the start page's script; no form or link can send it
 
 
 @dataclass
@@ -53,15 +61,7 @@ class ServeOptions:
     certfile: str | None = None
     keyfile: str | None = None
     work_root: str | None = None  # where session folders go (default: the system temp folder)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    allowed_hosts: tuple[str, ...] = ()   # more names the page may be reached by (--allowed-hosts; "*": any)
 
 
 def free_port() -> int:
@@ -77,6 +77,7 @@ class Session:
     port: int
     work: Path
     child: ChildProcess
+    secret: str                   # only requests carrying it reach the session's process
     sockets: int = 0
     last_seen: float = field(default_factory=time.monotonic)
     ready: bool = False
@@ -88,6 +89,7 @@ class Launcher:
         self.sessions: dict[str, Session] = {}
         self.http: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
+        self.allowed_hosts = guard.allowed_host_names(opts.host, opts.allowed_hosts)
 
     # ------------------------------------------------------------------ sessions
     def _start_session(self, client: str) -> Session:
@@ -100,7 +102,10 @@ class Launcher:
             cmd += ["--data", str(Path(self.opts.data).resolve())]
         if self.opts.model:
             cmd += ["--model", str(Path(self.opts.model).resolve())]
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
+        secret = secrets.token_urlsafe(32)
+        # In the environment, not on the command line: another account can read a process's
+        # arguments (ps), not its environment.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{guard.SECRET_ENV: secret},
                    PYTHONPATH=os.pathsep.join(p for p in (str(_HERE.parent), os.environ.get("PYTHONPATH", "")) if p))
         if not env.get("DISPLAY"):
             env.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # no X server: render through EGL
@@ -109,9 +114,9 @@ class Launcher:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        session = Session(sid, client, port, work, child)
+        session = Session(sid, client, port, work, child, secret)
         self.sessions[sid] = session
-        print(f"session {sid[:6]}: started (pid {child.pid}, {len(self.sessions)} open)", flush=True)
+        print(f"session {sid[:6]}: started (pid {child.pid}, port {port}, {len(self.sessions)} open)", flush=True)
         return session
 
     async def _wait_ready(self, s: Session) -> None:
@@ -121,7 +126,8 @@ class Launcher:
             if s.child.poll() is not None:
                 raise web.HTTPServiceUnavailable(text=f"the session failed to start: {s.child.last_error()}")
             try:
-                async with self.http.get(f"http://127.0.0.1:{s.port}/index.html") as r:
+                async with self.http.get(f"http://127.0.0.1:{s.port}/index.html",
+                                         headers={guard.SECRET_HEADER: s.secret}) as r:
                     if r.status == 200:
                         s.ready, s.last_seen = True, time.monotonic()
                         return
@@ -178,8 +184,22 @@ class Launcher:
 
     # ------------------------------------------------------------------ handlers
     async def index(self, request: web.Request) -> web.StreamResponse:
+        """The start page; it starts nothing (its script asks with ``POST /start``)."""
         if not self._authorised(request):
             raise web.HTTPUnauthorized(text="a token is required: open the address printed by `liverstiffness serve`")
+        resp = web.Response(text=start_page.HTML, content_type="text/html", headers=start_page.HEADERS)
+        if self.opts.token:
+            resp.set_cookie(TOKEN_COOKIE, self.opts.token, httponly=True, samesite="Strict",
+                            secure=bool(self.opts.certfile), path="/")
+        return resp
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        """``POST /start`` from the start page: a new session, its page's address as JSON."""
+        if not self._authorised(request):
+            raise web.HTTPUnauthorized(text="a token is required: open the address printed by `liverstiffness serve`")
+        if request.headers.get(START_HEADER) != "1":
+            print(f"refused POST /start from {request.remote}: not sent by the start page", flush=True)
+            raise web.HTTPForbidden(text="sessions are started from the start page: open it")
         async with self._lock:
             if len(self.sessions) >= self.opts.max_sessions:
                 raise web.HTTPServiceUnavailable(text=f"{len(self.sessions)} sessions are open, the most this server "
@@ -191,19 +211,18 @@ class Launcher:
         except web.HTTPException:
             self.end_session(s, "did not start")
             raise
-        resp = web.HTTPFound(f"/s/{s.sid}/index.html")
-        secure = bool(self.opts.certfile)
-        resp.set_cookie(CLIENT_COOKIE, client, httponly=True, samesite="Strict", secure=secure, path="/")
-        if self.opts.token:
-            resp.set_cookie(TOKEN_COOKIE, self.opts.token, httponly=True, samesite="Strict", secure=secure, path="/")
-        raise resp
+        resp = web.json_response({"url": f"/s/{s.sid}/index.html"}, headers={"Cache-Control": "no-store"})
+        resp.set_cookie(CLIENT_COOKIE, client, httponly=True, samesite="Strict", secure=bool(self.opts.certfile),
+                        path="/")
+        return resp
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         s = self._session_for(request)
         tail = request.match_info.get("tail", "")
         if tail == "ws" and request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._proxy_ws(request, s)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "cookie"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS}
+        headers[guard.SECRET_HEADER] = s.secret
         url = f"http://127.0.0.1:{s.port}/{tail}"
         async with self.http.request(request.method, url, params=request.query, headers=headers,
                                      data=await request.read(), allow_redirects=False) as r:
@@ -217,7 +236,8 @@ class Launcher:
         await server_ws.prepare(request)
         s.sockets += 1
         try:
-            async with self.http.ws_connect(f"ws://127.0.0.1:{s.port}/ws", max_msg_size=limit) as child_ws:
+            async with self.http.ws_connect(f"ws://127.0.0.1:{s.port}/ws", max_msg_size=limit,
+                                            headers={guard.SECRET_HEADER: s.secret}) as child_ws:
                 async def pump(src, dst):
                     async for msg in src:
                         if msg.type == aiohttp.WSMsgType.TEXT:
@@ -241,8 +261,10 @@ class Launcher:
 
     # ------------------------------------------------------------------ app
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=int(self.opts.max_upload_mb * 1e6) + (1 << 20))
+        app = web.Application(client_max_size=int(self.opts.max_upload_mb * 1e6) + (1 << 20),
+                              middlewares=[guard.middleware(self.allowed_hosts, lambda line: print(line, flush=True))])
         app.router.add_get("/", self.index)
+        app.router.add_post("/start", self.start)
         app.router.add_route("*", "/s/{sid}/{tail:.*}", self.proxy)
 
         async def startup(_app):
@@ -278,7 +300,24 @@ def check_options(opts: ServeOptions) -> ServeOptions:
         raise InputError("--certfile/--keyfile", "give both, or neither")
     if opts.max_sessions < 1:
         raise InputError("--max-sessions", "must be 1 or more")
+    for name in opts.allowed_hosts:
+        if name != guard.ANY_HOST and guard.host_name(name) in (None, ""):
+            raise InputError(f"--allowed-hosts {name}", "is not a host name or address")
+    if guard.ANY_HOST in opts.allowed_hosts and not opts.token:
+        raise InputError("--allowed-hosts *", "needs a token (--token): without one, any web site the user visits "
+                                              "could reach the page under a name of its own (DNS rebinding)")
     return opts
+
+
+def served_urls(opts: ServeOptions, scheme: str) -> list[str]:
+    """The addresses to print: the bound name, or for a wildcard bind (``0.0.0.0``, ``::``) the
+    machine's own names and addresses, which other machines can use (``0.0.0.0`` is not one)."""
+    if is_wildcard(opts.host):
+        names = [n for n in guard.machine_names() if opts.host != "0.0.0.0" or ":" not in n] or ["127.0.0.1"]
+    else:
+        names = [opts.host.strip("[]")]
+    query = f"?token={opts.token}" if opts.token else ""
+    return [f"{scheme}://{f'[{n}]' if ':' in n else n}:{opts.port}/{query}" for n in names]
 
 
 def serve(opts: ServeOptions) -> None:
@@ -288,10 +327,8 @@ def serve(opts: ServeOptions) -> None:
     if opts.certfile:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(opts.certfile, opts.keyfile)
-    scheme = "https" if ssl_ctx else "http"
-    host = opts.host if ":" not in opts.host else f"[{opts.host}]"
-    url = f"{scheme}://{host}:{opts.port}/" + (f"?token={opts.token}" if opts.token else "")
-    print(f"LiverStiffness is served at {url}", flush=True)
+    for url in served_urls(opts, "https" if ssl_ctx else "http"):
+        print(f"LiverStiffness is served at {url}", flush=True)
     if not is_loopback(opts.host) and not ssl_ctx:
         print("warning: plain HTTP beyond this machine: put it behind HTTPS (--certfile/--keyfile, or a reverse proxy)",
               flush=True)

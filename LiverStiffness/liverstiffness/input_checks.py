@@ -1,7 +1,7 @@
 """Checks every input image before it is used, so that damaged data ends in one clear line
 (an :class:`InputError` naming the input) instead of an estimate that looks valid.
 
-What is checked, and what happens (the README's "Input checks" lists the same):
+What is checked, and what happens (docs/reliability.md, "Input checks", lists the same):
 
 * geometry of every image: voxel spacing finite and within :data:`SPACING_MM`, direction
   cosines orthonormal, origin finite, physical extent plausible for an abdomen

@@ -73,7 +73,7 @@ def trained(planted):
     data, _ = planted
     # The product's network (readout, stem input, linear term) and training recipe (site
     # augmentation, input dropout), only smaller. With the earlier mean readout this recipe did not
-    # pick the spleen signal up at all (held-out r −0.13 to 0.14 in ten runs; DEVELOPERS.md).
+    # pick the spleen signal up at all (held-out r −0.13 to 0.14 in ten runs; docs/developing.md).
     cfg = TrainConfig(epochs=40, min_epochs=10, patience=40, batch_size=16, lr=1e-3,
                       model=ModelConfig(hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2))
     idx = np.arange(N_TRAIN)

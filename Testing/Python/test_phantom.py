@@ -125,7 +125,7 @@ def test_fibrosis_moves_relaxation_diffusion_and_morphology_as_in_phantom_md():
     assert 550 <= t1[0.0] <= 620 and 690 <= t1[4.0] <= 820           # 1.5 T, healthy → cirrhotic
     assert 43 <= t2[0.0] <= 49 and t2[4.0] - t2[0.0] >= 7
     assert 1.3 <= adc[0.0] <= 1.6 and 0.9 <= adc[4.0] <= 1.25
-    # The fall itself, not only the two ends: 0.05–0.1 × 10⁻³ mm²/s per stage (PHANTOM.md, AJR 2009);
+    # The fall itself, not only the two ends: 0.05–0.1 × 10⁻³ mm²/s per stage (docs/phantom.md, AJR 2009);
     # the ranges above alone would pass a liver whose ADC hardly moved (1.30 → 1.25).
     assert 4 * 0.05 <= adc[0.0] - adc[4.0] <= 4 * 0.1, (adc[0.0], adc[4.0])
     tr0, tr4 = maps[0.0].truth, maps[4.0].truth

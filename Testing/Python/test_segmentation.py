@@ -211,7 +211,7 @@ def test_held_out_real_case_is_segmented_by_the_networks_that_never_saw_it(real_
     """The CHAOS case is scored by the fold networks it was held out from (one per run): a real test on
     real anatomy, on the scan's own grid (y axis posterior→anterior). A regression guard set
     below what the shipped model measured (Dice 0.924 and 0.905, HD95 8.5 and 9.9 mm, with its
-    test-time scales; all 15 cases: README)."""
+    test-time scales; all 15 cases: the model card)."""
     img, liver = chaos(real_data, n)
     held_out = held_out_networks(f"chaos_t2spir_{n}")
     seg = LiverSegmenter.load(device="cpu", folds=held_out)

@@ -20,6 +20,11 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", help="access token (required off this machine; default: a random one, printed)")
+    p.add_argument("--allowed-hosts", default="",
+                   help="comma-separated host names (or addresses) the page may also be reached by, e.g. the name a "
+                        "reverse proxy forwards; requests under any other name are refused (DNS rebinding). "
+                        "Default: loopback names, and the --host name (for 0.0.0.0: this machine's names and addresses). "
+                        "'*' allows any name, and needs a token")
     p.add_argument("--max-sessions", type=int, default=4, help="browser sessions at once (each is a process with its own scene)")
     p.add_argument("--max-upload-mb", type=float, default=512, help="largest upload per exam, MB")
     p.add_argument("--idle", type=float, default=60.0, help="end a session this many seconds after its browser left")
@@ -38,5 +43,6 @@ def run(args) -> int:
                                   "install it with: pip install 'liverstiffness[web]'") from None
     serve(ServeOptions(data=args.data, model=args.model, device=args.device, host=args.host, port=args.port,
                        token=args.token, max_sessions=args.max_sessions, max_upload_mb=args.max_upload_mb,
-                       idle_s=args.idle, certfile=args.certfile, keyfile=args.keyfile))
+                       idle_s=args.idle, certfile=args.certfile, keyfile=args.keyfile,
+                       allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())))
     return 0

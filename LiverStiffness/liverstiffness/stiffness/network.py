@@ -31,7 +31,7 @@ diluted twenty-fold by a mean. With the mean readout, a model trained with the p
 did not learn a stiffness planted in the spleen at all; with attention_max on liver-relative
 input it learns it and its maps point there (``test_learning.py``). On the phantom's held-out
 site the readouts are level within the spread between seeds (``experiments/readout_ablation.py``;
-README, "What this says").
+docs/model.md).
 
 Covariate token: ``value · w + type embedding``, or a learned "missing" embedding when unknown.
 Sequence token: a learned "present" or "missing" embedding per sequence; a missing sequence's
