@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,16 +31,17 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 from liverstiffness.errors import InputError
-from LiverStiffnessLib.logic import LiverStiffnessLogic, missing_inputs
+from LiverStiffnessLib.logic import DEFAULT_SALIENCY, LiverStiffnessLogic
 from LiverStiffnessLib.nodes import ExamNodes
 
-from . import exams, result_view
+from . import exams, guard, result_view
 from .display import SliceDisplay
-from .inputs import b_value_problem, chosen_exam_nodes, patient_facts
+from .inputs import INPUT_KEYS, b_value_problem, chosen_exam_nodes, missing_hint, patient_facts
 from .lifetime import end_with_the_launcher
+from .messages import public
 from .model_info import describe_device, describe_model
 from .page import build_page
-from .series import AUTO_MASK, LoadedSeries, add_series, chooser_items, read_exam, remove_series
+from .series import AUTO_MASK, ExamRead, LoadedSeries, add_series, chooser_items, read_exam, remove_series
 
 POLL_S = 0.25
 
@@ -62,6 +64,8 @@ class LiverStiffnessWebApp(TrameApp):
         self.result = None           # ResultNodes
         self.qa = None
         self.auto_mask = None        # AutoMaskResult of "Segment liver"
+        self.refused: dict[str, str] = {}   # role → why the exam's series for it could not be read
+        self.run_inputs = None       # the inputs (INPUT_KEYS) the run in flight, then its result, was computed from
         self._uploads = 0
 
         self.sapp = SlicerApp()
@@ -77,6 +81,7 @@ class LiverStiffnessWebApp(TrameApp):
         self.ui = build_page(self)
         self.state.change("opacity", "map_kind", "map_seq", "liver_only", "background")(self._update_views)
         self.state.change("t1w", "t2w", "dwi", "mask", "dwi_b")(self._on_inputs_change)
+        self.state.change(*INPUT_KEYS)(self._drop_stale_result)
         self.server.controller.on_server_ready.add(self._on_ready)
 
     # ------------------------------------------------------------------ state
@@ -84,7 +89,9 @@ class LiverStiffnessWebApp(TrameApp):
         s = self.state
         s.trame__title = "LiverStiffness"
         s.exams = [{"title": e, "value": e} for e in exams.list_exams(self.data)] if self.data else []
-        s.data_label = str(self.data) if self.data else "(no --data folder: upload files)"
+        # The data folder is named nowhere on the page: its path is the server's, not the user's.
+        s.exams_note = (f"{len(s.exams)} exam(s) on this server" if self.data
+                        else "No exam folder on this server: upload the exam's files")
         s.exam = None
         s.series_items = []
         s.t1w = s.t2w = s.dwi = s.mask = None
@@ -104,7 +111,8 @@ class LiverStiffnessWebApp(TrameApp):
         s.progress = 0
         s.stage = ""
         s.result = None
-        s.map_kind, s.map_seq, s.opacity, s.liver_only, s.background = "rollout", "", 0.5, False, "t1w"
+        # The map over the liver by default; the whole crop the model saw is one click away.
+        s.map_kind, s.map_seq, s.opacity, s.liver_only, s.background = "rollout", DEFAULT_SALIENCY, 0.5, True, "t1w"
         s.map_note = ""
         s.legend_max = 2.0
         s.applied_opacity = None
@@ -118,11 +126,11 @@ class LiverStiffnessWebApp(TrameApp):
         try:
             summary = await asyncio.to_thread(describe_model, self.model)
         except InputError as exc:
-            summary = {"error": f"The model cannot be used: {exc}"}
+            summary = {"error": public(f"The model cannot be used: {exc}")}
         try:
             text = await asyncio.to_thread(describe_device, self.device)
         except Exception as exc:  # noqa: BLE001 - shown, not fatal: the estimate reports its own device
-            text = f"device unknown ({exc})"
+            text = public(f"device unknown ({exc})")
         with self.state:
             self.state.model_summary = summary
             self.state.device_text = text
@@ -131,47 +139,70 @@ class LiverStiffnessWebApp(TrameApp):
     async def load_exam(self, exam=None):
         """Open an exam folder under --data (the chooser's value, or ``exam``)."""
         rel = exam if exam is not None else self.state.exam
+        if not self._close_exam():
+            return
         if self.data is None:
-            return self._error("exam: this server was started without --data; upload files instead")
+            return self._refuse("exam: this server was started without --data; upload files instead")
         try:
             folder = exams.resolve_inside(self.data, rel)
             if not folder.is_dir():
                 raise InputError(f"exam {rel}", "is not a folder")
         except InputError as exc:
-            return self._error(str(exc))
-        await self._open_folder(folder, rel)
+            return self._refuse(str(exc))
+        await self._open_folder(folder, f"exam {rel}")
 
     async def upload(self, files):
         """Files from the browser: into this session's folder, then opened as an exam."""
+        if not self._close_exam():
+            return
         self._uploads += 1
         dest = self.work / "uploads" / f"{self._uploads:03d}"
         try:
             exams.save_uploads(files or [], dest, self.max_upload)
             exams.group_dicom_uploads(dest)
         except InputError as exc:
-            return self._error(str(exc))
-        await self._open_folder(dest, f"upload {self._uploads}", uploaded=True)
+            return self._refuse(str(exc))
+        await self._open_folder(dest, "the upload", uploaded=True)
+
+    def upload_refused(self, megabytes):
+        """The browser refused files over the size limit (nothing was sent): the open exam goes too."""
+        if self._close_exam():
+            self._refuse(f"upload: {float(megabytes):.1f} MB is over the limit of {self.max_upload / 1e6:.0f} MB")
+
+    def _close_exam(self) -> bool:
+        """Before another exam is opened: the open one, and any result, go (a result must never sit
+        beside inputs it was not computed from). False while an estimate runs."""
+        if self.run is not None:
+            self._error("An estimate is running: cancel it before opening another exam.")
+            return False
+        self._clear_exam()
+        with self.state:
+            st = self.state
+            st.series_items, st.t1w, st.t2w, st.dwi, st.mask, st.dwi_b = [], None, None, None, None, ""
+            st.age = st.bmi = st.pdff = ""
+            st.sex, st.error, st.missing = None, "", "Choose an exam."
+            st.status = "Choose an exam, or upload its files."
+        return True
+
+    def _refuse(self, text: str) -> None:
+        self._error(text)
+        self.state.status = "Nothing is open: see the message above."
 
     async def _open_folder(self, folder: Path, label: str, uploaded: bool = False) -> None:
-        if self.run is not None:
-            return self._error("An estimate is running: cancel it before opening another exam.")
         with self.state:
             self.state.busy = f"Reading {label}…"
-            self.state.error = ""
         try:
-            loaded, facts, errors = await asyncio.to_thread(read_exam, folder if uploaded else self.data, folder)
+            read = await asyncio.to_thread(read_exam, folder if uploaded else self.data, folder, label)
         except InputError as exc:
-            loaded, facts, errors = [], {}, [str(exc)]
+            read = ExamRead([], {}, [str(exc)])
         finally:
             self.state.busy = ""
-        if uploaded and not loaded:
+        if uploaded and not read.loaded:
             shutil.rmtree(folder, ignore_errors=True)  # nothing usable: do not keep it
-        if not loaded:
-            with self.state:
-                self.state.error = "; ".join(errors) or f"{label}: nothing could be read"
-            return
-        self._clear_exam()
-        for s, images, b in loaded:
+        if not read.loaded:
+            return self._refuse("; ".join(read.errors) or f"{label}: nothing could be read")
+        self.refused = read.refused
+        for s, images, b in read.loaded:
             self.series[s.name] = add_series(self.sapp.scene, s, images, b)
         with self.state:
             st = self.state
@@ -180,15 +211,17 @@ class LiverStiffnessWebApp(TrameApp):
                 st[role] = next((x.name for x in self.series.values() if x.role == role), None)
             dwi = self.series.get(st.dwi)
             st.dwi_b = ",".join(f"{b:g}" for b in dwi.b_values) if dwi and dwi.b_values else ""
-            st.age, st.bmi, st.pdff = facts.get("age", ""), facts.get("bmi", ""), facts.get("pdff", "")
-            st.sex = facts.get("sex") or None
-            st.error = "; ".join(errors)
+            f = read.facts
+            st.age, st.bmi, st.pdff = f.get("age", ""), f.get("bmi", ""), f.get("pdff", "")
+            st.sex = {"F": "F", "M": "M"}.get((f.get("sex") or "").strip().upper()[:1])
+            st.error = public("; ".join(read.errors), self.data)
             st.status = f"Opened {label}: {len(self.series)} series. Check the assignment, then Check mask."
         self._update_views()
 
     def _clear_exam(self) -> None:
         self._drop_result()
         self.qa = None
+        self.refused = {}
         if self.auto_mask is not None:
             self.sapp.scene.RemoveNode(self.auto_mask.segmentation)
             self.auto_mask = None
@@ -209,10 +242,20 @@ class LiverStiffnessWebApp(TrameApp):
         nodes = self.exam_nodes()
         problem = b_value_problem(self.state.dwi_b, self.series.get(self.state.dwi), nodes.dwi_b_values)
         if problem:
-            self.state.missing = problem
+            self.state.missing = public(problem)
             return
-        self.state.missing = missing_inputs(nodes) or ""
+        self.state.missing = public(missing_hint(nodes, self.refused) or "")
         self._update_views()
+
+    def _inputs_now(self) -> dict:
+        return {k: self.state[k] for k in INPUT_KEYS}
+
+    def _drop_stale_result(self, **_):
+        """A changed input (a series, a b-value, a patient fact) takes the result away: it was
+        computed from the inputs as they were."""
+        if self.result is not None and self.run_inputs != self._inputs_now():
+            self._drop_result()
+            self.state.status = "The inputs changed since the estimate: its result was removed. Estimate again."
 
     def _update_views(self, **_):
         """The slice views after any change: the map once there is a result, else the inputs."""
@@ -298,7 +341,7 @@ class LiverStiffnessWebApp(TrameApp):
             run = self.logic.start_background(nodes, self.model, self.device, work_root=self.work)
         except InputError as exc:
             return self._error(str(exc))
-        self.run = run
+        self.run, self.run_inputs = run, self._inputs_now()
         with self.state:
             self.state.running, self.state.progress, self.state.stage, self.state.error = True, 0, "starting", ""
             self.state.status = "Estimating…"
@@ -318,7 +361,10 @@ class LiverStiffnessWebApp(TrameApp):
         self.run = None
         with self.state:
             self.state.running = False
-            if state == "done":
+            if state == "done" and self.run_inputs != self._inputs_now():
+                run.cleanup()
+                self.state.status = "The inputs changed while it ran: its result was not kept. Estimate again."
+            elif state == "done":
                 try:
                     self._drop_result()
                     self.finished_run, self.result = run, run.result()
@@ -326,9 +372,9 @@ class LiverStiffnessWebApp(TrameApp):
                     self.state.status = "Done."
                 except Exception as exc:  # noqa: BLE001 - shown as one line; the run's folder goes
                     run.cleanup()
-                    self.state.error = f"the results could not be loaded: {exc}"
+                    self.state.error = public(f"the results could not be loaded: {exc}", self.data)
             else:
-                self.state.error = run.error()
+                self.state.error = public(run.error(), self.data)
                 self.state.status = "The estimate failed."
         if self.result is not None:
             self._update_views()
@@ -374,7 +420,7 @@ class LiverStiffnessWebApp(TrameApp):
     # ------------------------------------------------------------------ misc
     def _error(self, text: str) -> None:
         with self.state:
-            self.state.error = text
+            self.state.error = public(text, self.data)
             self.state.busy = ""
 
     def shutdown(self) -> None:
@@ -399,6 +445,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     app = LiverStiffnessWebApp(data=args.data, model=args.model, work=Path(args.work), device=args.device,
                                max_upload_mb=args.max_upload_mb)
+    # Only the launcher, which holds this session's secret, may connect; under a loopback name and
+    # from no page of another origin. Run alone (no launcher, no secret): a warning says so.
+    secret = os.environ.get(guard.SECRET_ENV) or None
+    if secret is None:
+        print("warning: no session secret (run without `liverstiffness serve`): any account on this machine can connect",
+              flush=True)
+    check = guard.middleware(set(guard.LOOPBACK_NAMES), lambda line: print(line, flush=True), secret)
+    app.server.controller.on_server_bind.add(lambda web_server, **_: web_server.app.middlewares.append(check))
     end_with_the_launcher(app.shutdown)
     try:
         app.server.start(host=args.host, port=args.port, open_browser=False, timeout=args.timeout, show_connection_info=False)

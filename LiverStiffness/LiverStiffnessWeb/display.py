@@ -2,10 +2,14 @@
 outline, and, once there is a result, a map over them; and where the views are, in mm.
 
 The choices (background, mask, map, opacity, "only inside the liver") are read from the session's
-state; the maps' nodes and notes come from ``LiverStiffnessLogic``, as in the Slicer panel.
+state; the maps' nodes and notes come from ``LiverStiffnessLogic``, as in the Slicer panel, a patch
+map's interpolated for display (``maps.py``).
 """
 from __future__ import annotations
 
+from LiverStiffnessLib.logic import map_key
+
+from .maps import MapDisplay
 from .series import AUTO_MASK, LoadedSeries, label_node
 
 
@@ -16,6 +20,7 @@ class SliceDisplay:
         self.sapp = sapp
         self.logic = logic
         self.state = state
+        self.maps = MapDisplay(logic, sapp.scene)
 
     def views(self) -> list:
         return self.sapp.view_manager.get_slice_views()
@@ -37,11 +42,10 @@ class SliceDisplay:
     def show_map(self, series: dict[str, LoadedSeries], auto_mask, result) -> None:
         """The chosen map of ``result`` (ResultNodes) over the background, with its note and legend."""
         s = self.state
-        # A sequence's own map where the run made one, else the chosen kind, else the rollout.
-        key = f"saliency_{s.map_seq}" if s.map_seq else s.map_kind
-        if key not in result.attention:
-            key = s.map_kind if s.map_kind in result.attention else "rollout"
-        node = self.logic.map_node(result, key, inside_liver=bool(s.liver_only))
+        # Saliency is one map per sequence; rollout and GradCAM one for all; the rollout where the
+        # run made no such map.
+        key = map_key(s.map_kind, s.map_seq)
+        node = self.maps.node(result, key if key in result.attention else "rollout", inside_liver=bool(s.liver_only))
         kind = node.GetAttribute("LiverStiffness.mapKind")
         disp = node.GetDisplayNode()
         dm = self.sapp.display_manager
@@ -51,13 +55,16 @@ class SliceDisplay:
             view.set_foreground_opacity(float(s.opacity))
         self._show_mask_outline(series, auto_mask)
         with self.state:
-            s.map_note = self.logic.map_note(result.report, kind)
+            s.map_note = self.logic.map_note(result.report, kind) + (
+                f" Drawn smoothly: interpolated between its {self.maps.patch_mm[kind]} patches (the file keeps one "
+                "value per patch)." if kind in self.maps.patch_mm else "")
             s.legend_max = round(disp.GetWindowLevelMax(), 2)
             # Read back from the views, so the page (and the tests) see what the views really use.
             s.applied_opacity = round(self.views()[0].get_foreground_opacity(), 2)
 
     def hide_map(self) -> None:
         self.sapp.display_manager.show_volume_in_slice_foreground(None)
+        self.maps.clear()
 
     def centre_on(self, r: float, a: float, s: float) -> None:
         """Every view through the point (RAS, mm)."""

@@ -27,6 +27,9 @@ ROLE_PATTERNS = (
     ("t1w", re.compile(r"t1|vibe|lava|thrive|dixon|in[_ -]?phase|opp", re.I)),
     ("t2w", re.compile(r"t2|haste|ssfse|spair|spir|tse", re.I)),
 )
+# Files beside an exam that are no series of it: a synthetic phantom's tissue labels (its ground
+# truth, which no model reads; ``liverstiffness synth`` writes it into each exam folder).
+NOT_SERIES = re.compile(r"^truth_labels\.", re.I)
 MAX_DEPTH = 4          # how deep the exam list looks under --data
 MAX_EXAMS = 500
 
@@ -44,7 +47,8 @@ def resolve_inside(root: Path, relative: str) -> Path:
 
 
 def _is_image_file(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")
+    return (p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")
+            and not NOT_SERIES.match(p.name))
 
 
 def _is_dicom_file(p: Path) -> bool:
@@ -187,7 +191,7 @@ def scan_exam(root: Path, folder: Path) -> Exam:
                 pass
         out.append(s)
     # A role named by several series is clear only when one names it plainly (mask.nii.gz beside
-    # truth_labels.nii.gz); otherwise all of them are left to the pickers.
+    # liver_labels.nii.gz); otherwise all of them are left to the pickers.
     for role in ROLES:
         same = [s for s in out if s.role == role]
         if len(same) > 1:

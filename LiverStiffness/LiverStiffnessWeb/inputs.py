@@ -1,14 +1,20 @@
 """The "Sequences and patient" card's choices as the logic's inputs: ``ExamNodes`` from the chosen
-series, ``PatientFacts`` from the typed numbers, and why typed b-values cannot be used.
+series, ``PatientFacts`` from the typed numbers, why typed b-values cannot be used, and what is
+still missing (or why a series was refused).
 """
 from __future__ import annotations
 
 from liverstiffness.errors import InputError
 from liverstiffness.manifest import PatientFacts, parse_b_values
+from LiverStiffnessLib.logic import missing_inputs
 from LiverStiffnessLib.nodes import ExamNodes
 
 from . import exams
 from .series import AUTO_MASK, LoadedSeries, dwi_node, label_node
+
+# Everything an estimate is computed from: a result is shown only beside these as they were.
+INPUT_KEYS = ("t1w", "t2w", "dwi", "mask", "dwi_b", "age", "sex", "bmi", "pdff")
+ROLE_LABELS = {"t1w": "T1w", "t2w": "T2w", "dwi": "DWI", "mask": "liver mask"}
 
 
 def chosen_exam_nodes(scene, state, series: dict[str, LoadedSeries], auto_mask) -> ExamNodes:
@@ -52,3 +58,19 @@ def patient_facts(state) -> PatientFacts:
 
     return PatientFacts(num(state.age, "age"), state.sex or None, num(state.bmi, "BMI"),
                         num(state.pdff, "PDFF")).validate("patient")
+
+
+def missing_hint(nodes: ExamNodes, refused: dict[str, str]) -> str | None:
+    """What "Estimate stiffness" still needs (``missing_inputs``); where the missing series was in
+    the exam but could not be read (``refused``: role → why), why it was refused."""
+    reason = missing_inputs(nodes)
+    if reason is None:
+        return None
+    chosen = {"t1w": nodes.t1w, "t2w": nodes.t2w, "dwi": nodes.dwi,
+              "mask": nodes.mask_labelmap or nodes.mask_segmentation}
+    for role, node in chosen.items():
+        if node is None and role in refused:
+            return f"No {ROLE_LABELS[role]}: {refused[role]}. Upload a readable one, or pick another series."
+        if node is None:
+            break   # the first one missing is what missing_inputs named
+    return reason

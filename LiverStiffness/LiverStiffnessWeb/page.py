@@ -10,11 +10,15 @@ from trame.widgets import client, html
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
+from LiverStiffnessLib.logic import MAP_KINDS as LOGIC_MAP_KINDS
+
 from .result_view import BAR_MAX_KPA
 
-MAP_KINDS = [{"title": "Attention rollout", "value": "rollout"}, {"title": "GradCAM (gradient)", "value": "gradcam"}]
-MAP_SEQUENCES = [{"title": "All sequences", "value": ""}, {"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"},
-                 {"title": "DWI", "value": "dwi"}, {"title": "ADC", "value": "adc"}]
+# The maps the Slicer panel offers too (rollout, saliency, GradCAM with its caveat).
+MAP_KINDS = [{"title": label, "value": kind} for kind, label in LOGIC_MAP_KINDS]
+MAP_SEQUENCES = [{"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"}, {"title": "DWI", "value": "dwi"},
+                 {"title": "ADC", "value": "adc"}]
+SEX_ITEMS = [{"title": "F", "value": "F"}, {"title": "M", "value": "M"}]
 BACKGROUNDS = [{"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"}, {"title": "DWI (highest b)", "value": "dwi"}]
 # Colours of the attention colour table (LiverStiffnessLogic.attention_color_node): black, red, yellow, white.
 LEGEND_GRADIENT = "linear-gradient(to right, #000 0%, #f00 33.3%, #ff0 66.7%, #fff 100%)"
@@ -40,8 +44,10 @@ def build_page(app) -> SinglePageWithDrawerLayout:
                 _model_card()
         with ui.content:
             with html.Div(style="position: relative; height: calc(100vh - 64px); display: flex; flex-direction: column;"):
+                # One line per problem; never taller than a few lines, so the views stay in sight.
                 v3.VAlert("{{ error }}", v_if="error", type="error", density="compact", closable=True, id="error",
-                          classes="ma-1", click_close="error = ''")
+                          classes="ma-1 text-body-2", click_close="error = ''",
+                          style="max-height: 6em; overflow-y: auto; flex: 0 0 auto;")
                 v3.VProgressLinear(v_if="busy", indeterminate=True, color="primary")
                 html.Div("{{ busy || status }}", classes="text-caption px-2", id="status")
                 with html.Div(style="flex: 1 1 auto; min-height: 300px;"):
@@ -54,7 +60,7 @@ def build_page(app) -> SinglePageWithDrawerLayout:
 def _exam_card(app, ctrl) -> None:
     with v3.VCard(title="Exam", density="compact", classes="mb-2", variant="outlined"):
         with v3.VCardText():
-            html.Div("Data folder: {{ data_label }}", classes="text-caption mb-1")
+            html.Div("{{ exams_note }}", classes="text-caption mb-1", id="exams-note")
             with html.Div(classes="d-flex align-center"):
                 v3.VSelect(v_model=("exam", None), items=("exams", []), label="Exam", density="compact", hide_details=True,
                            id="exam-select", classes="ls-exam-select")
@@ -68,8 +74,8 @@ def _exam_card(app, ctrl) -> None:
                 # The size limit is checked here first (nothing is sent) and again on the server.
                 change=("($event.target.files && $event.target.files.length) ? ("
                         "Array.from($event.target.files).reduce((a, f) => a + f.size, 0) > max_upload_mb * 1e6"
-                        " ? (error = 'upload: ' + (Array.from($event.target.files).reduce((a, f) => a + f.size, 0) / 1e6)"
-                        ".toFixed(1) + ' MB is over the limit of ' + max_upload_mb.toFixed(0) + ' MB')"
+                        f" ? trigger('{ctrl.trigger_name(app.upload_refused)}',"
+                        " [Array.from($event.target.files).reduce((a, f) => a + f.size, 0) / 1e6])"
                         f" : trigger('{ctrl.trigger_name(app.upload)}', [Array.from($event.target.files)])) : null"),
             )
 
@@ -86,15 +92,16 @@ def _inputs_card(app) -> None:
             v3.VBtn("Segment liver", click=app.segment_liver, disabled=("!t2w || running || !!busy",), size="small",
                     prepend_icon="mdi-auto-fix", id="segment-liver")
             html.Div("{{ auto_mask_text }}", v_if="auto_mask_text", classes="text-caption mt-1", id="auto-mask-text")
+            # Two facts a row: a narrower chooser has no room left for its value beside its icons.
             with v3.VRow(dense=True, classes="mt-2"):
-                with v3.VCol(cols=3):
+                with v3.VCol(cols=6):
                     v3.VTextField(v_model=("age", ""), label="Age (y)", density="compact", hide_details=True, id="age")
-                with v3.VCol(cols=3):
-                    v3.VSelect(v_model=("sex", None), items=("sex_items", ["F", "M"]), label="Sex", density="compact",
-                               clearable=True, hide_details=True, id="sex")
-                with v3.VCol(cols=3):
+                with v3.VCol(cols=6):
+                    v3.VSelect(v_model=("sex", None), items=("sex_items", SEX_ITEMS), label="Sex", density="compact",
+                               clearable=True, hide_details=True, id="sex", classes="ls-sex")
+                with v3.VCol(cols=6):
                     v3.VTextField(v_model=("bmi", ""), label="BMI", density="compact", hide_details=True, id="bmi")
-                with v3.VCol(cols=3):
+                with v3.VCol(cols=6):
                     v3.VTextField(v_model=("pdff", ""), label="PDFF %", density="compact", hide_details=True, id="pdff")
 
 
@@ -162,17 +169,17 @@ def _display_card() -> None:
                        density="compact", hide_details=True, classes="mb-1", id="background")
             with html.Div(v_if="result"):
                 with v3.VRow(dense=True):
-                    with v3.VCol(cols=6):
+                    with v3.VCol(cols=12):
                         v3.VSelect(v_model=("map_kind", "rollout"), items=("map_kinds", MAP_KINDS), label="Map",
                                    density="compact", hide_details=True, id="map-kind", classes="ls-map-kind")
-                    with v3.VCol(cols=6):
-                        v3.VSelect(v_model=("map_seq", ""), items=("map_seqs", MAP_SEQUENCES), label="Sequence",
+                    with v3.VCol(cols=12, v_if="map_kind === 'saliency'"):
+                        v3.VSelect(v_model=("map_seq", "t2w"), items=("map_seqs", MAP_SEQUENCES), label="Saliency of",
                                    density="compact", hide_details=True, id="map-seq", classes="ls-map-seq")
                 v3.VSlider(v_model=("opacity", 0.5), min=0, max=1, step=0.05, label="Opacity", hide_details=True,
                            thumb_label=True, id="opacity", classes="ls-opacity")
                 html.Div("Opacity in the views: {{ applied_opacity }}", classes="text-caption", id="applied-opacity")
-                v3.VCheckbox(v_model=("liver_only", False), label="Only inside the liver", density="compact",
-                             hide_details=True, id="liver-only")
+                v3.VCheckbox(v_model=("liver_only", True), label="Only inside the liver (clear it: the whole crop the model saw)",
+                             density="compact", hide_details=True, id="liver-only")
                 with html.Div(classes="mt-1", id="legend"):
                     html.Div(style=f"height: 12px; background: {LEGEND_GRADIENT}; border: 1px solid #999;")
                     with html.Div(classes="d-flex text-caption", style="justify-content: space-between;"):

@@ -16,6 +16,7 @@ from liverstiffness.errors import InputError
 from LiverStiffnessLib.mrml_convert import new_volume_from_sitk
 
 from . import exams
+from .messages import read_problem
 
 AUTO_MASK = "__auto__"   # the mask chooser's value for the mask made by "Segment liver"
 
@@ -33,9 +34,19 @@ class LoadedSeries:
 
 
 def _read_series(s: exams.Series) -> tuple[list, tuple]:
-    """The images of one series through the core's readers (InputError names the file)."""
+    """The images of one series through the core's readers (InputError names the series by its
+    name, never its path on the server)."""
+    try:
+        return _read_images(s)
+    except InputError as exc:
+        raise InputError(s.name, read_problem(exc.problem)) from None
+
+
+def _read_images(s: exams.Series) -> tuple[list, tuple]:
     from liverstiffness.imageio import _read_any, read_dwi
 
+    if s.path.is_file() and s.path.stat().st_size == 0:
+        raise InputError(s.name, "the file is empty (0 bytes)")
     if s.path.is_dir() and s.role == "dwi":
         d = read_dwi(s.path, what=s.name, fit_adc=False)
         return list(d.images), tuple(d.b_values)
@@ -47,19 +58,30 @@ def _read_series(s: exams.Series) -> tuple[list, tuple]:
     return [img], s.b_values
 
 
-def read_exam(root: Path, folder: Path) -> tuple[list, dict, list]:
-    """(series and images, facts from a manifest, errors); runs on a worker thread (no MRML)."""
+@dataclass
+class ExamRead:
+    loaded: list            # (Series, images, b-values) of each series that could be read
+    facts: dict             # patient facts from a manifest, as text
+    errors: list[str]       # one line per series that could not be read
+    refused: dict[str, str] = field(default_factory=dict)   # role → why its series was refused
+
+
+def read_exam(root: Path, folder: Path, label: str) -> ExamRead:
+    """Every series of exam ``folder`` (``label``: what the page calls it); runs on a worker
+    thread (no MRML)."""
     exam = exams.scan_exam(root, folder)
-    loaded, errors = [], []
+    out = ExamRead([], exam.facts, [])
     for s in exam.series:
         try:
             images, b = _read_series(s)
-            loaded.append((s, images, b))
+            out.loaded.append((s, images, b))
         except InputError as exc:
-            errors.append(str(exc))
+            out.errors.append(str(exc))
+            if s.role:
+                out.refused.setdefault(s.role, f"{s.name} was refused: {exc.problem}")
     if not exam.series:
-        errors.append(f"{folder.name}: no NIfTI, NRRD, MetaImage file or DICOM series found")
-    return loaded, exam.facts, errors
+        out.errors.append(f"{label}: no NIfTI, NRRD, MetaImage file or DICOM series found")
+    return out
 
 
 def add_series(scene, s: exams.Series, images: list, b_values: tuple) -> LoadedSeries:

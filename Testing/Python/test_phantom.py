@@ -195,3 +195,30 @@ def test_truth_csv_has_the_latent_state_and_the_scanner_state(small_cohort):
                 "caudate_right_lobe_ratio", "nodularity_mm", "mask_dice", "b1", "gain_t1w"):
         assert key in rows[0]
     assert all(int(float(r["template"])) in TRAINING for r in rows)
+
+
+def test_the_other_hospital_generator_differs_in_anatomy_protocols_and_markers(tmp_path):
+    """The second generator configuration (``synth --generator other``): another template split,
+    other protocols on every site, weaker T1 and stronger ADC markers; the default is unchanged."""
+    from liverstiffness.cli.main import main
+    from liverstiffness.phantom.generators import GENERATORS
+
+    default, other = GENERATORS["default"], GENERATORS["other"]
+    assert default.sites() == SITES and default.templates(False) == TRAINING
+    assert set(other.templates(True)) <= set(default.templates(False))          # E's anatomy: templates trained on by default
+    assert set(default.templates(True)) <= set(other.templates(False))
+    assert all(other.sites()[s] != SITES[s] and other.sites()[s].field_t == SITES[s].field_t for s in SITES)
+    # Fibrosis moves the liver T1 less and the ADC more (same person, same exam seed, F0 against F4).
+    shift = {}
+    for g in (default, other):
+        tr = {f: build_anatomy(_neutral(template=TRAINING[3]), DiseaseState(f, 0.2, 2.0), 1.5, 4.0, FOV,
+                               np.random.default_rng(3), g.markers).truth for f in (0.0, 4.0)}
+        shift[g.name] = (tr[4.0]["liver_t1_ms"] - tr[0.0]["liver_t1_ms"], tr[4.0]["liver_adc"] - tr[0.0]["liver_adc"])
+    assert 0.45 < shift["other"][0] / shift["default"][0] < 0.8
+    assert 1.05 < shift["other"][1] / shift["default"][1] < 1.4
+    assert main(["synth", "--out", str(tmp_path / "o"), "--n", "2", "--seed", "5", "--sites", "A,E",
+                 "--generator", "other", "--quiet"]) == 0
+    import json
+    assert json.loads((tmp_path / "o" / "cohort.json").read_text())["generator"] == "other"
+    rows = list(csv.DictReader(open(tmp_path / "o" / "manifest.csv")))
+    assert [r["dwi_b"] for r in rows] == ["50;500", "50;800"]                  # b = 50, not 0, as the lowest b

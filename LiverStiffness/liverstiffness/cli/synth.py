@@ -20,6 +20,9 @@ def register(sub) -> None:
     s.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
                    help="dicom: also write each exam as a DICOM study with vendor-like series and distractors "
                         "(<case>/dicom, manifest column 'study')")
+    s.add_argument("--generator", choices=("default", "other"), default="default",
+                   help="other: a second hospital (other anatomy split, protocols and marker strengths) that no recipe "
+                        "is tuned on; report every recipe change on both (docs/phantom.md)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=run)
 
@@ -28,7 +31,7 @@ def run(args) -> int:
     from ..phantom import generate_cohort
 
     manifest = generate_cohort(args.out, n=args.n, seed=args.seed, sites=args.sites, size=args.size,
-                               progress=not args.quiet, workers=args.workers)
+                               progress=not args.quiet, workers=args.workers, generator=args.generator)
     if args.format == "dicom":  # each exam also as a multi-series DICOM study (manifest column "study")
         from ..dicom.synthetic_study import write_cohort_studies
 

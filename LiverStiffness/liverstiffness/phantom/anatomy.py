@@ -18,7 +18,9 @@ from . import tissues as T
 from .atlas import CLASSES, LIVER_CLASSES, TRAINING, C, caudate_ratio
 from .deform import FOV_CENTRE, Body, Deformation
 from .disease import (
+    DEFAULT_MARKERS,
     DiseaseState,
+    Markers,
     PersonTraits,
     liver_maps,
     morphology,
@@ -151,11 +153,11 @@ def ascites(cls: np.ndarray, grid: Grid, rim_mm: float) -> np.ndarray:
 
 
 def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing_mm: float,
-                  fov_mm, rng: np.random.Generator) -> Anatomy:
+                  fov_mm, rng: np.random.Generator, markers: Markers = DEFAULT_MARKERS) -> Anatomy:
     """Deform the patient's template for this exam's disease state, then attach per-voxel
     water T1/T2/ADC, proton density, fat fraction and iron R2*."""
     grid = Grid.covering(fov_mm, FOV_CENTRE, (spacing_mm,) * 3)
-    morph = morphology(state, patient.traits)
+    morph = morphology(state, patient.traits, markers)
     cls = Deformation(patient.body, morph).warp_labels(grid.origin, grid.spacing, grid.shape_xyz)
     cls = nodular_surface(cls, grid, morph.nodularity_mm, rng)
     if morph.ascites_mm > 0:
@@ -173,10 +175,10 @@ def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing
 
     par = lab == T.TISSUES["liver"].label            # parenchyma (vessels keep blood values)
     pts = grid.points(np.argwhere(par))
-    m = liver_maps(state, patient.traits, field_t, pts, rng)
+    m = liver_maps(state, patient.traits, field_t, pts, rng, markers)
     t1[par], t2[par], adc[par], ff[par], r2s[par] = m.t1, m.t2, m.adc, m.fat_fraction, m.r2star_extra
     spleen = lab == T.TISSUES["spleen"].label
-    t1[spleen], t2[spleen], adc[spleen], r2s[spleen] = spleen_parameters(state, patient.traits, field_t)
+    t1[spleen], t2[spleen], adc[spleen], r2s[spleen] = spleen_parameters(state, patient.traits, field_t, markers)
 
     voxel_ml = spacing_mm ** 3 / 1000.0
     spleen_z = np.flatnonzero(spleen.any(axis=(1, 2)))

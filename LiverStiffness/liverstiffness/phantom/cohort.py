@@ -2,6 +2,7 @@
 
 Each sequence is its own NIfTI on its own grid (T1w and T2w 3-D, DWI 4-D with the site's
 b-values in order); the liver mask, as an annotator would draw it, is on the T1w grid.
+``cohort.json`` says how the cohort was made (generator, seed, sites, size);
 ``truth.csv`` beside the manifest keeps the latent state, morphology and scanner state of each
 exam, and ``truth_labels.nii.gz`` in each exam folder the exact tissue labels on the T1w grid,
 for tests and calibration; a model never reads either.
@@ -13,6 +14,7 @@ worker processes.
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,8 +29,8 @@ from ..errors import InputError
 from ..manifest import ExamRecord, PatientFacts, write_manifest
 from .anatomy import FOV_CENTRE, DiseaseState, Patient, build_anatomy
 from .annotator import annotate, dice
-from .atlas import pool
-from .disease import advanced
+from .disease import DEFAULT_MARKERS, Markers, advanced
+from .generators import GENERATORS, Generator
 from .sequences import (
     ExamPhysics,
     acquire,
@@ -57,6 +59,7 @@ class SynthConfig:
     sites: tuple[str, ...] = ("A", "B", "C", "D")
     size: str = "small"
     workers: int = 1
+    generator: str = "default"      # generators.GENERATORS: "default", or "other" (the second hospital)
 
     def validate(self) -> SynthConfig:
         if self.n < 1:
@@ -68,15 +71,18 @@ class SynthConfig:
             raise InputError("--size", f"must be small or normal, got {self.size!r}")
         if self.workers < 1:
             raise InputError("--workers", f"must be at least 1, got {self.workers}")
+        if self.generator not in GENERATORS:
+            raise InputError("--generator", f"must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
         return self
 
 
-def sample_patient(rng: np.random.Generator, seed: int, held_out: bool = False) -> Patient:
-    """A patient whose anatomy comes from the training templates (or the held-out ones)."""
+def sample_patient(rng: np.random.Generator, seed: int, held_out: bool = False,
+                   generator: Generator = GENERATORS["default"]) -> Patient:
+    """A patient whose anatomy comes from the generator's training templates (or its held-out ones)."""
     sex = "F" if rng.random() < 0.5 else "M"
     age = float(np.clip(rng.normal(52, 14), 18, 85))
     bmi = float(np.clip(np.exp(rng.normal(np.log(28.0), 0.18)), 18, 45))
-    templates = pool(held_out)
+    templates = generator.templates(held_out)
     template = int(templates[rng.integers(len(templates))])
     return Patient(sex=sex, age=round(age, 1), bmi=round(bmi, 1), seed=seed, template=template)
 
@@ -93,11 +99,11 @@ def sample_state(rng: np.random.Generator, patient: Patient) -> DiseaseState:
 
 
 def synthesize_exam(case_dir: Path, patient: Patient, state: DiseaseState, site: SiteProfile,
-                    size: str, rng: np.random.Generator) -> dict:
+                    size: str, rng: np.random.Generator, markers: Markers = DEFAULT_MARKERS) -> dict:
     """Write t1w/t2w/dwi/mask/truth_labels NIfTI files of one exam; returns the ground truth."""
     if size == "small":
         site = site.small()
-    anat = build_anatomy(patient, state, site.field_t, ANATOMY_SPACING_MM[size], ANATOMY_FOV_MM, rng)
+    anat = build_anatomy(patient, state, site.field_t, ANATOMY_SPACING_MM[size], ANATOMY_FOV_MM, rng, markers)
     phys = ExamPhysics.sample(site, rng)
     centre = tuple(np.asarray(FOV_CENTRE) + rng.normal(0, CENTRING_SD_MM, 3))
     shifts = {k: rng.normal(0, site.shift_sd_mm) for k in ("t2w", "dwi")}  # breath-hold vs T1w
@@ -148,6 +154,8 @@ class _Exam:
 
 def _plan(cfg: SynthConfig) -> list[_Exam]:
     rng = np.random.default_rng(cfg.seed)
+    generator = GENERATORS[cfg.generator]
+    sites = generator.sites()
     plan, last, n_patients = [], None, 0
     for i in range(cfg.n):
         if last is not None and last["exams"] == 1 and rng.random() < REPEAT_EXAM_FRACTION:
@@ -158,8 +166,9 @@ def _plan(cfg: SynthConfig) -> list[_Exam]:
                                  float(np.clip(prev.pdff + rng.normal(0, 1.5), 0, 35)), prev.iron)
             last["exams"] += 1
         else:
-            site = SITES[cfg.sites[n_patients % len(cfg.sites)]]
-            patient = sample_patient(rng, seed=int(rng.integers(2**31)), held_out=site.held_out_anatomy)
+            site = sites[cfg.sites[n_patients % len(cfg.sites)]]
+            patient = sample_patient(rng, seed=int(rng.integers(2**31)), held_out=site.held_out_anatomy,
+                                     generator=generator)
             patient.pid = f"P{cfg.seed:03d}-{n_patients:04d}"  # sample_patient draws the body; the id is the cohort's
             n_patients += 1
             state = sample_state(rng, patient)
@@ -169,10 +178,10 @@ def _plan(cfg: SynthConfig) -> list[_Exam]:
 
 
 def _run(job) -> tuple[ExamRecord, dict]:
-    exam, out, cfg_seed, size = job
+    exam, out, cfg_seed, size, generator = job
     exam_rng = np.random.default_rng([cfg_seed, exam.index])
     d = Path(out) / exam.case_id
-    truth = synthesize_exam(d, exam.patient, exam.state, exam.site, size, exam_rng)
+    truth = synthesize_exam(d, exam.patient, exam.state, exam.site, size, exam_rng, GENERATORS[generator].markers)
     kpa = exam.state.stiffness_kpa(float(np.exp(exam_rng.normal(0, MRE_REPEATABILITY_CV))))
     pdff_known = exam_rng.random() < PDFF_KNOWN_FRACTION
     p, site = exam.patient, exam.site
@@ -190,14 +199,14 @@ def _worker_init() -> None:
 
 
 def generate_cohort(out: str | Path, n: int, seed: int = 0, sites=("A", "B", "C", "D"), size: str = "small",
-                    progress: bool = True, workers: int = 1) -> Path:
-    """Generate ``n`` exams under ``out``; returns the manifest path. Deterministic per seed,
-    whatever the number of ``workers`` (processes)."""
-    cfg = SynthConfig(n=n, seed=seed, sites=tuple(sites), size=size, workers=workers).validate()
+                    progress: bool = True, workers: int = 1, generator: str = "default") -> Path:
+    """Generate ``n`` exams under ``out``; returns the manifest path. Deterministic per seed and
+    generator, whatever the number of ``workers`` (processes)."""
+    cfg = SynthConfig(n=n, seed=seed, sites=tuple(sites), size=size, workers=workers, generator=generator).validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    jobs = [(exam, str(out), cfg.seed, cfg.size) for exam in _plan(cfg)]
+    jobs = [(exam, str(out), cfg.seed, cfg.size, cfg.generator) for exam in _plan(cfg)]
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="synth", unit="exam", disable=not progress)
     results = []
@@ -219,6 +228,9 @@ def generate_cohort(out: str | Path, n: int, seed: int = 0, sites=("A", "B", "C"
         w = csv.DictWriter(fh, fieldnames=list(truths[0]))
         w.writeheader()
         w.writerows(truths)
+    # How the cohort was made, so that a result can say which generator it is on.
+    (out / "cohort.json").write_text(json.dumps({"generator": cfg.generator, "seed": cfg.seed, "sites": list(cfg.sites),
+                                                 "size": cfg.size, "n": cfg.n}, indent=2) + "\n")
     if progress:
         print(f"wrote {cfg.n} exam(s) from site(s) {','.join(cfg.sites)} to {manifest} "
               f"in {time.perf_counter() - t0:.1f} s")

@@ -76,12 +76,33 @@ ASCITES_AT_F4 = 0.35
 ASCITES_MM = (4.0, 15.0)
 
 
-def splanchnic_shift(s: float, field_t: float) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class Markers:
+    """How strongly disease and the shared splanchnic state move what the images show. The
+    defaults are the values above (the default generator); a generator configuration may set
+    others (``generators.py``) to test a recipe on data it was not designed on."""
+
+    t1_per_stage_ms: float = LIVER_T1_PER_STAGE_MS
+    t1_per_inflammation_ms: float = LIVER_T1_PER_INFLAMMATION_MS
+    t2_per_stage_ms: float = LIVER_T2_PER_STAGE_MS
+    adc_per_stage: float = LIVER_ADC_PER_STAGE
+    splanchnic_stages: float = SPLANCHNIC_STAGES
+    spleen_growth_advanced: float = SPLEEN_GROWTH_ADVANCED
+    caudate_growth_advanced: float = CAUDATE_GROWTH_ADVANCED
+    nodularity_mm_cirrhosis: float = NODULARITY_MM_CIRRHOSIS
+    band_fibrosis: float = BAND_FIBROSIS
+
+
+DEFAULT_MARKERS = Markers()
+
+
+def splanchnic_shift(s: float, field_t: float, markers: Markers = DEFAULT_MARKERS) -> tuple[float, float, float]:
     """Liver T1 (ms), T2 (ms) and ADC shifts of the shared liver–spleen state ``s`` (SD 1): what
-    SPLANCHNIC_STAGES stages of fibrosis would do at this field. The spleen moves by the same
-    relative amounts (``spleen_parameters``)."""
-    k = (1.0 if field_t < 2.25 else FIELD_DISEASE_SCALE_3T) * SPLANCHNIC_STAGES * s
-    return k * LIVER_T1_PER_STAGE_MS, k * LIVER_T2_PER_STAGE_MS, SPLANCHNIC_STAGES * s * LIVER_ADC_PER_STAGE
+    ``markers.splanchnic_stages`` stages of fibrosis would do at this field. The spleen moves by
+    the same relative amounts (``spleen_parameters``)."""
+    k = (1.0 if field_t < 2.25 else FIELD_DISEASE_SCALE_3T) * markers.splanchnic_stages * s
+    return (k * markers.t1_per_stage_ms, k * markers.t2_per_stage_ms,
+            markers.splanchnic_stages * s * markers.adc_per_stage)
 
 
 def advanced(f: float) -> float:
@@ -162,15 +183,16 @@ class Morphology:
     ascites_mm: float = 0.0
 
 
-def morphology(state: DiseaseState, traits: PersonTraits) -> Morphology:
+def morphology(state: DiseaseState, traits: PersonTraits, markers: Markers = DEFAULT_MARKERS) -> Morphology:
     f, a = state.fibrosis, advanced(state.fibrosis)
     # The person's ascites propensity (a uniform draw) against the stage's risk.
     ascites = traits.ascites_draw < ASCITES_AT_F4 * a
     rim = ASCITES_MM[0] + (ASCITES_MM[1] - ASCITES_MM[0]) * traits.ascites_amount
-    nod = NODULARITY_MM_HEALTHY + (NODULARITY_MM_CIRRHOSIS - NODULARITY_MM_HEALTHY) * float(np.clip((f - 2.3) / 1.1, 0, 1))
+    nod = (NODULARITY_MM_HEALTHY + (markers.nodularity_mm_cirrhosis - NODULARITY_MM_HEALTHY)
+           * float(np.clip((f - 2.3) / 1.1, 0, 1)))
     return Morphology(
-        spleen=traits.spleen_size * (1 + SPLEEN_GROWTH_PER_STAGE * f + SPLEEN_GROWTH_ADVANCED * a),
-        caudate=traits.caudate_size * (1 + CAUDATE_GROWTH_ADVANCED * a),
+        spleen=traits.spleen_size * (1 + SPLEEN_GROWTH_PER_STAGE * f + markers.spleen_growth_advanced * a),
+        caudate=traits.caudate_size * (1 + markers.caudate_growth_advanced * a),
         right_lobe=traits.right_lobe_size * (1 - RIGHT_LOBE_SHRINK_ADVANCED * a),
         liver=traits.liver_size, gallbladder=traits.gallbladder_size, nodularity_mm=nod * traits.nodule_gain,
         ascites_mm=rim if ascites else 0.0)
@@ -189,7 +211,7 @@ class LiverMaps:
 
 
 def liver_maps(state: DiseaseState, traits: PersonTraits, field_t: float, xyz: np.ndarray,
-               rng: np.random.Generator) -> LiverMaps:
+               rng: np.random.Generator, markers: Markers = DEFAULT_MARKERS) -> LiverMaps:
     """Liver parameters at the points ``xyz`` [N, 3] (mm): disease-shifted means, regional and
     reticular fibrosis, focal fat, the person's baseline and iron."""
     base = T.TISSUES["liver"]
@@ -200,7 +222,7 @@ def liver_maps(state: DiseaseState, traits: PersonTraits, field_t: float, xyz: n
     # reticular bands (the septa of advanced fibrosis, 1–2 cm apart).
     regional = FourierField.random(rng, (25.0, 60.0), n=12)(x, y, z)
     bands = np.abs(FourierField.random(rng, (14.0, 28.0), n=10)(x, y, z)) < 0.35
-    stage = f * (1 + REGIONAL_FIBROSIS_SD * traits.band_gain * regional) + BAND_FIBROSIS * a * traits.band_gain * bands
+    stage = f * (1 + REGIONAL_FIBROSIS_SD * traits.band_gain * regional) + markers.band_fibrosis * a * traits.band_gain * bands
     # Patches stay within what a liver shows: a stage or so above its average at most.
     stage = np.clip(stage, 0.3 * f, min(f + MAX_STAGE_EXCESS, 4.6))
     # Focal fat deposition and sparing: smooth, regional, independent of fibrosis.
@@ -213,26 +235,27 @@ def liver_maps(state: DiseaseState, traits: PersonTraits, field_t: float, xyz: n
     normal = FourierField.random(rng, (25.0, 60.0), n=10)(x, y, z) * traits.perfusion_patchiness
     normal_adc = FourierField.random(rng, (25.0, 60.0), n=10)(x, y, z) * traits.perfusion_patchiness
     i, iron = state.inflammation, state.iron
-    dt1, dt2, dadc = splanchnic_shift(traits.splanchnic, field_t)
+    dt1, dt2, dadc = splanchnic_shift(traits.splanchnic, field_t, markers)
     t1 = (base.t1(field_t) + dt1
-          + k * (LIVER_T1_PER_STAGE_MS * stage + LIVER_T1_PER_INFLAMMATION_MS * i
+          + k * (markers.t1_per_stage_ms * stage + markers.t1_per_inflammation_ms * i
                  + LIVER_T1_PER_PDFF_MS * pdff + traits.liver_t1_ms + IRON_T1_PER_UNIT_MS * iron)) * (1 + 0.5 * normal)
-    t2 = (base.t2(field_t) + dt2 + k * (LIVER_T2_PER_STAGE_MS * stage + LIVER_T2_PER_INFLAMMATION_MS * i
+    t2 = (base.t2(field_t) + dt2 + k * (markers.t2_per_stage_ms * stage + LIVER_T2_PER_INFLAMMATION_MS * i
                                          + traits.liver_t2_ms)) * (1 + normal)
     t2 = 1.0 / (1.0 / np.maximum(t2, 10.0) + IRON_R2_PER_UNIT * iron / 1000.0)
-    adc = (base.adc + dadc + LIVER_ADC_PER_STAGE * stage + LIVER_ADC_PER_PDFF * pdff + LIVER_ADC_PER_INFLAMMATION * i
+    adc = (base.adc + dadc + markers.adc_per_stage * stage + LIVER_ADC_PER_PDFF * pdff + LIVER_ADC_PER_INFLAMMATION * i
            + traits.liver_adc) * (1 + 0.6 * normal + 1.0 * normal_adc)
     r2s = IRON_R2STAR_PER_UNIT_15T * iron * (1.0 if field_t < 2.25 else 2.0)
     return LiverMaps(t1.astype(np.float32), t2.astype(np.float32), np.maximum(adc, 0.4).astype(np.float32),
                      (pdff / 100.0).astype(np.float32), np.full(len(x), r2s, np.float32), stage.astype(np.float32))
 
 
-def spleen_parameters(state: DiseaseState, traits: PersonTraits, field_t: float) -> tuple[float, float, float, float]:
+def spleen_parameters(state: DiseaseState, traits: PersonTraits, field_t: float,
+                      markers: Markers = DEFAULT_MARKERS) -> tuple[float, float, float, float]:
     """Spleen T1, T2 (ms), ADC and extra R2* (1/s): the person's factors and the iron it shares."""
     base = T.TISSUES["spleen"]
     iron = state.iron * traits.spleen_iron_share
     liver = T.TISSUES["liver"]
-    dt1, dt2, dadc = splanchnic_shift(traits.splanchnic, field_t)
+    dt1, dt2, dadc = splanchnic_shift(traits.splanchnic, field_t, markers)
     t1f, t2f, adcf = 1 + dt1 / liver.t1(field_t), 1 + dt2 / liver.t2(field_t), 1 + dadc / liver.adc
     t1 = base.t1(field_t) * t1f * traits.spleen_t1 + IRON_T1_PER_UNIT_MS * iron
     t2 = 1.0 / (1.0 / (base.t2(field_t) * t2f * traits.spleen_t2) + IRON_R2_PER_UNIT * iron / 1000.0)
