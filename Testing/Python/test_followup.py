@@ -69,3 +69,16 @@ def test_compare_command_from_two_result_folders(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "before"), str(tmp_path / "broken.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "broken.json" in err and "\n" not in err
+
+
+def test_the_shipped_model_carries_its_measured_repeatability():
+    """The demo model's own RC (bench/RESULTS.md, "Test–retest") is used for its reports; for another
+    model the line says it is not measured."""
+    from liverstiffness.stiffness.checkpoint import DEMO_MODEL_DIR, read_meta
+
+    meta = read_meta(DEMO_MODEL_DIR)
+    demo = {"name": meta.name, "version": meta.version, "sha256": {"fold0.pt": "a" * 64}}
+    c = compare(make_report(3.0, model=demo), make_report(3.3, model=demo))
+    assert c.model_rc_percent == pytest.approx(18.1) and c.threshold_percent == max(MRE_RC_PERCENT, 18.1)
+    assert "model 18 %" in c.summary_line()
+    assert "model not measured" in compare(make_report(3.0), make_report(3.3)).summary_line()
