@@ -59,32 +59,45 @@ class MapDisplay:
         self.logic, self.scene = logic, scene
         self.nodes: dict = {}
         self.patch_mm: dict[str, str] = {}
+        self.drawn_as_written: set[str] = set()   # kinds shown as the logic's nodes
 
     def node(self, result, key: str, inside_liver: bool):
-        """The node to draw for map ``key``; ``patch_mm(kind)`` then says whether it was interpolated."""
-        plain = self.logic.map_node(result, key, inside_liver=False)
-        kind = plain.GetAttribute("LiverStiffness.mapKind")
+        """The node to draw for map ``key``; ``patch_mm[kind]`` then says whether it was interpolated."""
+        kind = self.logic.map_node(result, key).GetAttribute("LiverStiffness.mapKind")
+        if kind not in self.drawn_as_written and (kind, inside_liver) not in self.nodes:
+            made = self._interpolated(result, kind, inside_liver)
+            if made is None:
+                self.drawn_as_written.add(kind)
+            else:
+                self.nodes[(kind, inside_liver)] = made
+        if kind in self.drawn_as_written:
+            return self.logic.map_node(result, key, inside_liver=inside_liver)
+        return self.nodes[(kind, inside_liver)]
+
+    def _interpolated(self, result, kind: str, inside_liver: bool):
+        """A new node of patch map ``kind`` interpolated (zeroed outside the liver with
+        ``inside_liver``), in the logic's colours and the whole map's window; None when ``kind`` is
+        no patch map, or its model's patch grid cannot be read."""
         crop = (result.report.preprocessing or {}).get("crop")
         grid = patch_grid(result.report) if kind.startswith(PATCH_MAPS) and crop else None
         if grid is None:
-            return self.logic.map_node(result, key, inside_liver=inside_liver)
-        if (kind, inside_liver) not in self.nodes:
-            img = sitk.ReadImage(str(result.output_dir / result.report.outputs["attention_maps"][kind]))
-            img, self.patch_mm[kind] = interpolate_patches(img, crop, grid)
-            top = map_window_max(sitk.GetArrayFromImage(img))   # the whole map's window, liver only or not
-            if inside_liver:
-                liver = sitk.ReadImage(str(result.output_dir / result.report.outputs["liver_mask"]))
-                img = sitk.Mask(img, sitk.Cast(liver > 0, sitk.sitkUInt8))
-            name = self.scene.GenerateUniqueName(f"{plain.GetName()} (interpolated{', liver only' if inside_liver else ''})")
-            node = volume_from_sitk(img, plain, name, self.scene)
-            node.SetAttribute("LiverStiffness.mapKind", kind)
-            node.CreateDefaultDisplayNodes()
-            node.GetDisplayNode().Copy(plain.GetDisplayNode())
-            node.GetDisplayNode().SetWindowLevelMinMax(0.0, top)
-            self.nodes[(kind, inside_liver)] = node
-        return self.nodes[(kind, inside_liver)]
+            return None
+        plain = result.attention[kind]
+        img = sitk.ReadImage(str(result.output_dir / result.report.outputs["attention_maps"][kind]))
+        img, self.patch_mm[kind] = interpolate_patches(img, crop, grid)
+        top = map_window_max(sitk.GetArrayFromImage(img))   # the whole map's window, liver only or not
+        if inside_liver:
+            liver = sitk.ReadImage(str(result.output_dir / result.report.outputs["liver_mask"]))
+            img = sitk.Mask(img, sitk.Cast(liver > 0, sitk.sitkUInt8))
+        name = self.scene.GenerateUniqueName(f"{plain.GetName()} (interpolated{', liver only' if inside_liver else ''})")
+        node = volume_from_sitk(img, plain, name, self.scene)
+        node.SetAttribute("LiverStiffness.mapKind", kind)
+        node.CreateDefaultDisplayNodes()
+        node.GetDisplayNode().Copy(plain.GetDisplayNode())
+        node.GetDisplayNode().SetWindowLevelMinMax(0.0, top)
+        return node
 
     def clear(self) -> None:
         for node in self.nodes.values():
             self.scene.RemoveNode(node)
-        self.nodes, self.patch_mm = {}, {}
+        self.nodes, self.patch_mm, self.drawn_as_written = {}, {}, set()
