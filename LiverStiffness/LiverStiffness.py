@@ -25,7 +25,8 @@ from slicer.util import VTKObservationMixin
 from liverstiffness.devices import DEVICES
 from liverstiffness.report import Report
 from LiverStiffnessLib import dependencies
-from LiverStiffnessLib.logic import LiverStiffnessLogic, missing_inputs
+from LiverStiffnessLib.logic import LiverStiffnessLogic, map_key, missing_inputs
+from LiverStiffnessLib.map_display import MapDisplay
 from LiverStiffnessLib.nodes import ExamNodes
 
 # The maps the web page offers too (LiverStiffnessLib.logic.MAP_KINDS, which a test compares with
@@ -98,6 +99,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LiverStiffnessLogic(slicer.mrmlScene)
+        self._maps = MapDisplay(self.logic, slicer.mrmlScene)   # the overlay nodes, interpolated patch maps
 
         self.ui.sexComboBox.addItems(["unknown", "F", "M"])
         for label, kind in MAP_KINDS:
@@ -286,6 +288,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
                 self._drop_finished_run()
                 self._finished_run = run  # its folder holds the maps the overlay and Save report read
+                self._maps.clear()                      # a new result: its own overlay nodes
                 self._result = run.result()
                 self._parameterNode.lastReport = self._result.report.to_json()
                 self._parameterNode.lastAttention = self._result.attention["rollout"]
@@ -328,12 +331,12 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _show_overlay(self, *args) -> None:
         if self._result is None:
             return
-        kind = self.ui.mapKindComboBox.currentData
-        seq = self.ui.sequenceComboBox.currentData
-        key = f"saliency_{seq}" if seq else kind
+        key = map_key(self.ui.mapKindComboBox.currentData, self.ui.sequenceComboBox.currentData)
         # Maps cover the model's whole crop (the spleen matters too); "inside the liver" shows a
-        # copy zeroed outside the mask. The note says the unit, or that the map is near-uniform.
-        node = self.logic.map_node(self._result, key, inside_liver=self.ui.insideLiverCheckBox.checked)
+        # copy zeroed outside the mask; a patch map is drawn interpolated (as on the web page).
+        # The note says the unit, or that the map is near-uniform.
+        node = self._maps.node(self._result, key if key in self._result.attention else "rollout",
+                               inside_liver=self.ui.insideLiverCheckBox.checked)
         self.ui.mapNoteLabel.text = self.logic.map_note(self._result.report, node.GetAttribute("LiverStiffness.mapKind"))
         slicer.util.setSliceViewerLayers(background=self._parameterNode.t1w, foreground=node,
                                          foregroundOpacity=self.ui.opacitySlider.value)

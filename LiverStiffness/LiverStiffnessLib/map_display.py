@@ -1,8 +1,8 @@
-"""The maps as the slice views draw them. A map of patch tokens (rollout, and the layer maps) holds
-one value per patch of the model's crop (48 mm cubes for the demo model); drawn as written it is a
-mosaic of blocks. For display it is interpolated linearly between the patches' centres; the files
-(and the downloads) keep the patch values. Every other map is drawn as written
-(``LiverStiffnessLogic.map_node``).
+"""The maps as the slice views draw them, in the Slicer panel and on the web page alike. A map of
+patch tokens (rollout, and the layer maps) holds one value per patch of the model's crop (48 mm
+cubes for the demo model); drawn as written it is a mosaic of blocks. For display it is
+interpolated linearly between the patches' centres; the files (and the downloads) keep the patch
+values. Every other map is drawn as written (``LiverStiffnessLogic.map_node``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from liverstiffness.errors import InputError
-from LiverStiffnessLib.logic import map_window_max
-from LiverStiffnessLib.mrml_convert import volume_from_sitk
+
+from .logic import map_window_max
+from .mrml_convert import volume_from_sitk
 
 PATCH_MAPS = ("rollout", "layer")   # kinds with one value per patch token (rollout, layerL, layerL_headH)
 

@@ -8,7 +8,7 @@ views show. Nothing here computes a stiffness, a flag or a map itself.
 
 This module holds the session (its state and actions) and ``main``; opening an exam is
 ``opening.py``, the page's layout ``page.py``, the exam's series and their nodes ``series.py``,
-the chosen inputs ``inputs.py``, the slice views ``display.py`` (the maps ``maps.py``), the Result
+the chosen inputs ``inputs.py``, the slice views ``display.py`` (the maps: ``LiverStiffnessLib/map_display.py``), the Result
 card and its downloads ``result_view.py``, the model card ``model_info.py``, messages without
 server paths ``messages.py``, the process's end ``lifetime.py``, who may connect ``guard.py``.
 

@@ -3,13 +3,13 @@ outline, and, once there is a result, a map over them; and where the views are, 
 
 The choices (background, mask, map, opacity, "only inside the liver") are read from the session's
 state; the maps' nodes and notes come from ``LiverStiffnessLogic``, as in the Slicer panel, a patch
-map's interpolated for display (``maps.py``).
+map's interpolated for display (``LiverStiffnessLib/map_display.py``).
 """
 from __future__ import annotations
 
 from LiverStiffnessLib.logic import map_key
+from LiverStiffnessLib.map_display import MapDisplay
 
-from .maps import MapDisplay
 from .series import AUTO_MASK, LoadedSeries, label_node
 
 

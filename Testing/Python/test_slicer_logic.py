@@ -151,6 +151,15 @@ def test_estimate_creates_outputs_on_the_t1w_geometry_and_leaves_inputs_unchange
     assert np.allclose(matrix(liver_only), matrix(att))
     note = logic.map_note(result.report, "rollout")
     assert ("near-uniform" in note) != result.report.attention["maps"]["rollout"]["informative"]
+    # What the panel (and the web page) draw: the rollout interpolated between patch centres, the
+    # liver-only copy zeroed outside the mask; saliency drawn as written; the files keep the blocks.
+    from LiverStiffnessLib.map_display import MapDisplay
+    shown = MapDisplay(logic, scene)
+    smooth = slicer.util.arrayFromVolume(shown.node(result, "rollout", inside_liver=False))
+    smooth_liver = slicer.util.arrayFromVolume(shown.node(result, "rollout", inside_liver=True))
+    assert len(np.unique(smooth[arr > 0])) > 5 * len(np.unique(arr[arr > 0])) and "rollout" in shown.patch_mm
+    assert np.all(smooth_liver[~mask] == 0) and np.allclose(smooth_liver[mask], smooth[mask])
+    assert shown.node(result, "saliency_t2w", inside_liver=False) is result.attention["saliency_t2w"]
     table = result.table
     assert table.GetName() == "LiverStiffness results" and table.GetNumberOfRows() == 1
     assert float(table.GetCellText(0, 2)) == pytest.approx(result.report.stiffness_kpa)

@@ -159,7 +159,7 @@ def test_messages_on_the_page_name_files_never_server_paths():
 def test_a_patch_map_is_drawn_interpolated_between_patch_centres():
     """Rollout holds one value per patch: drawn linearly between the patches' centres, exactly
     the patch value at a centre, the mean of two neighbours half-way, 0 outside the crop."""
-    from LiverStiffnessWeb.maps import interpolate_patches
+    from LiverStiffnessLib.map_display import interpolate_patches
 
     rng = np.random.default_rng(0)
     grid, per = (3, 2, 4), (4, 4, 4)                           # patches and voxels per patch, z y x
