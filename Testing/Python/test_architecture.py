@@ -57,7 +57,7 @@ def test_the_command_table_is_every_command_module():
     assert all(callable(m.register) and callable(m.run) for m in cli_main.COMMANDS)
     sub = next(a for a in cli_main.build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == ["synth", "pretrain", "train", "evaluate", "predict", "compare", "qa", "segment", "train-seg",
-                                  "serve"]
+                                  "export-bundle", "serve"]
 
 
 def test_no_argparse_below_the_command_line():

@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..bundle_layout import model_folder
 from ..errors import InputError
 from .config import SegInputSpec
 from .grid import to_input_grid, to_network
@@ -82,7 +83,7 @@ class LiverSegmenter:
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto", folds: list[int] | None = None) -> LiverSegmenter:
         """``folds`` picks fold networks by index (e.g. those that held a case out); default all."""
-        model_dir = Path(model_dir) if model_dir else DEFAULT_SEG_MODEL_DIR
+        model_dir = model_folder(model_dir) if model_dir else DEFAULT_SEG_MODEL_DIR    # a MONAI bundle: its models/
         meta = read_meta(model_dir)
         dev = _device(device)
         return cls(meta, load_networks(model_dir, meta, dev, folds), model_dir, dev)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bundle_layout import model_folder
 from ..devices import resolve_device
 from .checkpoint import DEMO_MODEL_DIR, EnsembleMeta, load_models, read_meta
 from .network import StiffnessTransformer
@@ -47,7 +48,7 @@ class Ensemble:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> Ensemble:
-        model_dir = Path(model_dir) if model_dir else DEMO_MODEL_DIR
+        model_dir = model_folder(model_dir) if model_dir else DEMO_MODEL_DIR    # a MONAI bundle: its models/
         meta = read_meta(model_dir)
         dev = resolve_device(device)
         return cls(model_dir, meta, load_models(model_dir, meta, dev), dev)
