@@ -120,8 +120,8 @@ def summarise(rows: list[dict]) -> list[str]:
     by = {(r["condition"], r["seed"]): r for r in rows}
     lines = [f"# Self-supervised pretraining with {rows[0]['n_labelled']} labelled exams "
              f"(`python -m experiments.pretrain_ablation --seeds {','.join(map(str, seeds))}`)", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores, default generator only (no second "
-             "generator configuration exists yet). Labelled: the first "
+             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores, default generator only (the `other` "
+             "generator, `synth --generator other`, not run yet). Labelled: the first "
              f"{rows[0]['n_labelled']} exams of seed 1, sites A–D. Pretraining (`liverstiffness pretrain`, 30 epochs, "
              "masked-patch reconstruction): 600 unlabelled exams of sites A–D (seed 43), or 300 of the target site E "
              f"(seed 42). Test: site E, seed 41 (n = {len(y)} exams of {len(set(patients))} patients), not looked at "
