@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,15 @@ class CohortArrays:
     def subset(self, idx) -> CohortArrays:
         idx = np.asarray(idx)
         return CohortArrays(self.images[idx], self.cov[idx], self.known[idx], [self.records[i] for i in idx], {})
+
+
+def cohort_counts(records: list[ExamRecord]) -> dict:
+    """Exams, patients, and exams per site, vendor and field strength (a model folder's "trained_on")."""
+    def count(key):
+        return dict(sorted(Counter(str(key(r)) for r in records).items()))
+    return {"n_exams": len(records), "n_patients": len({r.patient_id for r in records}),
+            "by_site": count(lambda r: r.site), "by_vendor": count(lambda r: r.vendor),
+            "by_field_strength_T": count(lambda r: r.field_strength)}
 
 
 def cache_key(spec: InputSpec, options: PreprocessOptions) -> str:

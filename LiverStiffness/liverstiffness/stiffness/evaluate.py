@@ -32,6 +32,13 @@ def _resamples(n: int, groups, n_boot: int, rng: np.random.Generator) -> list[np
 
 
 def _r_each(y, p, resamples) -> np.ndarray:
+    """Pearson r of each resample (NaN where one side is constant); one array operation when the
+    resamples are of one length (exams, or patients with equally many exams), else one by one."""
+    if len({len(i) for i in resamples}) == 1:
+        idx = np.stack(resamples)
+        yc, pc = y[idx] - y[idx].mean(1, keepdims=True), p[idx] - p[idx].mean(1, keepdims=True)
+        den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
+        return np.where(den > 0, (yc * pc).sum(1) / np.where(den > 0, den, 1), np.nan)
     out = np.full(len(resamples), np.nan)
     for b, idx in enumerate(resamples):
         yc, pc = y[idx] - y[idx].mean(), p[idx] - p[idx].mean()

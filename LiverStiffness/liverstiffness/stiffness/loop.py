@@ -32,6 +32,31 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
+def setup_device(name: str) -> tuple[torch.device, DistInfo]:
+    """The device and this process's rank; under torchrun on GPUs each rank takes its own GPU."""
+    from ..devices import resolve_device
+
+    device = resolve_device(name)
+    info = init_distributed(device)
+    if device.type == "cuda" and info.world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device, info
+
+
+def load_cohort_once(records, spec, options, cache: Path, workers: int, progress: bool, info: DistInfo):
+    """Preprocess once: rank 0 fills the cache (in ``workers`` processes), the others then read it."""
+    from .data import load_cohort
+
+    if info.main:
+        data = load_cohort(records, spec, options, cache, workers, progress)
+    if info.world > 1:
+        dist.barrier()
+    if not info.main:
+        data = load_cohort(records, spec, options, cache, 1, False)
+    return data
+
+
 def use_amp(setting: str, device: torch.device) -> bool:
     """bfloat16 autocast for training: on CUDA, and on CPUs with native bf16 (AMX or AVX512-BF16,
     about twice as fast there); elsewhere it would be emulated and slower."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,14 +38,13 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..devices import resolve_device
 from ..errors import InputError
 from ..manifest import read_manifest
 from ..preprocess import InputSpec, PreprocessOptions
 from .augment import InputDropout, SiteAugment, available_sequences
 from .checkpoint import sha256
-from .data import load_cohort
-from .loop import init_distributed, shard_batches, use_amp, warmup_cosine
+from .data import cohort_counts
+from .loop import load_cohort_once, setup_device, shard_batches, use_amp, warmup_cosine
 from .network import ModelConfig, StiffnessTransformer
 
 FORMAT = "liverstiffness-pretrained-encoder/1"
@@ -158,14 +156,6 @@ class PatchReconstruction(nn.Module):
         return torch.stack([kept, has & ~kept], dim=-1)
 
 
-def _summary(records) -> dict:
-    def count(key):
-        return dict(sorted(Counter(str(key(r)) for r in records).items()))
-    return {"n_exams": len(records), "n_patients": len({r.patient_id for r in records}),
-            "by_site": count(lambda r: r.site), "by_vendor": count(lambda r: r.vendor),
-            "labelled": sum(r.stiffness_kpa is not None for r in records)}
-
-
 def encoder_state(net: StiffnessTransformer) -> dict:
     """The pretrained part of the network's weights (everything but the readout)."""
     return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not k.startswith(READOUT_PREFIXES)}
@@ -177,23 +167,12 @@ def pretrain(manifest: str | Path, out: str | Path, cfg: PretrainConfig, progres
     if not 0.0 < cfg.mask_ratio < 1.0:
         raise InputError("--mask-ratio", f"must be between 0 and 1, got {cfg.mask_ratio}")
     records = read_manifest(manifest)
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if device.type == "cuda" and info.world > 1:
-        import os
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    device, info = setup_device(cfg.device)
     out = Path(out)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
     options = PreprocessOptions(register=cfg.register, n4=cfg.n4)
-    cache = out / "cache"
-    if info.main:
-        data = load_cohort(records, cfg.spec, options, cache, cfg.workers, progress)
-    if info.world > 1:
-        dist.barrier()
-    if not info.main:
-        data = load_cohort(records, cfg.spec, options, cache, 1, False)
+    data = load_cohort_once(records, cfg.spec, options, out / "cache", cfg.workers, progress and info.main, info)
     if len(data.images) < 2:
         raise InputError(f"manifest {manifest}", "needs at least two exams that can be preprocessed")
 
@@ -243,7 +222,8 @@ def pretrain(manifest: str | Path, out: str | Path, cfg: PretrainConfig, progres
     meta = {"format": FORMAT, "version": __version__, "objective": "masked-patch reconstruction across the sequences",
             "architecture": {"class": "StiffnessTransformer", **cfg.model.to_dict()}, "input_spec": cfg.spec.to_dict(),
             "preprocess": {"register": cfg.register, "n4": cfg.n4}, "sha256": {ENCODER_FILE: sha256(out / ENCODER_FILE)},
-            "trained_on": _summary(data.records), "failures": len(data.failures),
+            "trained_on": {**cohort_counts(data.records),
+                           "labelled": sum(r.stiffness_kpa is not None for r in data.records)}, "failures": len(data.failures),
             "settings": {k: v for k, v in asdict(cfg).items() if k not in ("model", "spec")},
             "loss_per_epoch": history, "training_time_s": round(time.perf_counter() - t_start, 1),
             "device": str(device), "world_size": info.world}

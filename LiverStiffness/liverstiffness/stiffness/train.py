@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import platform
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +28,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import __version__
-from ..devices import resolve_device
 from ..errors import InputError
 from ..manifest import read_manifest
 from ..ood import summarise_cohort
@@ -38,12 +35,12 @@ from ..preprocess import InputSpec, PreprocessOptions
 from .augment import ABLATIONS, InputDropout, SiteAugment, available_sequences
 from .baseline import RidgeBaseline, features
 from .checkpoint import EnsembleMeta, load_models, read_meta, save_fold, write_meta
-from .data import CohortArrays, load_cohort
+from .data import CohortArrays, cohort_counts
 from .ensemble import predict_log
 from .evaluate import agreement
 from .folds import inner_split, make_folds
 from .interval import calibrate
-from .loop import DistInfo, init_distributed, shard_batches, use_amp, warmup_cosine
+from .loop import DistInfo, load_cohort_once, setup_device, shard_batches, use_amp, warmup_cosine
 from .network import ModelConfig, StiffnessTransformer
 from .pretrain import READOUT_PREFIXES, is_pretrained_folder, read_pretrained
 
@@ -183,12 +180,8 @@ def adopt_init_model(cfg: TrainConfig) -> list[dict] | None:
 
 
 def cohort_summary(records) -> dict:
-    def count(key):
-        return dict(sorted(Counter(str(key(r)) for r in records).items()))
     kpa = np.array([r.stiffness_kpa for r in records])
-    return {"n_exams": len(records), "n_patients": len({r.patient_id for r in records}),
-            "by_site": count(lambda r: r.site), "by_vendor": count(lambda r: r.vendor),
-            "by_field_strength_T": count(lambda r: r.field_strength),
+    return {**cohort_counts(records),
             "stiffness_kpa": {"median": round(float(np.median(kpa)), 2), "p5": round(float(np.percentile(kpa, 5)), 2),
                               "p95": round(float(np.percentile(kpa, 95)), 2)}}
 
@@ -205,11 +198,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     records = read_manifest(manifest, require_label=True)
     folds = make_folds(records, cfg.folds, cfg.seed)
     init_states = adopt_init_model(cfg)  # before anything reads cfg.model / cfg.spec
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if device.type == "cuda" and info.world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    device, info = setup_device(cfg.device)
     out = Path(out)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -229,14 +218,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
                      "python": platform.python_version(), "synthetic": synthetic, "amp": use_amp(cfg.amp, device)})
     log({"settings": settings})
 
-    # Preprocess once (rank 0 fills the cache, the others then read it).
-    cache = out / "cache"
-    if info.main:
-        data = load_cohort(records, cfg.spec, options, cache, cfg.workers, progress and info.main)
-    if info.world > 1:
-        dist.barrier()
-    if not info.main:
-        data = load_cohort(records, cfg.spec, options, cache, 1, False)
+    data = load_cohort_once(records, cfg.spec, options, out / "cache", cfg.workers, progress and info.main, info)
     if data.failures:
         raise InputError(f"manifest {manifest}", f"{len(data.failures)} case(s) failed preprocessing, e.g. "
                          f"{next(iter(data.failures.items()))}")
