@@ -1,7 +1,8 @@
 """Does self-supervised pretraining (``liverstiffness pretrain``) help a hospital-size labelled cohort?
 
     python -m experiments.pretrain_ablation [--n-labelled 300] [--seeds 0,1,2] [--jobs 2]
-    (from the repository root, as a module: it imports ``experiments/one_split.py`` and ``bench/results_md.py``)
+    (from the repository root, as a module: it imports ``experiments/one_split.py``, ``recipes/train_demo_model.py``
+    and ``bench/results_md.py``)
 
 Cohorts (default generator; every synthesiser seed here is one the project had not used before,
 except the labelled cohort, which is the first N exams of the demo model's seed-1 A–D cohort):
@@ -30,6 +31,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from recipes.train_demo_model import run  # `liverstiffness ARGS` in a subprocess, as the demo recipe runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "pretrain_ablation"
 COHORTS = {  # name: (synthesiser seed, sites, exams)
@@ -42,18 +45,12 @@ CONDITIONS = {"scratch": None, "pretrained_other_sites": "unlabelled_other_sites
               "pretrained_target_site": "unlabelled_target_site"}
 
 
-def _liverstiffness(*args: str) -> None:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "liverstiffness", *args], check=True)
-
-
 def make_cohorts(n_labelled: int) -> dict[str, Path]:
     paths = {}
     for name, (seed, sites, n) in COHORTS.items():
         out = WORK / name
         if not (out / "manifest.csv").is_file():
-            _liverstiffness("synth", "--out", str(out), "--n", str(n or n_labelled), "--seed", str(seed), "--sites", sites,
+            run("synth", "--out", str(out), "--n", str(n or n_labelled), "--seed", str(seed), "--sites", sites,
                             "--workers", "2", "--quiet")
         paths[name] = out / "manifest.csv"
     return paths
