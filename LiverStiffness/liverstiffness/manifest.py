@@ -9,6 +9,9 @@ An optional ``study`` column names a DICOM study folder: ``predict`` and ``qa`` 
 exam from it (series chosen by the selection rules, the mask from the study's liver SEG when the
 ``mask`` cell is empty) and ``t1w``, ``t2w``, ``dwi`` and ``dwi_b`` may be empty.
 
+Any of ``t1w``, ``t2w`` and ``dwi`` may be empty (a protocol without that sequence), as long as
+one is given; ``dwi_b`` is then empty too when there is no DWI.
+
 ``sex`` is F or M, ``field_strength`` in tesla, ``dwi_b`` in s/mm² (one value for a 3-D DWI, or
 several separated by ``;`` for a 4-D DWI in the order of its volumes), ``pdff`` in percent and
 optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``. An empty
@@ -36,6 +39,7 @@ COLUMNS = (
     "mask", "age", "sex", "bmi", "pdff", "stiffness_kpa",
 )
 IMAGE_COLUMNS = ("t1w", "t2w", "dwi", "mask")
+SEQUENCE_COLUMNS = ("t1w", "t2w", "dwi")   # any may be empty, not all
 OPTIONAL_COLUMNS = ("pdff", "mask_label")
 STUDY_COLUMN = "study"           # optional: a DICOM study folder
 # A case_id is used as a folder name under the output folder: a plain, portable name only.
@@ -76,9 +80,9 @@ class ExamRecord:
 
     case_id: str
     patient_id: str
-    t1w: Path
-    t2w: Path
-    dwi: Path
+    t1w: Path | None                     # None: the exam has no such sequence
+    t2w: Path | None
+    dwi: Path | None
     mask: Path | None                    # None: automatic (an empty manifest cell)
     dwi_b: tuple[float, ...]
     site: str = ""
@@ -213,7 +217,12 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
             paths[STUDY_COLUMN] = _image_path(study, base, f"{where} ({case_id}) study")
             if check_files and not paths[STUDY_COLUMN].is_dir():
                 raise InputError(f"{where} ({case_id}) study", f"{paths[STUDY_COLUMN]} is not a folder")
+        if not study and not any(row[col] for col in SEQUENCE_COLUMNS):
+            raise InputError(f"{where} ({case_id})", "has no image: t1w, t2w and dwi are all empty")
         for col in IMAGE_COLUMNS:
+            if not row[col] and col in SEQUENCE_COLUMNS:
+                paths[col] = None          # the protocol has no such sequence (or the study names it)
+                continue
             if not row[col] and (col == "mask" or study) and not require_label:
                 paths[col] = None          # automatic mask (predict, qa), or read from the study
                 continue
@@ -237,7 +246,7 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
         records.append(ExamRecord(
             case_id=case_id, patient_id=row["patient_id"] or case_id, site=row["site"],
             vendor=row["vendor"], field_strength=fs,
-            dwi_b=parse_b_values(row["dwi_b"], f"{where} dwi_b") if row["dwi_b"] or not study else (),
+            dwi_b=parse_b_values(row["dwi_b"], f"{where} dwi_b") if row["dwi_b"] or (row["dwi"] and not study) else (),
             facts=facts, stiffness_kpa=stiffness, mask_label=_label(row.get("mask_label", ""), f"{where} mask_label"),
             **paths,
         ))

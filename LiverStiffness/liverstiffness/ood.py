@@ -30,7 +30,8 @@ LABELS = {
 
 def exam_features(tensor: np.ndarray, channels, voxel_ml: float, facts=None) -> dict:
     """Features of one model input [C, z, y, x] (channels as in the input spec) and its facts;
-    None where a feature is not available (no ADC, unknown fact)."""
+    None where a feature is not available (a sequence not given: its channel is zero; no ADC;
+    unknown fact)."""
     mask = tensor[list(channels).index("mask")]
     liver = mask > 0.5
     around = mask < 0.05
@@ -39,6 +40,9 @@ def exam_features(tensor: np.ndarray, channels, voxel_ml: float, facts=None) -> 
         if c not in channels:
             continue
         v = tensor[list(channels).index(c)]
+        if not v.any():                 # not given: nothing to compare (the report names it missing)
+            out.update({f"{c}_liver_p10": None, f"{c}_liver_p90": None, f"{c}_context_mean": None})
+            continue
         inside = v[liver]
         out[f"{c}_liver_p10"] = float(np.percentile(inside, 10)) if inside.size else None
         out[f"{c}_liver_p90"] = float(np.percentile(inside, 90)) if inside.size else None
@@ -110,7 +114,9 @@ def check_exam(tensor: np.ndarray, channels, voxel_ml: float, facts, statistics:
     sex = getattr(facts, "sex", None)
     if sex in ("F", "M") and statistics.get("sex_counts", {}).get(sex, 1) == 0:
         outside.append({"feature": "sex", "label": "sex", "value": sex, "training_p1": None, "training_p99": None})
-    if feats.get("adc_liver_median") is None and "adc" in channels and statistics.get("adc_missing_fraction", 1.0) == 0:
+    has_dwi = "dwi" in channels and tensor[list(channels).index("dwi")].any()
+    if (has_dwi and feats.get("adc_liver_median") is None and "adc" in channels
+            and statistics.get("adc_missing_fraction", 1.0) == 0):
         outside.append({"feature": "adc_missing", "label": "ADC map (every training exam had one)", "value": "missing",
                         "training_p1": None, "training_p99": None})
     return {"checked": True, "in_range": not outside, "outside": outside, "n_training_exams": statistics.get("n_exams")}

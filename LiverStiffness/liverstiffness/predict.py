@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,12 @@ from .manifest import ExamRecord, PatientFacts
 from .ood import check_exam as check_input_range
 from .ood import describe as describe_range
 from .outputs import REPORT, OutputError, atomic_write_text, publish_folder, staging_folder, writing
-from .preprocess import ExamImages, Prepared, prepare, read_exam
+from .preprocess import SEQUENCE_LABELS, ExamImages, Prepared, prepare, read_exam
 from .report import Report
 from .stiffness.attention import compute_maps, map_summary, sequence_contributions
 from .stiffness.covariates import COVARIATES, encode
 from .stiffness.ensemble import Ensemble
+from .stiffness.interval import subset_key
 from .timing import Stopwatch
 
 DEFAULT_MAP = "rollout"
@@ -48,12 +49,14 @@ class PredictOptions:
     cutoffs: str | None = None       # cut-off table: a name in cutoffs.TABLES or a JSON file (default mayo-60hz)
     rules: str | None = None         # batch rows with a DICOM study: series selection rules (default: shipped)
     dicom_out: str | None = None     # batch rows with a DICOM study: write SEG/PM/SR under <dicom_out>/<case_id>
+    left_out: dict = field(default_factory=dict)  # sequence → why the user left it out (present but unusable)
 
 
 def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOptions) -> tuple[dict, dict, dict]:
-    """The estimate (with the maps under "maps"), the attention report, and the attention time."""
+    """The estimate (with the maps under "maps"), the attention report, and the attention time.
+    The interval is calibrated on the subset of the sequences this exam has."""
     cov, known = encode(facts)
-    res = ens.predict(prep.tensor[None], cov[None], known[None])
+    res = ens.predict(prep.tensor[None], cov[None], known[None], subset=subset_key(prep.sequences))
     x = torch.as_tensor(prep.tensor[None], device=ens.device)
     c = torch.as_tensor(cov[None], device=ens.device)
     k = torch.as_tensor(known[None], device=ens.device)
@@ -69,15 +72,17 @@ def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOpti
 
 def predict_exam(exam: ExamRecord, ens: Ensemble, out_dir: str | Path, opts: PredictOptions | None = None,
                  on_stage=None) -> Report:
-    """Run one exam from files (``exam.mask`` None: an automatic mask, segmented on the T2w);
+    """Run one exam from files (``exam.mask`` None: an automatic mask, segmented on the T2w; a
+    sequence None: not given; ``opts.left_out``: sequences given but not to be used, with why);
     writes report.json, attention NIfTIs and the montage into ``out_dir``."""
     exam.facts.validate("patient")
+    opts = opts or PredictOptions()
+    exam = replace(exam, **{name: None for name in opts.left_out})
     watch = Stopwatch()
     stage = on_stage or (lambda name: None)
     stage("read")
-    if exam.mask is None:  # automatic mask: segment the T2w, carry it to the T1w grid
+    if exam.mask is None:  # automatic mask: segment the T2w, carry it to the reference grid
         from .segmentation.auto_mask import get_segmenter, read_exam_auto
-        opts = opts or PredictOptions()
         stage("segment")
         with watch.stage("segment"):
             images, _ = read_exam_auto(exam.t1w, exam.t2w, exam.dwi, exam.dwi_b,
@@ -85,6 +90,7 @@ def predict_exam(exam: ExamRecord, ens: Ensemble, out_dir: str | Path, opts: Pre
     else:
         with watch.stage("read"):
             images = read_exam(exam.t1w, exam.t2w, exam.dwi, exam.mask, exam.dwi_b, exam.mask_label)
+    images.left_out = dict(opts.left_out)
     return predict_images(images, exam.facts, ens, out_dir, opts, on_stage, watch)
 
 
@@ -123,8 +129,12 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     stage("preprocess")
     with watch.stage("preprocess"):
         prep = prepare(images, ens.meta.spec, ens.meta.preprocess, transforms)
-    if not prep.has_adc:
+    if "dwi" in prep.sequences and not prep.has_adc:
         warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
+    missing = missing_sequences(images)
+    if missing:
+        warnings_out.append(f"estimated without {', '.join(SEQUENCE_LABELS[s] for s in missing)}: "
+                            "the interval is that of exams with the same sequences")
     warnings_out += [r["warning"] for r in prep.registration.values() if r.get("warning")]
     input_range = check_input_range(prep.tensor, ens.meta.spec.channels, float(np.prod(ens.meta.spec.spacing_mm)) / 1000.0,
                                     facts, ens.meta.input_statistics)
@@ -136,6 +146,8 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     maps = res.pop("maps")
     if fallback:
         warnings_out.append(fallback)
+    if res.get("interval_note"):
+        warnings_out.append(res["interval_note"])
     flat = [k for k in ("rollout", "gradcam") if k in attention["maps"] and not attention["maps"][k]["informative"]]
     if flat:
         warnings_out.append(f"{' and '.join(flat)} map(s) near-uniform: they do not show where the model looked")
@@ -159,10 +171,13 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         device=str(ens.device),
         patient={c: getattr(facts, c) for c in COVARIATES},
         inputs={name: {"source": images.paths.get(name, ""), **geometry(img)} for name, img in (
-            ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.images[-1]), ("mask", images.mask))},
-        dwi_b_values=list(images.dwi.b_values), adc_available=prep.has_adc,
-        preprocessing={"registration_to_t1w": prep.registration, "liver_medians": prep.liver_medians,
-                       "body_medians": prep.body_medians, "crop": geometry(prep.crop)},
+            ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.high_b if images.dwi else None),
+            ("mask", images.mask)) if img is not None},
+        dwi_b_values=list(images.dwi.b_values) if images.dwi else [], adc_available=prep.has_adc,
+        preprocessing={"reference_sequence": prep.reference_name, "registration_to_reference": prep.registration,
+                       "liver_medians": prep.liver_medians, "body_medians": prep.body_medians,
+                       "crop": geometry(prep.crop)},
+        sequences_used=list(prep.sequences), sequences_missing=missing, interval_basis=res["subset"],
         mask=mask_info or {"source": "given", "path": mask_path},
         mask_qa=qa_summary, input_range=input_range, warnings=warnings_out, outputs={},
         software={"liverstiffness": __version__, "torch": torch.__version__},
@@ -186,12 +201,12 @@ def _write_result(out_dir: Path, report: Report, images: ExamImages, prep: Prepa
     try:
         outputs, rollout, writes = _write_maps(tmp, prep, maps, pool)
         report.outputs = outputs
-        if auto_mask:  # the automatic mask itself, on the T1w grid, for checking
+        if auto_mask:  # the automatic mask itself, on the reference grid, for checking
             sitk.WriteImage(images.mask, str(tmp / "mask_auto.nii.gz"), useCompression=True)
             outputs["mask"] = "mask_auto.nii.gz"
         if opts.montage:
             from .montage import write_montage
-            write_montage(tmp / "attention_montage.png", images.t1w, rollout, prep.mask_ref,
+            write_montage(tmp / "attention_montage.png", prep.reference, rollout, prep.mask_ref,
                           title=f"{report.stiffness_kpa:.2f} kPa ({report.category}) — attention rollout",
                           unit="× uniform share")
             outputs["montage"] = "attention_montage.png"
@@ -211,7 +226,7 @@ def _write_result(out_dir: Path, report: Report, images: ExamImages, prep: Prepa
 
 
 def _write_maps(folder: Path, prep: Prepared, maps: dict, pool: ThreadPoolExecutor) -> tuple[dict, sitk.Image, list]:
-    """Each map back on the T1w grid, in its own unit (times the uniform share; 0 outside the
+    """Each map back on the reference grid (the T1w's when given), in its own unit (times the uniform share; 0 outside the
     model's crop), unstretched: attention.nii.gz (rollout) and attention_<kind>.nii.gz for the
     others, plus the liver mask on the same grid (liver_mask.nii.gz) for "inside the liver only"
     displays. The files are written by ``pool``. Returns the outputs entry, the rollout image
@@ -226,6 +241,12 @@ def _write_maps(folder: Path, prep: Prepared, maps: dict, pool: ThreadPoolExecut
         rollout = img if kind == DEFAULT_MAP else rollout
     writes.append(pool.submit(write_nifti_gz, prep.mask_ref, folder / "liver_mask.nii.gz"))
     return {"attention_maps": written, "liver_mask": "liver_mask.nii.gz"}, rollout, writes
+
+
+def missing_sequences(images: ExamImages) -> dict[str, str]:
+    """Sequence → why it is not used: the user's reason for leaving it out, or "not given"."""
+    return {name: images.left_out.get(name, "not given") for name in ("t1w", "t2w", "dwi")
+            if getattr(images, name) is None}
 
 
 def _finish(writes: list, where: str) -> None:

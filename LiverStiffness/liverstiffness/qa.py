@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from . import spatial
 from .errors import InputError
-from .preprocess import ExamImages, register_to_t1w
+from .preprocess import SEQUENCE_LABELS, ExamImages, register_to_reference
 from .registration import MAX_SHIFT_MM, flatten_bias, identity, resample_near
 
 SEVERE, WARNING = "severe", "warning"
@@ -280,20 +280,21 @@ def _leak_voxels(leaks: dict, shape) -> np.ndarray:
 
 
 def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register: bool = True) -> QAResult:
-    """All measurements and flags for one exam (mask resampled onto the T1w grid)."""
+    """All measurements and flags for one exam (mask resampled onto the reference grid: the
+    T1w's, or the first present of T2w and DWI; any subset of the sequences)."""
     th = thresholds or QAThresholds()
-    ref = images.t1w
+    ref, ref_name = images.reference, images.reference_name
     flags: list[Flag] = []
-    meas: dict = {}
+    meas: dict = {"reference_sequence": ref_name, "sequences": list(images.sequences)}
     if spatial.overlap_fraction(ref, images.mask) < 1e-6:
-        flags.append(Flag("NO_OVERLAP", SEVERE, "The mask does not overlap the T1w image at all.", {}))
+        flags.append(Flag("NO_OVERLAP", SEVERE, f"The mask does not overlap the {SEQUENCE_LABELS[ref_name]} image at all.", {}))
         return QAResult(meas, flags, th)
     mask_img = spatial.resample_like(images.mask, ref, interpolation="nearest", pixel=sitk.sitkUInt8)
     m = sitk.GetArrayFromImage(mask_img) > 0
     voxel_ml = spatial.voxel_volume_ml(ref)
     meas["volume_ml"] = round(float(m.sum() * voxel_ml), 1)
     if not m.any():
-        flags.append(Flag("EMPTY", SEVERE, "The liver mask is empty on the T1w grid.", {}))
+        flags.append(Flag("EMPTY", SEVERE, f"The liver mask is empty on the {SEQUENCE_LABELS[ref_name]} grid.", {}))
         return QAResult(meas, flags, th)
 
     # From here on, work in a box around the mask (with a margin, for the misregistration search):
@@ -349,16 +350,19 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
         sl = ([0] if "first slice" in cut else []) + ([m.shape[0] - 1] if "last slice" in cut else [])
         sl += _slices_of(edge) if "in-plane edge" in cut else []
         flags.append(Flag("TRUNCATED", WARNING,
-                          f"The mask reaches the {' and the '.join(cut)} of the T1w image: "
+                          f"The mask reaches the {' and the '.join(cut)} of the {SEQUENCE_LABELS[ref_name]} image: "
                           "part of the liver is probably outside the field of view.",
                           {"max_boundary_area_cm2": th.max_boundary_area_cm2}, sorted(set(sl))))
 
-    # Each sequence on the T1w grid. T2w/DWI are registered to T1w (rigid, as predict does), so
-    # the mask-to-sequence offset = mask-to-T1w offset + the sequence's breath-hold offset.
-    transforms = register_to_t1w(images) if register else {"t2w": identity(), "dwi": identity()}
-    seqs = {"t1w": (ref, None), "t2w": (images.t2w, transforms["t2w"].transform),
-            "dwi": (images.dwi.high_b, transforms["dwi"].transform)}
-    meas["registration_to_t1w"] = {k: reg.to_dict(k) for k, reg in transforms.items()}
+    # Each sequence on the reference grid. The others are registered to it (rigid, as predict
+    # does), so the mask-to-sequence offset = mask-to-reference offset + the sequence's
+    # breath-hold offset.
+    others = [name for name in images.sequences if name != ref_name]
+    transforms = register_to_reference(images) if register else {name: identity() for name in others}
+    seqs = {ref_name: (ref if ref_name != "dwi" else images.dwi.high_b, None)}
+    seqs.update({name: (images.dwi.high_b if name == "dwi" else images.anatomy(name), transforms[name].transform)
+                 for name in others})
+    meas["registration_to_reference"] = {k: reg.to_dict(k) for k, reg in transforms.items()}
     on_ref = {k: spatial.resample_like(img, ref_box, tr) for k, (img, tr) in seqs.items()}
     arrays = {k: sitk.GetArrayFromImage(v) for k, v in on_ref.items()}
     meas["intensity_in_mask"] = {k: {"median": round(float(np.median(a[m_box])), 3),
@@ -378,7 +382,7 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
         clean.CopyInformation(mask_img)
         fit_mask = clean
     shift, gain = mask_fit_shift(fit_mask, ref)
-    meas["mask_fit_to_t1w"] = {"offset_mm": [round(float(v), 1) for v in shift], "mi_gain": round(gain, 3)}
+    meas["mask_fit_to_reference"] = {"offset_mm": [round(float(v), 1) for v in shift], "mi_gain": round(gain, 3)}
     if np.linalg.norm(shift) > th.shift_search_mm or gain < th.min_fit_gain:
         shift = np.zeros(3)  # the fit ran off, or fits no better than the mask as drawn: no claim
     meas["edge_alignment"] = {}
@@ -391,13 +395,13 @@ def run_qa(images: ExamImages, thresholds: QAThresholds | None = None, register:
     off = {k: v for k, v in meas["edge_alignment"].items() if v["offset_mm"] > th.max_shift_mm}
     if off:
         worst = max(off, key=lambda k: off[k]["offset_mm"])
-        note = "" if "t1w" in off else " (a breath-hold difference between sequences; predict's registration corrects it)"
+        note = "" if ref_name in off else " (a breath-hold difference between sequences; predict's registration corrects it)"
         flags.append(Flag("MISREGISTERED", WARNING,
                           f"The mask sits {off[worst]['offset_mm']:.0f} mm off the liver seen in "
                           f"{', '.join(k.upper() for k in off)}: "
                           f"it fits when moved by {off[worst]['mask_offset_mm']} mm (LPS){note}.",
                           {"max_shift_mm": th.max_shift_mm, "min_fit_gain": th.min_fit_gain}, _slices_of(m), sequence=worst))
-    if "t1w" not in off:
+    if ref_name not in off:
         shift = np.zeros(3)  # the mask is where it should be on its own grid
 
     # Leaks, judged on the mask moved onto the liver (so that a shift is not also called a leak).

@@ -1,11 +1,10 @@
 """Mask QA of one exam as the user gives it — files, a manifest row or a DICOM study — and its
 qa.json. The checks themselves are in :mod:`.qa`; ``qa`` on the command line and the batch use
-this. Unlike ``predict``, QA needs only the T1w and the mask: a missing T2w or DWI is stood in
-for by the T1w, and the DWI needs no ADC fit."""
+this. Like ``predict``, QA takes any non-empty subset of T1w, T2w and DWI; the DWI needs no ADC fit."""
 from __future__ import annotations
 
 from .errors import InputError
-from .imageio import DwiData, read_dwi, read_mask, read_volume
+from .imageio import read_dwi, read_mask, read_volume
 from .manifest import ExamRecord
 from .preprocess import ExamImages
 from .qa import QAThresholds, run_qa
@@ -14,16 +13,18 @@ from .qa import QAThresholds, run_qa
 def read_qa_exam(exam: ExamRecord, segmenter=None) -> tuple[ExamImages, dict | None]:
     """The exam to check; ``exam.mask`` None or 'auto': made by ``segmenter()`` on the T2w (the
     returned info says how, else None)."""
-    t1 = read_volume(exam.t1w, "t1w")
-    t2 = read_volume(exam.t2w, "t2w") if exam.t2w else t1
-    d = read_dwi(exam.dwi, exam.dwi_b, "dwi", fit_adc=False) if exam.dwi else DwiData([t2], (0.0,), None)
-    paths = {"t1w": str(exam.t1w), "t2w": str(exam.t2w or exam.t1w), "dwi": str(exam.dwi or exam.t2w or exam.t1w),
-             "mask": str(exam.mask)}
+    if not (exam.t1w or exam.t2w or exam.dwi):
+        raise InputError("qa", "needs at least one of --t1w, --t2w and --dwi")
+    t1 = read_volume(exam.t1w, "t1w") if exam.t1w else None
+    t2 = read_volume(exam.t2w, "t2w") if exam.t2w else None
+    d = read_dwi(exam.dwi, exam.dwi_b, "dwi", fit_adc=False) if exam.dwi else None
+    paths = {name: str(path) for name, path in (("t1w", exam.t1w), ("t2w", exam.t2w), ("dwi", exam.dwi),
+                                                ("mask", exam.mask)) if path}
     if exam.mask is None or str(exam.mask) == "auto":
         if not exam.t2w:
             raise InputError("--mask auto", "needs --t2w (the liver model segments T2-weighted images)")
         from .segmentation.auto_mask import auto_mask
-        return auto_mask(t1, t2, d, paths, segmenter(), register=t2 is not t1)
+        return auto_mask(t1, t2, d, paths, segmenter())
     images = ExamImages(t1, t2, d, read_mask(exam.mask, exam.mask_label, "mask", allow_empty=True), paths)
     return images, None
 
@@ -50,8 +51,8 @@ def check_exam_mask(exam: ExamRecord, thresholds: QAThresholds | None = None, se
 
 
 def run_exam_qa(images: ExamImages, thresholds: QAThresholds | None = None):
-    """QA with registration whenever a T2w of its own was given."""
-    return run_qa(images, thresholds, register=images.t2w is not images.t1w)
+    """QA of the sequences given, the others registered to the reference."""
+    return run_qa(images, thresholds)
 
 
 def qa_json(res, auto: dict | None, extra: dict | None = None) -> dict:

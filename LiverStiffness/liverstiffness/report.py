@@ -16,7 +16,10 @@ from pathlib import Path
 from .errors import InputError
 from .outputs import REPORT
 
-SCHEMA_VERSION = 1
+_LABEL = {"t1w": "T1w", "t2w": "T2w", "dwi": "DWI"}   # as preprocess.SEQUENCE_LABELS (the report imports no pipeline)
+
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)       # 2 added the sequences used and missing (1: all three, always)
 # Extras a workflow adds; left out of report.json when absent, as before the type existed.
 _OPTIONAL = ("study", "patient_facts_source", "dicom_outputs")
 
@@ -52,6 +55,9 @@ class Report:
     study: dict | None = None                     # DICOM study: the series chosen and why
     patient_facts_source: dict | None = None      # DICOM study: where each patient fact came from
     dicom_outputs: dict | None = None             # --dicom-out: SEG, Parametric Map, SR written
+    sequences_used: list[str] = field(default_factory=lambda: ["t1w", "t2w", "dwi"])
+    sequences_missing: dict = field(default_factory=dict)  # sequence → why: "not given", or the user's reason
+    interval_basis: str = "t1w+t2w+dwi"           # the subset whose out-of-fold residuals made the interval
     schema_version: int = SCHEMA_VERSION
 
     # -- derived, for every front end alike ------------------------------------------------------
@@ -71,6 +77,15 @@ class Report:
     def cutoff_name(self) -> str:
         return (self.cutoff_table or {}).get("name", "mayo-60hz")
 
+    @property
+    def sequences_text(self) -> str:
+        """"T1w, T2w, DWI", or "T2w only (no T1w: not given; no DWI: motion)"."""
+        used = ", ".join(_LABEL[s] for s in self.sequences_used)
+        if not self.sequences_missing:
+            return used
+        why = "; ".join(f"no {_LABEL.get(s, s)}: {reason}" for s, reason in self.sequences_missing.items())
+        return f"{used} only ({why})"
+
     def summary_line(self) -> str:
         """The one line the command line prints."""
         lo, hi = self.interval_kpa
@@ -79,8 +94,9 @@ class Report:
         auto = " [automatic liver mask]" if self.automatic_mask else ""
         if (self.input_range or {}).get("in_range") is False:
             warn += "; inputs outside the model's training range"
+        seqs = f" from {self.sequences_text}" if self.sequences_missing else ""
         return (f"{self.stiffness_label} {self.stiffness_kpa:.2f} kPa ({self.interval_coverage:.0%} interval "
-                f"{lo:.2f}–{hi:.2f} kPa): {self.category} [cut-offs {self.cutoff_name}]{warn}{auto}{note}")
+                f"{lo:.2f}–{hi:.2f} kPa): {self.category} [cut-offs {self.cutoff_name}]{seqs}{warn}{auto}{note}")
 
     # -- files -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -94,9 +110,10 @@ class Report:
     def from_dict(cls, data: dict, where: str = "report") -> Report:
         if not isinstance(data, dict) or "stiffness_kpa" not in data:
             raise InputError(where, "is not a LiverStiffness report (no stiffness_kpa)")
-        version = data.get("schema_version", SCHEMA_VERSION)   # reports before the type: the same fields
-        if version != SCHEMA_VERSION:
-            raise InputError(where, f"has report schema {version}; this version reads schema {SCHEMA_VERSION}")
+        version = data.get("schema_version", 1)   # reports before the type: the fields of schema 1
+        if version not in READABLE_SCHEMAS:
+            raise InputError(where, f"has report schema {version}; this version reads schemas "
+                                    f"{', '.join(map(str, READABLE_SCHEMAS))}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

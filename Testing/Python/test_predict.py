@@ -37,7 +37,7 @@ def report(ens, one_case, tmp_path_factory):
 def test_report_schema_and_physical_range(report):
     rep, out = report
     saved = json.loads((out / "report.json").read_text())
-    assert saved == json.loads(rep.to_json()) and saved["schema_version"] == 1
+    assert saved == json.loads(rep.to_json()) and saved["schema_version"] == 2
     assert 0.5 < rep.stiffness_kpa < 30
     lo, hi = rep.interval_kpa
     assert lo < rep.stiffness_kpa < hi and rep.interval_coverage == 0.9

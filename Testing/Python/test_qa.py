@@ -104,7 +104,7 @@ def test_shifted_mask(cases, shift):
     # where the annotator's habit of leaving out an end slice pulls the fit (measured: 4–5 mm).
     assert np.all(np.abs(np.subtract(fit, [-s for s in shift])) <= [4.0, 4.0, 8.0]), fit
     assert "t1w" in flag.message.lower() and flag.threshold == {"max_shift_mm": 8.0, "min_fit_gain": 0.2}
-    assert res.measurements["mask_fit_to_t1w"]["mi_gain"] > 0.2
+    assert res.measurements["mask_fit_to_reference"]["mi_gain"] > 0.2
 
 
 @pytest.mark.parametrize("organ", ["kidney", "bile"])

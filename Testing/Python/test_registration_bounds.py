@@ -19,7 +19,7 @@ from liverstiffness.manifest import read_manifest
 from liverstiffness.phantom import generate_cohort
 from liverstiffness.phantom.sites import SITES
 from liverstiffness.predict import PredictOptions, predict_exam
-from liverstiffness.preprocess import PreprocessOptions, read_exam, register_to_t1w
+from liverstiffness.preprocess import PreprocessOptions, read_exam, register_to_reference
 from liverstiffness.qa import run_qa
 from liverstiffness.stiffness.ensemble import Ensemble
 
@@ -43,7 +43,7 @@ def strong_bias_cohort(tmp_path_factory):
 
 def test_registrations_stay_within_the_breath_hold_bound_and_near_the_truth(strong_bias_cohort):
     for rec, exam, truth in strong_bias_cohort:
-        for name, reg in register_to_t1w(exam).items():
+        for name, reg in register_to_reference(exam).items():
             true = np.array([float(truth[f"shift_{name}_{a}_mm"]) for a in "xyz"])
             assert np.linalg.norm(reg.claimed_mm) <= registration.MAX_SHIFT_MM or reg.status == "scanner geometry"
             used = reg.translation_mm
@@ -60,7 +60,7 @@ def test_clean_masks_at_3t_are_not_called_misregistered(strong_bias_cohort):
         # Annotator-drawn masks (phantom/annotator.py: tips left out, boundary outside the edge)
         # pull the mask fit a few mm on their own: up to 8.9 mm measured on this cohort; the flag
         # itself reads the edge alignment, which stays below its threshold (asserted above).
-        assert np.linalg.norm(res.measurements["mask_fit_to_t1w"]["offset_mm"]) < 10.0, rec.case_id
+        assert np.linalg.norm(res.measurements["mask_fit_to_reference"]["offset_mm"]) < 10.0, rec.case_id
 
 
 def test_a_claim_beyond_the_bound_falls_back_to_the_scanner_geometry_with_a_warning(
@@ -74,7 +74,7 @@ def test_a_claim_beyond_the_bound_falls_back_to_the_scanner_geometry_with_a_warn
     opts = PredictOptions(gradient_maps=False, montage=False)
     monkeypatch.setattr(registration, "_translation", lambda fixed, mov, region: np.array([0.0, -35.0, 50.0]))
     rep = predict_exam(inp, ens, tmp_path / "claimed", opts)
-    regs = rep.preprocessing["registration_to_t1w"]
+    regs = rep.preprocessing["registration_to_reference"]
     for name in ("t2w", "dwi"):
         assert regs[name]["status"] == "scanner geometry" and regs[name]["translation_mm"] == [0.0, 0.0, 0.0]
         assert regs[name]["claimed_mm"] == [0.0, -35.0, 50.0]

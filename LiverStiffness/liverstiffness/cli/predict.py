@@ -16,7 +16,9 @@ def register(sub) -> None:
                     "is recorded in its row, and running again on the same OUT resumes (also after a crash or "
                     "kill); a second run on the same OUT at once is refused.")
     one = p.add_argument_group("one exam")
-    one.add_argument("--t1w", help="T1-weighted image (NIfTI/NRRD/MHA file or DICOM folder)")
+    one.add_argument("--t1w", help="T1-weighted image (NIfTI/NRRD/MHA file or DICOM folder). Any of --t1w, --t2w "
+                                   "and --dwi may be left out (a protocol without it); the interval is then that of "
+                                   "exams with the same sequences, and the report says which were used")
     one.add_argument("--t2w", help="T2-weighted image")
     one.add_argument("--dwi", help="DWI: 3-D (one b-value), 4-D, or a DICOM folder")
     one.add_argument("--dwi-b", help="b-value(s) in s/mm², e.g. 800 or 0,50,800 (DICOM carries its own)")
@@ -27,7 +29,11 @@ def register(sub) -> None:
     one.add_argument("--sex", choices=("F", "M"))
     one.add_argument("--bmi", type=float, help="kg/m²")
     one.add_argument("--pdff", type=float, help="MRI proton-density fat fraction, %%")
-    p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs (an empty mask: auto)")
+    p.add_argument("--leave-out", action="append", default=[], metavar="SEQUENCE:REASON",
+                   help="do not use a sequence that was given but is unusable (e.g. 'dwi:motion artefact'); the "
+                        "report names it with the reason. May be repeated; applies to every exam of a manifest")
+    p.add_argument("--manifest", help="batch: a manifest CSV instead of the single-exam inputs (an empty mask: auto; "
+                                      "empty t1w, t2w or dwi cells: exams without that sequence)")
     add_study_options(p)
     p.add_argument("--cutoffs", help="category cut-off table: mayo-60hz (default), nafld-liang-2023, or a JSON file "
                                      "(see liverstiffness/cutoffs.py); the report names the table used")
@@ -57,9 +63,13 @@ def run(args) -> int:
         pass                            # the mask is optional: a liver SEG in the study
     elif args.manifest and any(single):
         raise InputError("predict", "give either --manifest or the single-exam inputs, not both")
-    if not args.manifest and not args.study and not all(single):
-        missing = [n for n, v in zip(("--t1w", "--t2w", "--dwi", "--mask"), single) if not v]
-        raise InputError("predict", f"missing {', '.join(missing)} (or give --manifest or --study)")
+    if not args.manifest and not args.study:
+        if not any(single[:3]):
+            raise InputError("predict", "needs at least one of --t1w, --t2w and --dwi, and --mask "
+                                        "(or give --manifest or --study)")
+        if not args.mask:
+            raise InputError("predict", "missing --mask (a liver mask file, or 'auto')")
+    left_out = parse_left_out(args.leave_out)
     if args.workers < 0:
         raise InputError("--workers", f"must be 0 or more, got {args.workers}")
     facts = PatientFacts(args.age, args.sex, args.bmi, args.pdff).validate("patient")
@@ -73,7 +83,8 @@ def run(args) -> int:
 
     opts = PredictOptions(detail_maps=args.maps == "all", gradient_maps=args.maps != "none",
                           montage=not args.no_montage, qa=not args.no_qa, segmenter=args.segmenter,
-                          seg_model=args.seg_model, cutoffs=args.cutoffs, rules=args.rules, dicom_out=args.dicom_out)
+                          seg_model=args.seg_model, cutoffs=args.cutoffs, rules=args.rules, dicom_out=args.dicom_out,
+                          left_out=left_out)
     from ..cutoffs import load_cutoffs
     load_cutoffs(args.cutoffs)          # a bad table is an input error before anything runs
     ens = Ensemble.load(args.model, args.device)
@@ -110,9 +121,28 @@ def _run_loaded(args, ens, opts, facts, dwi_b, out: Path) -> int:
         note = f", {outside} with inputs outside the training range" if outside else ""
         print(f"{len(rows) - len(bad)} of {len(rows)} exam(s) done, {len(bad)} failed{note} → {out / 'predictions.csv'}")
         return 0
-    exam = ExamRecord(case_id=out.name, patient_id="", t1w=Path(args.t1w), t2w=Path(args.t2w), dwi=Path(args.dwi),
+    def path(value):
+        return Path(value) if value else None
+
+    exam = ExamRecord(case_id=out.name, patient_id="", t1w=path(args.t1w), t2w=path(args.t2w), dwi=path(args.dwi),
                       mask=None if args.mask == "auto" else Path(args.mask), dwi_b=dwi_b, facts=facts,
                       mask_label=args.mask_label)
     report = predict_exam(exam, ens, out, opts, on_stage=stage_printer(args))
     print(report.summary_line())
     return 0
+
+
+def parse_left_out(values: list[str]) -> dict[str, str]:
+    """--leave-out 'dwi:motion artefact' … → {"dwi": "motion artefact"}; a bad entry is an InputError."""
+    from ..errors import InputError
+
+    out = {}
+    for value in values:
+        name, _, reason = value.partition(":")
+        name = name.strip().lower()
+        if name not in ("t1w", "t2w", "dwi"):
+            raise InputError("--leave-out", f"must name t1w, t2w or dwi (as SEQUENCE:REASON), got {value!r}")
+        out[name] = reason.strip() or "left out by the user"
+    if len(out) == 3:
+        raise InputError("--leave-out", "leaves out every sequence: at least one must stay")
+    return out

@@ -71,7 +71,7 @@ def run(args) -> int:
             import SimpleITK as sitk
             sitk.WriteImage(exam.mask, str(out / "mask_auto.nii.gz"), useCompression=True)
     if auto is not None:
-        print(f"automatic mask ({auto['segmenter']}): {auto['volume_on_t1w_ml']:.0f} mL → {out / 'mask_auto.nii.gz'}")
+        print(f"automatic mask ({auto['segmenter']}): {auto['volume_on_reference_ml']:.0f} mL → {out / 'mask_auto.nii.gz'}")
     if res.flags:
         for f in res.flags:
             where = f" (slices {f.slices[0]}–{f.slices[-1]})" if f.slices else ""

@@ -115,10 +115,10 @@ def load_pairs(folder: str | Path, label_value: int | None, spec: SegInputSpec) 
 
 def t2w_liver_from_exam(rec) -> tuple[sitk.Image, sitk.Image]:
     """A manifest exam's T2w and its liver mask carried from the T1w grid onto the T2w grid."""
-    from ..preprocess import read_exam, register_to_t1w
+    from ..preprocess import read_exam, register_to_reference
 
     images = read_exam(rec.t1w, rec.t2w, rec.dwi, rec.mask, rec.dwi_b)
-    to_t2 = register_to_t1w(images)["t2w"].transform   # T1w points → T2w points
+    to_t2 = register_to_reference(images)["t2w"].transform   # T1w points → T2w points
     mask = spatial.resample_like(images.mask, images.t2w, to_t2.GetInverse(), interpolation="nearest",
                                  pixel=sitk.sitkUInt8)
     return images.t2w, mask

@@ -147,7 +147,17 @@ def ablation_inputs(available: np.ndarray, variant: str) -> tuple[np.ndarray, bo
         for name in SEQUENCE_GROUPS[variant[8:]]:
             present[:, SEQUENCE_CHANNELS.index(name)] = False
         return present, True
+    if variant.startswith("only_") and variant[5:] in SEQUENCE_GROUPS:
+        for group, names in SEQUENCE_GROUPS.items():
+            if group != variant[5:]:
+                for name in names:
+                    present[:, SEQUENCE_CHANNELS.index(name)] = False
+        return present, True
     raise ValueError(f"unknown ablation {variant!r}")
 
 
-ABLATIONS = ("full", "without_image_tokens", "without_t1w", "without_t2w", "without_dwi")
+ABLATIONS = ("full", "without_image_tokens", "without_t1w", "without_t2w", "without_dwi", "only_t1w", "only_t2w",
+             "only_dwi")
+# The ablation that shows the model each subset of the sequences (interval.subset_key → variant).
+SUBSET_VARIANTS = {"t1w+t2w+dwi": "full", "t2w+dwi": "without_t1w", "t1w+dwi": "without_t2w",
+                   "t1w+t2w": "without_dwi", "t1w": "only_t1w", "t2w": "only_t2w", "dwi": "only_dwi"}

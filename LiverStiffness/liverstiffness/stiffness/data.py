@@ -54,6 +54,13 @@ def cache_key(spec: InputSpec, options: PreprocessOptions) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+def cache_name(rec: ExamRecord) -> str:
+    """An exam's cache file: one per case and subset of its sequences (an exam run without its
+    T1w is preprocessed differently)."""
+    missing = [name for name in ("t1w", "t2w", "dwi") if getattr(rec, name) is None]
+    return f"{rec.case_id}.npz" if not missing else f"{rec.case_id}.without_{'_'.join(missing)}.npz"
+
+
 def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None]:
     rec, spec, options, cache_file = args
     import SimpleITK as sitk
@@ -78,7 +85,7 @@ def load_cohort(records: list[ExamRecord], spec: InputSpec, options: PreprocessO
     if cache_dir is not None:
         cache_dir = Path(cache_dir) / cache_key(spec, options)
         cache_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(r, spec, options, (cache_dir / f"{r.case_id}.npz") if cache_dir else None) for r in records]
+    jobs = [(r, spec, options, (cache_dir / cache_name(r)) if cache_dir else None) for r in records]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     results = {}
     bar = tqdm(total=len(jobs), desc="preprocess", unit="exam", disable=not progress)

@@ -71,11 +71,21 @@ class Ensemble:
             self.to(torch.device("cpu"))
             return run(), message
 
-    def predict(self, images, cov, known, variant: str = "full") -> dict:
-        """Per exam: kPa (geometric mean of the folds), each fold's ln(kPa) [K, N], CV+ interval, SD on ln scale."""
+    def predict(self, images, cov, known, variant: str = "full", subset: str | None = None) -> dict:
+        """Per exam: kPa (geometric mean of the folds), each fold's ln(kPa) [K, N], CV+ interval, SD on ln scale.
+
+        ``subset``: the sequences the exams have ("t2w", "t1w+t2w", …; see ``interval.subset_key``),
+        whose out-of-fold residuals calibrate the interval; by default the variant's (an ablation
+        that leaves out sequences), else all three. ``interval_note``: a warning when the model has
+        no calibration for that subset."""
+        from .augment import SUBSET_VARIANTS
+
         logs = predict_log(self.models, images, cov, known, self.device, variant=variant)
         mean, sd = logs.mean(0), logs.std(0, ddof=1) if len(self.models) > 1 else np.zeros(logs.shape[1])
+        if subset is None:
+            subset = next((key for key, v in SUBSET_VARIANTS.items() if v == variant), None)
         cal = self.meta.calibration
-        low, high = cal.interval(logs) if cal else (np.full_like(mean, np.nan),) * 2
+        low, high = cal.interval(logs, subset) if cal else (np.full_like(mean, np.nan),) * 2
         return {"kpa": np.exp(mean), "fold_log": logs, "low": low, "high": high, "sd_log": sd,
-                "coverage": cal.coverage if cal else None}
+                "coverage": cal.coverage if cal else None, "subset": subset,
+                "interval_note": cal.residuals_for(subset)[1] if cal else None}

@@ -71,14 +71,17 @@ def bootstrap_r_difference(y, p_a, p_b, n_boot: int = BOOTSTRAP, seed: int = 0, 
             "p_not_greater": round(float(np.mean(d <= 0)), 4)}
 
 
-def ablation_report(y_kpa, predictions: dict[str, np.ndarray], groups=None) -> dict:
-    """Each variant's r (bootstrap CI) and MAE, and the full model's r minus each other variant's
+def ablation_report(y_kpa, predictions: dict[str, np.ndarray], groups=None, intervals: dict | None = None) -> dict:
+    """Each variant's r (bootstrap CI), MAE and AUROCs (with ``intervals``, variant → (low, high),
+    its interval coverage and median width), and the full model's r minus each other variant's
     with a paired bootstrap CI. ``predictions``: variant → kPa; must hold "full". ``groups``: the
     patient of each exam (the bootstrap resamples patients)."""
     out = {}
+    intervals = intervals or {}
     for name, p in predictions.items():
-        m = agreement(y_kpa, p, groups=groups)
-        out[name] = {k: m[k] for k in ("n", "pearson_r", "pearson_r_ci95", "mae_kpa")}
+        m = agreement(y_kpa, p, *intervals.get(name, (None, None)), groups=groups)
+        out[name] = {k: m[k] for k in ("n", "pearson_r", "pearson_r_ci95", "mae_kpa", "auroc",
+                                       "interval_coverage", "interval_median_width_kpa") if k in m}
         if name != "full":
             out[name]["full_minus_this_r"] = bootstrap_r_difference(y_kpa, predictions["full"], p, groups=groups)
     return out
@@ -222,13 +225,49 @@ def plots(records, pred_kpa, out_dir: Path, baseline_kpa=None) -> list[Path]:
     return paths
 
 
+def _ablations(ens, data, res, baseline_kpa, out: Path, workers: int, progress: bool) -> dict:
+    """The ablation table of :func:`evaluate_model`: every variant on the exams all variants could
+    be run on (a subset without the T1w is preprocessed again, and an exam may fail there)."""
+    from dataclasses import replace
+
+    from .augment import ABLATIONS, SEQUENCE_GROUPS, SUBSET_VARIANTS
+    from .data import load_cohort
+
+    runs = {"full": (data, res)}
+    for v in ABLATIONS[1:]:
+        kept = ([g for g in SEQUENCE_GROUPS if g != v[8:]] if v.startswith("without_") and v[8:] in SEQUENCE_GROUPS
+                else [v[5:]] if v.startswith("only_") else list(SEQUENCE_GROUPS))
+        sub = data
+        if "t1w" not in kept:      # the reference changes: preprocess as a site without a T1w would
+            records = [replace(r, **{g: None for g in SEQUENCE_GROUPS if g not in kept}) for r in data.records]
+            sub = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress)
+        runs[v] = (sub, ens.with_cpu_fallback(lambda v=v, sub=sub: ens.predict(sub.images, sub.cov, sub.known, v))[0])
+    common = set.intersection(*({r.case_id for r in d.records} for d, _ in runs.values()))
+    keep = [r.case_id in common for r in data.records]
+    variants, intervals = {}, {}
+    for v, (d, r) in runs.items():
+        idx = [i for i, rec in enumerate(d.records) if rec.case_id in common]
+        variants[v] = np.asarray(r["kpa"])[idx]
+        intervals[v] = (np.asarray(r["low"])[idx], np.asarray(r["high"])[idx])
+    if baseline_kpa is not None:
+        variants["baseline"] = np.asarray(baseline_kpa)[keep]
+    recs = [r for r in data.records if r.case_id in common]
+    y = np.array([r.stiffness_kpa for r in recs], float)
+    table = ablation_report(y, variants, groups=[r.patient_id for r in recs], intervals=intervals)
+    for key, v in SUBSET_VARIANTS.items():
+        table[v]["sequences"] = key
+    return table
+
+
 def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int = 0, progress: bool = True,
                    ablation: bool = False) -> dict:
     """Predict every labelled exam of ``manifest`` with the model and write the validation report.
 
-    ``ablation``: also run the model without its image tokens and without each sequence (inputs
-    the model was trained to do without), and report them beside the full model and the ridge
-    baseline under the key "ablation"."""
+    ``ablation``: also run the model without its image tokens and with each subset of the
+    sequences (inputs the model was trained to do without), and report them beside the full model
+    and the ridge baseline under the key "ablation", each subset with its own interval. A subset
+    without the T1w is preprocessed again without it (the reference grid and the body region
+    change), so its numbers are those a site without that sequence would see."""
     from ..manifest import read_manifest
     from .baseline import RidgeBaseline, features
     from .data import load_cohort
@@ -252,15 +291,7 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
               if ens.meta.calibration else None, "failed_cases": data.failures,
               **full_report(data.records, res["kpa"], res["low"], res["high"], baseline_kpa)}
     if ablation:
-        from .augment import ABLATIONS
-
-        variants = {"full": res["kpa"]}
-        for v in ABLATIONS[1:]:
-            variants[v] = ens.with_cpu_fallback(lambda v=v: ens.predict(data.images, data.cov, data.known, v))[0]["kpa"]
-        if baseline_kpa is not None:
-            variants["baseline"] = baseline_kpa
-        y = np.array([r.stiffness_kpa for r in data.records], float)
-        report["ablation"] = ablation_report(y, variants, groups=[r.patient_id for r in data.records])
+        report["ablation"] = _ablations(ens, data, res, baseline_kpa, out, workers, progress)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     with open(out / "predictions.csv", "w") as fh:
         fh.write("case_id,site,stiffness_kpa,predicted_kpa,interval_low_kpa,interval_high_kpa,baseline_kpa\n")

@@ -16,6 +16,11 @@ scanners and population): coverage ≥ 1 − 2α − min{2(1 − 1/K)/(n/K + 1),
 about 1 − 2α (80 % for a nominal 90 %); in practice it is usually close to 1 − α. At a site the
 model never saw, no guarantee holds: the coverage measured there by ``liverstiffness evaluate``
 is the evidence. The point estimate is the ensemble's geometric mean, which lies inside.
+
+Subsets of the sequences: an exam without, say, its DWI is estimated less well, so its interval
+must come from residuals measured the same way. Training keeps, beside the full residuals, the
+out-of-fold residuals of every fold model run with each subset of T1w, T2w and DWI (the others
+absent, as sequence dropout trained it), and ``interval(..., subset="t2w")`` uses those.
 """
 from __future__ import annotations
 
@@ -25,6 +30,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 METHOD = "K-fold CV+ (Barber et al., Ann. Stat. 2021) on ln(kPa) out-of-fold residuals"
+FULL = "t1w+t2w+dwi"
+
+
+def subset_key(sequences) -> str:
+    """The name of a subset of the sequences, in their fixed order: "t1w+t2w+dwi", "t2w", …"""
+    names = [s for s in ("t1w", "t2w", "dwi") if s in set(sequences)]
+    if not names:
+        raise ValueError("a subset needs at least one sequence")
+    return "+".join(names)
 
 
 def guarantee(coverage: float, n: int, k: int) -> float:
@@ -40,6 +54,8 @@ class Calibration:
     residual_fold: tuple[int, ...]    # the fold model each residual was measured on
     method: str = METHOD
     guaranteed_coverage: float = field(default=0.0)  # the CV+ bound for exchangeable exams
+    # subset key → |ln y − ln ŷ| out of fold with only those sequences (same order as residual_fold)
+    subset_residuals: dict = field(default_factory=dict)
 
     @property
     def n_calibration(self) -> int:
@@ -50,18 +66,35 @@ class Calibration:
         d["residuals_log"] = [round(float(r), 5) for r in self.residuals_log]
         d["residual_fold"] = [int(f) for f in self.residual_fold]
         d["n_calibration"] = self.n_calibration
+        d["subset_residuals"] = {k: [round(float(r), 5) for r in v] for k, v in self.subset_residuals.items()}
+        if not d["subset_residuals"]:
+            del d["subset_residuals"]   # a model folder written before subsets reads as before
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
         return cls(coverage=d["coverage"], residuals_log=tuple(d["residuals_log"]),
                    residual_fold=tuple(d["residual_fold"]), method=d.get("method", METHOD),
-                   guaranteed_coverage=d.get("guaranteed_coverage", 0.0))
+                   guaranteed_coverage=d.get("guaranteed_coverage", 0.0),
+                   subset_residuals={k: tuple(v) for k, v in d.get("subset_residuals", {}).items()})
 
-    def interval(self, fold_log: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """fold_log [K, N]: ln(kPa) of each fold model for N exams → (low, high) in kPa [N]."""
+    def residuals_for(self, subset: str | None) -> tuple[tuple[float, ...], str | None]:
+        """The residuals an exam with ``subset`` of the sequences is calibrated by, and None, or
+        the full residuals and a warning when this model has none for that subset."""
+        if subset in (None, FULL):
+            return self.residuals_log, None
+        if subset in self.subset_residuals:
+            return self.subset_residuals[subset], None
+        names = subset.replace("t1w", "T1w").replace("t2w", "T2w").replace("dwi", "DWI").replace("+", " + ")
+        return self.residuals_log, (f"this model has no interval calibration for {names} alone "
+                                    "(it was trained before per-subset calibration): the interval is that of "
+                                    "full exams and probably too narrow")
+
+    def interval(self, fold_log: np.ndarray, subset: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """fold_log [K, N]: ln(kPa) of each fold model for N exams with ``subset`` of the
+        sequences (None: all) → (low, high) in kPa [N]."""
         fold_log = np.asarray(fold_log, float)
-        r = np.asarray(self.residuals_log, float)
+        r = np.asarray(self.residuals_for(subset)[0], float)
         centres = fold_log[np.asarray(self.residual_fold)]            # [n, N]: μ_k(i)(x)
         n = len(r)
         hi_rank = math.ceil(self.coverage * (n + 1))
@@ -74,13 +107,17 @@ class Calibration:
         return np.exp(low), np.exp(high)
 
 
-def calibrate(y_kpa, oof_pred_kpa, fold, coverage: float = 0.9) -> Calibration:
-    """CV+ calibration from the out-of-fold predictions of a K-fold training run."""
+def calibrate(y_kpa, oof_pred_kpa, fold, coverage: float = 0.9, subsets: dict | None = None) -> Calibration:
+    """CV+ calibration from the out-of-fold predictions of a K-fold training run; ``subsets``:
+    subset key → out-of-fold predictions (kPa) with only those sequences."""
     fold = np.asarray(fold, int)
-    r = np.abs(np.log(np.asarray(y_kpa, float)) - np.log(np.asarray(oof_pred_kpa, float)))
+    y = np.log(np.asarray(y_kpa, float))
+    r = np.abs(y - np.log(np.asarray(oof_pred_kpa, float)))
     k = int(fold.max()) + 1
+    by_subset = {key: tuple(np.abs(y - np.log(np.asarray(pred, float))).tolist())
+                 for key, pred in (subsets or {}).items() if key != FULL}
     return Calibration(coverage=coverage, residuals_log=tuple(r.tolist()), residual_fold=tuple(fold.tolist()),
-                       guaranteed_coverage=round(guarantee(coverage, len(r), k), 4))
+                       guaranteed_coverage=round(guarantee(coverage, len(r), k), 4), subset_residuals=by_subset)
 
 
 def coverage_of(y_kpa, low, high) -> float:

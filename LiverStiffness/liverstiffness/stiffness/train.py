@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..manifest import read_manifest
 from ..ood import summarise_cohort
 from ..preprocess import InputSpec, PreprocessOptions
-from .augment import ABLATIONS, InputDropout, SiteAugment, available_sequences
+from .augment import ABLATIONS, SUBSET_VARIANTS, InputDropout, SiteAugment, available_sequences
 from .baseline import RidgeBaseline, features
 from .checkpoint import EnsembleMeta, load_models, read_meta, save_fold, write_meta
 from .data import CohortArrays, cohort_counts
@@ -256,7 +256,8 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     for stale in set(out.glob("fold*.pt")) - {out / f["file"] for f in fold_meta}:
         stale.unlink()
     y_log = data.log_kpa
-    calibration = calibrate(np.exp(y_log), np.exp(oof["full"]), folds, cfg.coverage)
+    calibration = calibrate(np.exp(y_log), np.exp(oof["full"]), folds, cfg.coverage,
+                            subsets={key: np.exp(oof[v]) for key, v in SUBSET_VARIANTS.items()})
     RidgeBaseline.fit(X_base, y_log, names).save(out / "baseline.json")
     cv = {"transformer": _metrics(y_log, oof["full"]), "baseline": _metrics(y_log, oof_base),
           "ablation": {v: _metrics(y_log, oof[v]) for v in ABLATIONS}}
