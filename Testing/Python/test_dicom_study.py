@@ -118,10 +118,11 @@ def test_an_ambiguous_role_stops_with_the_table_and_an_option_settles_it(dicom_s
 
 def test_real_siemens_study_finds_t2w_and_dwi_and_reports_the_missing_t1w(real_data):
     folder = real_data / "prostatex_0000_dicom"
-    with pytest.raises(SelectionError) as err:
-        select_study(folder)
-    msg = str(err.value)
-    assert msg.count("no T1w series") == 1 and "--t1w-series" in msg
+    missing = select_study(folder)          # no T1w: T2w and DWI are an exam, the T1w is reported missing
+    assert set(missing.chosen) == {"t2w", "dwi"} and missing.reference_role == "t2w"
+    assert missing.missing == {"t1w": "no series in the study matched the T1w rules"}
+    msg = missing.format_table()
+    assert msg.count("T1w: none — no series in the study matched the T1w rules") == 1 and "--t1w-series" in msg
     assert "→ T2w" in msg and "#4 t2_tse_tra" in msg and "→ DWI" in msg
     # Naming a T1w settles it; everything else is chosen by the rules.
     sel = select_study(folder, overrides={"t1w": "9"})

@@ -15,8 +15,9 @@ def register(sub) -> None:
                     "OUT/<case_id>/qa.json. Thresholds: see --thresholds.")
     p.add_argument("--mask", help="liver mask labelmap, or 'auto' (segmented on the --t2w; in a manifest: an empty cell)")
     p.add_argument("--mask-label", type=int, help="label value of the liver (default: any non-zero)")
-    p.add_argument("--t1w", help="T1-weighted image (the mask's reference)")
-    p.add_argument("--t2w", help="T2-weighted image (optional; default: T1w only)")
+    p.add_argument("--t1w", help="T1-weighted image (the mask's reference when given). Any non-empty subset of "
+                                 "--t1w, --t2w and --dwi; the first given is the reference")
+    p.add_argument("--t2w", help="T2-weighted image")
     p.add_argument("--dwi", help="DWI (optional)")
     p.add_argument("--dwi-b", help="b-value(s) of the DWI in s/mm²")
     p.add_argument("--manifest", help="QA every row of a manifest instead")
@@ -43,8 +44,8 @@ def run(args) -> int:
         return get_segmenter(args.segmenter, args.seg_model)
 
     if args.manifest:
-        if args.mask or args.t1w:
-            raise InputError("qa", "give either --manifest or --mask/--t1w, not both")
+        if args.mask or args.t1w or args.t2w or args.dwi:
+            raise InputError("qa", "give either --manifest or --mask and the images, not both")
         from ..batch import qa_manifest
         rows = qa_manifest(args.manifest, out, th, segmenter, progress=not args.quiet)
         flagged = sum(1 for r in rows if r.get("flags"))
@@ -56,8 +57,8 @@ def run(args) -> int:
     if args.study:
         exam, auto, extra = read_qa_study(study_request(args), segmenter, quiet=args.quiet)
     else:
-        if not (args.mask and args.t1w):
-            raise InputError("qa", "needs --mask and --t1w (or --manifest, or --study)")
+        if not (args.mask and (args.t1w or args.t2w or args.dwi)):
+            raise InputError("qa", "needs --mask and at least one of --t1w, --t2w and --dwi (or --manifest, or --study)")
         dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
         if args.dwi and dwi_b is None and not Path(args.dwi).is_dir():
             raise InputError("--dwi-b", "is needed with a NIfTI/NRRD DWI")

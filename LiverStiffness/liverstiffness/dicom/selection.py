@@ -1,10 +1,13 @@
 """Choose the T1w, T2w and DWI series of a study by the rules, and say why.
 
 Every series is judged for every role: rejected (with the first reason), or a candidate with
-its points and the preferences it met. The best candidate of each role is chosen; a role with
-no candidate, or with a tie at the top, stops with :class:`SelectionError` (exit 2 on the
-command line) whose message holds the table, unless the user named the series
-(``--t1w-series UID`` or a series number). The liver mask may come from a DICOM SEG in the study.
+its points and the preferences it met. The best candidate of each role is chosen. A role with no
+candidate is missing (``StudySelection.missing`` says why; the exam runs on the others, as any
+non-empty subset of T1w, T2w and DWI does); a tie at the top, or a study with none of the three,
+stops with :class:`SelectionError` (exit 2 on the command line) whose message holds the table,
+unless the user named the series (``--t1w-series UID`` or a series number). The first chosen of
+T1w, T2w, DWI is the reference: the mask, the attention maps and the DICOM SEG and Parametric
+Map are on its grid. The liver mask may come from a DICOM SEG in the study.
 """
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ from .index import Instance, Series, StudyIndex, index_study
 from .rules import ROLES, Rules, load_rules
 
 ROLE_NAMES = {"t1w": "T1w", "t2w": "T2w", "dwi": "DWI"}
+
+
+def no_match_reason(role: str) -> str:
+    """Why a role is missing from a study (report.json's ``sequences_missing`` carries it)."""
+    return f"no series in the study matched the {ROLE_NAMES[role]} rules"
 
 
 class SelectionError(InputError):
@@ -57,8 +65,24 @@ class StudySelection:
     index: StudyIndex
     rules: Rules
     verdicts: dict                     # series uid -> {role: Verdict}
-    chosen: dict                       # role -> RoleChoice
+    chosen: dict                       # role -> RoleChoice, for the roles found (in ROLES order)
     mask_series: Series | None = None  # a DICOM SEG with a liver segment, when the study has one
+    missing: dict = field(default_factory=dict)   # role -> why it has no series (no candidate, or left out)
+
+    @property
+    def reference_role(self) -> str:
+        """The first chosen of T1w, T2w and DWI: the grid of the mask, the maps, the SEG and the map."""
+        return next(role for role in ROLES if role in self.chosen)
+
+    def leave_out(self, role: str, reason: str) -> None:
+        """Do not use ``role`` (``--leave-out``): it becomes missing with ``reason``; leaving out the
+        last role is an InputError."""
+        if role not in self.chosen:
+            return
+        if len(self.chosen) == 1:
+            raise InputError(f"--leave-out {role}", f"leaves the study {self.index.folder} with no T1w, T2w or DWI series")
+        del self.chosen[role]
+        self.missing[role] = reason
 
     def table_rows(self) -> list[dict]:
         rows = []
@@ -75,12 +99,13 @@ class StudySelection:
         return rows
 
     def format_table(self) -> str:
-        return format_table(self.index, self.verdicts, self.chosen, self.mask_series)
+        return format_table(self.index, self.verdicts, self.chosen, self.mask_series, self.missing)
 
     def report(self) -> dict:
         """The "study" entry of report.json."""
         return {"folder": str(self.index.folder), "study_uid": self.index.study_uid, "rules": self.rules.name,
                 "rules_file": self.rules.source, "chosen": {r: c.as_dict() for r, c in self.chosen.items()},
+                "missing": dict(self.missing), "reference": self.reference_role,
                 "mask_series_uid": self.mask_series.uid if self.mask_series is not None else None,
                 "series": self.table_rows(), "skipped_files": self.index.skipped_files}
 
@@ -133,13 +158,14 @@ def _instances_for(role: str, series: Series, rules: Rules) -> list[Instance]:
 def select_series(index: StudyIndex, rules: Rules | None = None, overrides: dict | None = None,
                   need_mask: bool = False, mask_override: str | None = None, find_mask: bool = False) -> StudySelection:
     """Apply ``rules`` to every series of ``index``; ``overrides`` maps a role to a series UID or
-    number chosen by the user. Raises :class:`SelectionError` with the table when a role has no
-    candidate or a tie. ``need_mask``: the liver mask must come from a SEG in the study;
-    ``find_mask``: use one when there is one."""
+    number chosen by the user. A role with no candidate is left out (``missing``); raises
+    :class:`SelectionError` with the table when a role has a tie or no role has a series.
+    ``need_mask``: the liver mask must come from a SEG in the study; ``find_mask``: use one when
+    there is one."""
     rules = rules or load_rules()
     overrides = {k: v for k, v in (overrides or {}).items() if v}
     verdicts = {s.uid: {role: judge(s, rules, role) for role in ROLES} for s in index.series}
-    chosen, problems = {}, []
+    chosen, problems, missing = {}, [], {}
     for role in ROLES:
         option = f"--{role}-series"
         if role in overrides:
@@ -152,7 +178,7 @@ def select_series(index: StudyIndex, rules: Rules | None = None, overrides: dict
         cands = sorted(((verdicts[s.uid][role], s) for s in index.series if verdicts[s.uid][role].candidate),
                        key=lambda vs: -vs[0].points)
         if not cands:
-            problems.append(f"no {ROLE_NAMES[role]} series (give one with {option} UID)")
+            missing[role] = no_match_reason(role)
             continue
         best = [vs for vs in cands if vs[0].points == cands[0][0].points]
         if len(best) > 1:
@@ -165,10 +191,13 @@ def select_series(index: StudyIndex, rules: Rules | None = None, overrides: dict
                                   f"{verdict.points:+g} points ({'; '.join(verdict.reasons) or 'no preference met'}){runner}")
     mask_series = (_liver_seg(index, mask_override, problems if need_mask else [])
                    if (need_mask or find_mask or mask_override) else None)
+    if len(missing) == len(ROLES):
+        problems.insert(0, "no T1w, T2w or DWI series: no series matched the rules for any of them (name one "
+                           "with --t1w-series, --t2w-series or --dwi-series UID, or edit the rules)")
     if problems:
-        table = format_table(index, verdicts, chosen, mask_series)
+        table = format_table(index, verdicts, chosen, mask_series, missing)
         raise SelectionError(f"study {index.folder}", "; ".join(problems) + f"\n{table}")
-    return StudySelection(index, rules, verdicts, chosen, mask_series)
+    return StudySelection(index, rules, verdicts, chosen, mask_series, missing)
 
 
 def _liver_seg(index: StudyIndex, override: str | None, problems: list) -> Series | None:
@@ -189,8 +218,10 @@ def _liver_seg(index: StudyIndex, override: str | None, problems: list) -> Serie
     return found[0]
 
 
-def format_table(index: StudyIndex, verdicts: dict, chosen: dict, mask_series: Series | None = None) -> str:
-    """The series considered, one line each, with the verdict for each role and what was chosen."""
+def format_table(index: StudyIndex, verdicts: dict, chosen: dict, mask_series: Series | None = None,
+                 missing: dict | None = None) -> str:
+    """The series considered, one line each, with the verdict for each role, what was chosen and
+    which roles are missing (and why)."""
     lines = [f"Series of study {index.study_uid} in {index.folder} ({len(index.series)} series"
              + (f", {index.skipped_files} non-DICOM file(s) skipped" if index.skipped_files else "") + "):"]
     for s in index.series:
@@ -206,8 +237,12 @@ def format_table(index: StudyIndex, verdicts: dict, chosen: dict, mask_series: S
             v = verdicts.get(s.uid, {}).get(role)
             if v is not None:
                 lines.append(f"  {'':<14}{ROLE_NAMES[role]:<4} {v.short()}")
-    for role, c in chosen.items():
-        lines.append(f"  {ROLE_NAMES[role]}: {c.series.label()} — {c.why}")
+    for role in ROLES:
+        if role in chosen:
+            lines.append(f"  {ROLE_NAMES[role]}: {chosen[role].series.label()} — {chosen[role].why}")
+        elif role in (missing or {}):
+            lines.append(f"  {ROLE_NAMES[role]}: none — {missing[role]} (runs without it; name a "
+                         f"series with --{role}-series UID)")
     return "\n".join(lines)
 
 

@@ -4,10 +4,15 @@ One volumetric measurement group for the liver, referencing segment 1 of the liv
 
 - measurements (TID 300): "MRE-equivalent liver stiffness" in kPa, the lower and upper limits of
   its prediction interval (kPa), and the liver volume (mL) when mask QA measured it;
-- qualitative evaluations: the category, the cut-off table it comes from, the mask's source and
-  each mask QA finding ("none" when there is none);
+- qualitative evaluations: the category, the cut-off table it comes from, the mask's source,
+  each mask QA finding ("none" when there is none), and each MR sequence used and each not used,
+  coded DCM 110804 "T1 Weighted MR Signal Intensity", 110805 "T2 Weighted MR Signal Intensity"
+  and 113043 "Diffusion weighted";
+- a TEXT item naming the sequences used and those not used with why, as report.json's
+  ``sequences_text`` ("T2w, DWI only (no T1w: no series in the study matched the T1w rules)");
 - algorithm identification (TID 4019): the model's name and version, and as parameters each
-  weight file's SHA-256, the interval's coverage and the cut-off table's bands.
+  weight file's SHA-256, the interval's coverage (and the sequences its calibration exams had,
+  when one is missing) and the cut-off table's bands.
 
 Concepts with no standard code use the private coding scheme ``99LVRSTIF`` (declared in the
 Coding Scheme Identification Sequence); the numbers are report.json's, unchanged.
@@ -37,7 +42,18 @@ def concepts() -> dict:
             "category": _private("LS-CATEGORY", "Liver stiffness category"),
             "cutoff_table": _private("LS-CUTOFFS", "Cut-off table"),
             "mask_source": _private("LS-MASK-SOURCE", "Liver mask source"),
-            "mask_qa": _private("LS-MASK-QA", "Liver mask QA finding")}
+            "mask_qa": _private("LS-MASK-QA", "Liver mask QA finding"),
+            "sequence_used": _private("LS-SEQ-USED", "MR sequence used"),
+            "sequence_missing": _private("LS-SEQ-NOT-USED", "MR sequence not used"),
+            "sequences": _private("LS-SEQUENCES", "MR sequences used and not used")}
+
+
+def sequence_codes() -> dict:
+    """The standard codes of the sequences (report.json's names → DCM concepts)."""
+    from pydicom.sr.codedict import codes
+
+    return {"t1w": codes.DCM.T1WeightedMRSignalIntensity, "t2w": codes.DCM.T2WeightedMRSignalIntensity,
+            "dwi": codes.DCM.DiffusionWeighted}
 
 
 def _algorithm(report: Report):
@@ -47,6 +63,8 @@ def _algorithm(report: Report):
     table = report.cutoff_table or {}
     params = [f"weights {name} sha256 {digest}" for name, digest in sorted(model.get("sha256", {}).items())]
     params.append(f"prediction interval coverage {report.interval_coverage}")
+    if report.sequences_missing:
+        params.append(f"prediction interval calibrated on exams with the same sequences ({report.interval_basis})")
     params += [f"prediction interval {side} limit unbounded (too few calibration exams)"
                for side, v in zip(("lower", "upper"), report.interval_kpa) if not math.isfinite(float(v))]
     if table:
@@ -101,11 +119,17 @@ def build_measurement_report(report: Report, seg, observer_uid: str):
         evaluations.append(hd.sr.QualitativeEvaluation(c["mask_qa"], _private(f["code"], f"{f['code']}: {f['message']}")))
     if report.mask_qa is not None and not flags:
         evaluations.append(hd.sr.QualitativeEvaluation(c["mask_qa"], _private("NONE", "no mask QA finding")))
+    seq = sequence_codes()
+    evaluations += [hd.sr.QualitativeEvaluation(c["sequence_used"], seq[s]) for s in report.sequences_used if s in seq]
+    evaluations += [hd.sr.QualitativeEvaluation(c["sequence_missing"], seq[s]) for s in report.sequences_missing if s in seq]
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="liver"),
         referenced_segment=_referenced_liver_segment(seg),
         finding_type=codes.SCT.Liver, finding_sites=[hd.sr.FindingSite(codes.SCT.Liver)], algorithm_id=algo,
         measurements=measurements, qualitative_evaluations=evaluations)
+    # Which sequences, and why any is missing, in words (a reason is free text, longer than a code's meaning).
+    group[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=c["sequences"], value=report.sequences_text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -149,9 +173,19 @@ def read_report_sr(path: str | Path) -> dict:
         return float(found[0].value) if found else None
 
     evaluation = lambda name: [e.value.meaning for e in group.get_qualitative_evaluations(name=c[name])]  # noqa: E731
+    by_code = {(code.value, code.scheme_designator): name for name, code in sequence_codes().items()}
+
+    def sequences(name):                # report.json's names of the sequences coded under ``name``
+        return [by_code.get((e.value.value, e.value.scheme_designator), e.value.meaning)
+                for e in group.get_qualitative_evaluations(name=c[name])]
+
+    text = [str(item.TextValue) for item in group[0].ContentSequence
+            if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == c["sequences"].value]
     m = group.get_measurements(name=c["stiffness"])[0]
     return {"stiffness_kpa": value("stiffness"), "interval_kpa": [value("interval_low"), value("interval_high")],
             "unit": m.unit.value, "category": evaluation("category")[0], "cutoff_table": evaluation("cutoff_table")[0],
             "mask_source": evaluation("mask_source")[0], "mask_qa": evaluation("mask_qa"),
+            "sequences_used": sequences("sequence_used"), "sequences_missing": sequences("sequence_missing"),
+            "sequences_text": text[0] if text else None,
             "segment_sop_uid": str(group.referenced_segment.referenced_sop_instance_uid),
             "study_uid": str(sr.StudyInstanceUID), "patient_id": str(sr.PatientID)}

@@ -2,7 +2,10 @@
 
 Slices are stacked in order along the slice normal (cross product of the row and column
 directions), which is also the order of the frames of the SEG and Parametric Map written back:
-index ``k`` of the image read here is ``sorted_instances(...)[k]``.
+index ``k`` of the image read here is ``sorted_instances(...)[k]``. A role the study has no
+series for is None in the exam (any non-empty subset of T1w, T2w and DWI is an exam); the
+reference image (T1w, else T2w, else the DWI's lowest b-value) is read from
+``reference_instances``.
 """
 from __future__ import annotations
 
@@ -50,6 +53,23 @@ def read_instances(instances: list[Instance], where: str) -> sitk.Image:
     check_geometry(img, where)      # the same checks as files get (input_checks)
     check_values(img, where)
     return img
+
+
+def lowest_b_instances(instances: list[Instance]) -> list[Instance]:
+    """The instances of a DWI series' lowest b-value (the DWI's image of the anatomy)."""
+    low = min(round(i.b_value, 1) for i in instances)
+    return [i for i in instances if round(i.b_value, 1) == low]
+
+
+def reference_instances(selection: StudySelection) -> list[Instance]:
+    """The images the exam's reference grid comes from, in slice order: the T1w series (its
+    in-phase echo), else the T2w, else the DWI's lowest b-value. The mask and attention maps of a
+    prediction, and the SEG and Parametric Map written back, are on this grid."""
+    role = selection.reference_role
+    instances = selection.chosen[role].instances
+    if role == "dwi":
+        instances = lowest_b_instances(instances)
+    return sorted_instances(instances, f"{ROLE_NAMES[role]} series {selection.chosen[role].series.label()}")
 
 
 def read_dwi_instances(instances: list[Instance], where: str, fit_adc: bool = True) -> DwiData:
@@ -130,21 +150,30 @@ def read_mask_file(path: str | Path, mask_label: int | None = None) -> sitk.Imag
 
 def read_study_exam(selection: StudySelection, mask=None, mask_label: int | None = None, segmenter=None,
                     fit_adc: bool = True) -> tuple[ExamImages, dict | None]:
-    """The exam of a study: T1w, T2w and DWI from the chosen series; the mask from ``mask`` (a
-    file), from the study's liver SEG (``mask`` None), or made by ``segmenter`` (``mask`` 'auto').
-    Returns the images and, for an automatic mask, how it was made."""
+    """The exam of a study: T1w, T2w and DWI from the chosen series (a role with none: None, and
+    ``left_out`` says why); the mask from ``mask`` (a file), from the study's liver SEG (``mask``
+    None), or made by ``segmenter`` (``mask`` 'auto'). Returns the images and, for an automatic
+    mask, how it was made."""
     chosen = selection.chosen
+    if not chosen:
+        raise InputError(f"study {selection.index.folder}", "has no T1w, T2w or DWI series")
     where = {r: f"{ROLE_NAMES[r]} series {c.series.label()}" for r, c in chosen.items()}
-    t1 = read_instances(chosen["t1w"].instances, where["t1w"])
-    t2 = read_instances(chosen["t2w"].instances, where["t2w"])
-    dwi = read_dwi_instances(chosen["dwi"].instances, where["dwi"], fit_adc)
+    t1 = read_instances(chosen["t1w"].instances, where["t1w"]) if "t1w" in chosen else None
+    t2 = read_instances(chosen["t2w"].instances, where["t2w"]) if "t2w" in chosen else None
+    dwi = read_dwi_instances(chosen["dwi"].instances, where["dwi"], fit_adc) if "dwi" in chosen else None
     paths = {r: f"{selection.index.folder} {where[r]} ({c.series.uid})" for r, c in chosen.items()}
+    left_out = {r: why for r, why in selection.missing.items() if r not in chosen}
     if mask is not None and str(mask) == "auto":
         from ..segmentation.auto_mask import auto_mask
 
         if segmenter is None:
             raise InputError("--mask auto", "no segmenter given")
-        return auto_mask(t1, t2, dwi, paths, segmenter, register=True)
+        if t2 is None:
+            raise InputError("--mask auto", f"needs a T2w series (the liver model segments T2-weighted images); study "
+                                            f"{selection.index.folder} has none: {left_out.get('t2w', 'not given')}")
+        images, info = auto_mask(t1, t2, dwi, paths, segmenter, register=True)
+        images.left_out = left_out
+        return images, info
     if mask is not None:
         liver = read_mask_file(mask, mask_label)
         paths["mask"] = str(Path(mask).resolve())
@@ -156,6 +185,6 @@ def read_study_exam(selection: StudySelection, mask=None, mask_label: int | None
         seg = selection.mask_series
         liver = read_seg_mask(seg.files[0], f"mask SEG {seg.label()}")
         paths["mask"] = f"{selection.index.folder} SEG {seg.label()} ({seg.uid})"
-    images = ExamImages(t1, t2, dwi, liver, paths)
+    images = ExamImages(t1, t2, dwi, liver, paths, left_out=left_out)
     check_exam(images)
     return images, None

@@ -3,7 +3,10 @@
 ``predict --study DIR`` indexes the folder, chooses the series by the rules (printing the table),
 reads the exam, fills patient facts the user did not type from the headers (age, sex, BMI), runs
 the usual prediction (report.json gains ``study`` and ``patient_facts_source``) and, with
-``--dicom-out``, writes SEG, Parametric Map and SR. The same is used by manifests' ``study`` column.
+``--dicom-out``, writes SEG, Parametric Map and SR. A study needs at least one of T1w, T2w and
+DWI: a role no series matched (or one ``--leave-out`` names) is missing, with its reason, in the
+report's ``sequences_missing``; the reference series (the first present of T1w, T2w, DWI) gives
+the grid of the outputs and the patient facts of the headers. The same is used by manifests' ``study`` column.
 The command-line options that fill a :class:`StudyRequest` live in ``cli/options.py``.
 """
 from __future__ import annotations
@@ -54,7 +57,7 @@ def study_exam(selection, request: StudyRequest, segmenter_factory=None, fit_adc
         mask = "auto"                   # a manifest row with no mask cell and no SEG in its study
     segmenter = segmenter_factory() if mask is not None and str(mask) == "auto" else None
     images, mask_info = read_study_exam(selection, mask, request.mask_label, segmenter, fit_adc)
-    header_facts, header_source = patient_facts_from_header(selection.chosen["t1w"].series.header)
+    header_facts, header_source = patient_facts_from_header(selection.chosen[selection.reference_role].series.header)
     facts, source = merge_facts(request.facts, header_facts, header_source)
     return images, mask_info, facts.validate("patient"), source
 
@@ -67,7 +70,11 @@ def predict_study(request: StudyRequest, ens, out, opts, dicom_out=None, quiet: 
     watch = Stopwatch()
     if on_stage:
         on_stage("read")
-    selection = select(request, quiet)
+    selection = select(request)
+    for role, reason in (getattr(opts, "left_out", None) or {}).items():   # --leave-out SEQUENCE:REASON
+        selection.leave_out(role, reason)
+    if not quiet:
+        print(selection.format_table())
     t = time.perf_counter()
     images, mask_info, facts, source = study_exam(
         selection, request, lambda: get_segmenter(opts.segmenter, opts.seg_model, ens.device.type))
