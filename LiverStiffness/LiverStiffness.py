@@ -27,12 +27,13 @@ from liverstiffness.report import Report
 from LiverStiffnessLib import dependencies
 from LiverStiffnessLib.logic import LiverStiffnessLogic, map_key, missing_inputs
 from LiverStiffnessLib.map_display import MapDisplay
-from LiverStiffnessLib.nodes import ExamNodes
+from LiverStiffnessLib.nodes import SEQUENCE_LABELS, ExamNodes
 
 # The maps the web page offers too (LiverStiffnessLib.logic.MAP_KINDS, which a test compares with
 # these): rollout and saliency, which point at a planted signal, and GradCAM with its caveat.
 MAP_KINDS = ((_("Attention rollout"), "rollout"), (_("Saliency (gradient × input), per sequence"), "saliency"),
              (_("GradCAM: did not point at a planted signal (see the note)"), "gradcam"))
+LEAVE_OUT_PARAMS = {"t1w": "leaveOutT1w", "t2w": "leaveOutT2w", "dwi": "leaveOutDwi"}   # sequence → parameter
 SEQUENCES = ((_("All sequences"), ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
 
 
@@ -45,8 +46,9 @@ class LiverStiffness(ScriptedLoadableModule):
         self.parent.contributors = ["LiverStiffness developers"]
         self.parent.helpText = _(
             "Estimates liver shear stiffness (kPa, as 60 Hz MR elastography measures it) from non-contrast "
-            "T1-weighted, T2-weighted and diffusion-weighted MRI and a liver mask, with a calibrated interval, the "
-            "MRE category and attention maps that show where the model looked. Check the mask first. "
+            "T1-weighted, T2-weighted and diffusion-weighted MRI (any of them; the result names those used) and a "
+            "liver mask, with a calibrated interval, the MRE category and attention maps that show where the model "
+            "looked. Check the mask first. "
             "The shipped demo model was trained on synthetic phantoms: it is for demonstration only, not for clinical use.")
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Method after transformer-based multi-channel MRI "
@@ -61,6 +63,9 @@ class LiverStiffnessParameterNode:
     t2w: slicer.vtkMRMLScalarVolumeNode
     dwi: slicer.vtkMRMLNode
     dwiBValues: str = ""
+    leaveOutT1w: str = ""             # why a selected sequence is not to be used (empty: use it)
+    leaveOutT2w: str = ""
+    leaveOutDwi: str = ""
     maskSegmentation: slicer.vtkMRMLSegmentationNode
     maskSegmentId: str = ""
     maskLabelmap: slicer.vtkMRMLLabelMapVolumeNode
@@ -107,6 +112,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for label, key in SEQUENCES:
             self.ui.sequenceComboBox.addItem(label, key)
         self._fill_devices()
+        self._add_leave_out_row()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -175,7 +181,8 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "t1w": self.ui.t1wSelector, "t2w": self.ui.t2wSelector, "dwi": self.ui.dwiSelector,
                 "dwiBValues": self.ui.dwiBValuesLineEdit, "maskLabelmap": self.ui.maskLabelmapSelector,
                 "maskLabel": self.ui.maskLabelSpinBox, "age": self.ui.ageSpinBox, "sex": self.ui.sexComboBox,
-                "bmi": self.ui.bmiSpinBox, "pdff": self.ui.pdffSpinBox, "opacity": self.ui.opacitySlider})
+                "bmi": self.ui.bmiSpinBox, "pdff": self.ui.pdffSpinBox, "opacity": self.ui.opacitySlider,
+                **{param: edit for param, edit in zip(LEAVE_OUT_PARAMS.values(), self._leaveOutEdits)}})
             # The segment selector is not a parameter widget: mirror it by hand (saved with the scene).
             if self._parameterNode.maskSegmentation:
                 self.ui.maskSegmentSelector.setCurrentNode(self._parameterNode.maskSegmentation)
@@ -186,6 +193,23 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._update_state()
 
     # ------------------------------------------------------------------ state
+    def _add_leave_out_row(self) -> None:
+        """A reason per sequence, below the inputs: a selected sequence with a reason is not used
+        (e.g. "motion artefact"), and the report names it with that reason."""
+        row = qt.QWidget()
+        box = qt.QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        self._leaveOutEdits = []
+        for name in LEAVE_OUT_PARAMS:
+            edit = qt.QLineEdit()
+            edit.placeholderText = _("{name}: why").format(name=SEQUENCE_LABELS[name])
+            edit.toolTip = _("Type why to leave the selected {name} out (e.g. motion artefact); empty: use it. "
+                             "Any of T1w, T2w and DWI may be missing; the result names those used.").format(
+                name=SEQUENCE_LABELS[name])
+            box.addWidget(edit)
+            self._leaveOutEdits.append(edit)
+        self.ui.inputsCollapsibleButton.layout().addRow(_("Leave out:"), row)
+
     def _nodes(self) -> ExamNodes:
         from liverstiffness.manifest import PatientFacts, parse_b_values
 
@@ -201,7 +225,15 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             mask_segment_id=p.maskSegmentId if seg else "",
             mask_labelmap=None if seg else p.maskLabelmap, mask_label=p.maskLabel or None,
             facts=PatientFacts(age=p.age if p.age >= 0 else None, sex=sex if sex in ("F", "M") else None,
-                               bmi=p.bmi if p.bmi > 9.0 else None, pdff=p.pdff if p.pdff >= 0 else None))
+                               bmi=p.bmi if p.bmi > 9.0 else None, pdff=p.pdff if p.pdff >= 0 else None),
+            left_out={name: getattr(p, param).strip() for name, param in LEAVE_OUT_PARAMS.items()
+                      if getattr(p, param).strip()})
+
+    def _reference_node(self, name: str | None = None):
+        """The volume the results lie on: sequence ``name`` (a result's reference), else the first
+        used of T1w, T2w, DWI."""
+        nodes = self._nodes()
+        return (nodes.volume_node(name) if name else None) or nodes.reference_node
 
     def _on_segment_selected(self, *args) -> None:
         if self._parameterNode:
@@ -212,10 +244,12 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _update_state(self, *args) -> None:
         if not self._parameterNode or self._run is not None:
             return
-        reason = missing_inputs(self._nodes())
+        nodes = self._nodes()
+        reason = missing_inputs(nodes)
         self.ui.applyButton.enabled = reason is None
         self.ui.applyButton.toolTip = reason or _("Estimate liver stiffness from the selected inputs")
-        self.ui.statusLabel.text = reason or _("Ready.")
+        used = ", ".join(SEQUENCE_LABELS[n] for n in nodes.sequences)
+        self.ui.statusLabel.text = reason or _("Ready: the estimate uses {used}.").format(used=used)
 
     def _fill_devices(self) -> None:
         self.ui.deviceComboBox.clear()
@@ -323,9 +357,10 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         coverage=report.interval_coverage, lo=lo, hi=hi))
         note = " — " + _("demo model (synthetic), not for clinical use") if report.synthetic_model else ""
         warn = "<br>".join(report.warnings)
+        seqs = LiverStiffnessLogic.sequences_text(report)
         if not (report.input_range or {}).get("checked", False):  # older model folders carry no training ranges
             warn += ("<br>" if warn else "") + "Out-of-range check not available for this model."
-        self.ui.categoryLabel.setText(f"<b>{report.category}</b>{note}" + (f"<br><i>{warn}</i>" if warn else ""))
+        self.ui.categoryLabel.setText(f"<b>{report.category}</b>{note}<br>{seqs}" + (f"<br><i>{warn}</i>" if warn else ""))
         self.ui.saveReportButton.enabled = self._result is not None
 
     def _show_overlay(self, *args) -> None:
@@ -338,7 +373,8 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._maps.node(self._result, key if key in self._result.attention else "rollout",
                                inside_liver=self.ui.insideLiverCheckBox.checked)
         self.ui.mapNoteLabel.text = self.logic.map_note(self._result.report, node.GetAttribute("LiverStiffness.mapKind"))
-        slicer.util.setSliceViewerLayers(background=self._parameterNode.t1w, foreground=node,
+        reference = (self._result.report.preprocessing or {}).get("reference_sequence")
+        slicer.util.setSliceViewerLayers(background=self._reference_node(reference), foreground=node,
                                          foregroundOpacity=self.ui.opacitySlider.value)
 
     def onSaveReport(self) -> None:
@@ -366,7 +402,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         print(selection.format_table())
         p = self._parameterNode
-        p.t1w, p.t2w, p.dwi = nodes.t1w, nodes.t2w, nodes.dwi
+        p.t1w, p.t2w, p.dwi = nodes.t1w, nodes.t2w, nodes.dwi   # a role the study lacks: None (not given)
         p.dwiBValues = ",".join(f"{b:g}" for b in nodes.dwi_b_values)
         if nodes.mask_segmentation is not None:
             self.ui.maskSegmentSelector.setCurrentNode(nodes.mask_segmentation)
@@ -380,8 +416,9 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if f.bmi is not None:
             p.bmi = f.bmi
         chosen = "; ".join(f"{r.upper()} {c.series.label()}" for r, c in selection.chosen.items())
-        self.ui.statusLabel.text = f"Study loaded: {chosen} (the reasons are in the Python console)."
-        slicer.util.setSliceViewerLayers(background=nodes.t1w)
+        lacking = "".join(f"; no {SEQUENCE_LABELS[r]}: {why}" for r, why in nodes.left_out.items())
+        self.ui.statusLabel.text = f"Study loaded: {chosen}{lacking} (the reasons are in the Python console)."
+        slicer.util.setSliceViewerLayers(background=nodes.reference_node)
 
     # ------------------------------------------------------------------ automatic mask
     def onSegmentLiver(self) -> None:
@@ -443,7 +480,10 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         flag = self._qa.flags[int(index)]
         pos = flag.positions_mm[0] if flag.positions_mm else None
         k = flag.slices[len(flag.slices) // 2] if flag.slices else 0
-        ras = self.logic.slice_position_ras(self._parameterNode.t1w, k, pos)
+        reference = self._reference_node()
+        if reference is None:
+            return
+        ras = self.logic.slice_position_ras(reference, k, pos)
         slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
 
     def onOpenSegmentEditor(self) -> None:
@@ -452,7 +492,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         if seg is not None:
             editor.setSegmentationNode(seg)
-            editor.setSourceVolumeNode(self._parameterNode.t1w)
+            editor.setSourceVolumeNode(self._reference_node())
 
 
 class LiverStiffnessTest(ScriptedLoadableModuleTest):

@@ -16,7 +16,7 @@ from liverstiffness.dicom.selection import StudySelection, select_study
 from liverstiffness.dicom.study_input import patient_facts_from_header, read_dwi_instances, sorted_instances
 from liverstiffness.errors import InputError
 
-from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, ExamNodes
+from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, SEQUENCE_LABELS, ExamNodes
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -75,26 +75,34 @@ def load_seg_node(path, reference_node, name: str, scene):
 
 
 def load_study_nodes(folder, scene, rules=None, overrides: dict | None = None):
-    """The study's T1w, T2w, DWI (and liver SEG, when there is one) as new nodes, filled into an
-    ``ExamNodes`` with the DWI b-values and the patient facts of the headers; and the selection
-    (its ``format_table()`` says what was chosen and why)."""
+    """The study's T1w, T2w, DWI (those its rules find: any non-empty subset) and liver SEG (when
+    there is one, on the reference's grid) as new nodes, filled into an ``ExamNodes`` with the
+    DWI b-values, the patient facts of the headers and, for a role with no series, why
+    (``left_out``, which the report names); and the selection (its ``format_table()`` says what
+    was chosen and why)."""
 
     selection: StudySelection = select_study(folder, rules, overrides, find_mask=True)
     c = selection.chosen
     made = []
     try:
-        t1 = load_series_node(c["t1w"].instances, f"T1w {c['t1w'].series.description}", scene)
-        made.append(t1)
-        t2 = load_series_node(c["t2w"].instances, f"T2w {c['t2w'].series.description}", scene)
-        made.append(t2)
-        dwi = read_dwi_instances(c["dwi"].instances, f"DWI {c['dwi'].series.label()}", fit_adc=False)
-        node = node_from_sitk(dwi.images[0], f"DWI {c['dwi'].series.description}", scene, "vtkMRMLVectorVolumeNode")
-        made.append(node)
-        slicer.util.updateVolumeFromArray(node, np.stack([sitk.GetArrayFromImage(im) for im in dwi.images], axis=-1))
-        facts, _ = patient_facts_from_header(c["t1w"].series.header)
-        nodes = ExamNodes(t1w=t1, t2w=t2, dwi=node, dwi_b_values=dwi.b_values, facts=facts)
+        nodes = ExamNodes(left_out=dict(getattr(selection, "missing", None) or {}))
+        for role in ("t1w", "t2w"):
+            if role in c:
+                node = load_series_node(c[role].instances, f"{SEQUENCE_LABELS[role]} {c[role].series.description}", scene)
+                made.append(node)
+                setattr(nodes, role, node)
+        if "dwi" in c:
+            dwi = read_dwi_instances(c["dwi"].instances, f"DWI {c['dwi'].series.label()}", fit_adc=False)
+            node = node_from_sitk(dwi.images[0], f"DWI {c['dwi'].series.description}", scene, "vtkMRMLVectorVolumeNode")
+            made.append(node)
+            slicer.util.updateVolumeFromArray(node, np.stack([sitk.GetArrayFromImage(im) for im in dwi.images], axis=-1))
+            nodes.dwi, nodes.dwi_b_values = node, dwi.b_values
+        if not nodes.sequences:
+            raise InputError(f"study {folder}", "has no T1w, T2w or DWI series the rules choose")
+        nodes.facts, _ = patient_facts_from_header(c[nodes.reference_name].series.header)
         if selection.mask_series is not None:
-            seg = load_seg_node(selection.mask_series.files[0], t1, f"{selection.mask_series.description} (liver)", scene)
+            seg = load_seg_node(selection.mask_series.files[0], nodes.reference_node,
+                                f"{selection.mask_series.description} (liver)", scene)
             made.append(seg)
             nodes.mask_segmentation, nodes.mask_segment_id = seg, seg.GetSegmentation().GetNthSegmentID(0)
     except BaseException:

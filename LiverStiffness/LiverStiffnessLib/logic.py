@@ -2,8 +2,12 @@
 
 It turns the selected nodes into the core package's inputs (``ExamImages``), runs the core
 (in this process, or as a background ``liverstiffness predict`` process the panel can cancel),
-and turns the results into new nodes: attention volumes on the T1w geometry and a row in the
-results table. Input nodes are only read.
+and turns the results into new nodes: attention volumes on the reference's geometry and a row in
+the results table. Input nodes are only read.
+
+Any non-empty subset of T1w, T2w and DWI is an exam (a node None: not given; ``ExamNodes.left_out``:
+given but not to be used, with why). The reference, whose grid and name the results take, is the
+first used of T1w, T2w, DWI, as in the core (``preprocess.ExamImages.reference``).
 """
 from __future__ import annotations
 
@@ -30,12 +34,12 @@ from liverstiffness.report import Report
 
 from .i18n import _
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
-from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, AutoMaskResult, ExamNodes, ResultNodes
+from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, SEQUENCE_LABELS, SEQUENCES, AutoMaskResult, ExamNodes, ResultNodes
 
 RESULTS_TABLE_NAME = "LiverStiffness results"
 ATTENTION_COLOR_NAME = "LiverStiffness attention"
-TABLE_COLUMNS = ("time", "T1w", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
-                 "model", "device", "mask_QA_flags", "input_range", "attention_node")
+TABLE_COLUMNS = ("time", "reference", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
+                 "model", "device", "mask_QA_flags", "input_range", "attention_node", "sequences")
 # The maps both front ends offer, (kind, label): those that point at a planted signal in the
 # project's pointing game (Testing/Python/test_learning.py: rollout and saliency), and GradCAM only
 # with what that test measured. Saliency is one map per sequence (``map_key``).
@@ -60,11 +64,13 @@ def map_window_max(arr) -> float:
 
 
 def missing_inputs(nodes: ExamNodes) -> str | None:
-    """Why "Estimate stiffness" must stay disabled, or None when the inputs are complete."""
-    for name in ("t1w", "t2w", "dwi"):
-        if getattr(nodes, name) is None:
-            return _("Select the {name} volume.").format(name=name.upper())
-    if not nodes.dwi_b_values:
+    """Why "Estimate stiffness" must stay disabled, or None when the inputs are complete: at least
+    one of T1w, T2w and DWI (not left out), the DWI's b-values when it is used, and the mask."""
+    if not nodes.sequences:
+        if any(getattr(nodes, name) is not None for name in SEQUENCES):
+            return _("Every selected sequence is left out: keep at least one of T1w, T2w and DWI.")
+        return _("Select at least one of the T1w, T2w and DWI volumes.")
+    if "dwi" in nodes.sequences and not nodes.dwi_b_values:
         return _("Enter the DWI b-value(s) in s/mm².")
     if nodes.mask_segmentation is None and nodes.mask_labelmap is None:
         return _("Select the liver mask (a segmentation and segment, or a labelmap).")
@@ -89,19 +95,26 @@ class LiverStiffnessLogic:
 
     # ------------------------------------------------------------------ inputs
     def exam_images(self, nodes: ExamNodes) -> ExamImages:
-        """The selected nodes as core inputs; InputError (one line) for anything wrong."""
+        """The selected nodes as core inputs; InputError (one line) for anything wrong. A sequence
+        not selected or left out is None; the mask is exported onto the reference's grid."""
         reason = missing_inputs(nodes)
         if reason:
             raise InputError("inputs", reason)
-        t1 = sitk_from_volume(nodes.t1w, "t1w")
-        t2 = sitk_from_volume(nodes.t2w, "t2w")
-        for img, what, node in ((t1, "t1w", nodes.t1w), (t2, "t2w", nodes.t2w)):
-            where = f"{what} {node.GetName()}"   # the same checks as for files (input_checks.py)
+        used = nodes.sequences
+        anatomy = {}
+        for name in ("t1w", "t2w"):
+            node = getattr(nodes, name)
+            if name not in used:
+                continue
+            img = sitk_from_volume(node, name)
+            where = f"{name} {node.GetName()}"   # the same checks as for files (input_checks.py)
             check_geometry(img, where)
             check_values(img, where)
-        dwi = dwi_from_volumes(_dwi_volumes(nodes), nodes.dwi_b_values, f"dwi {nodes.dwi.GetName()}")
+            anatomy[name] = img
+        dwi = (dwi_from_volumes(_dwi_volumes(nodes), nodes.dwi_b_values, f"dwi {nodes.dwi.GetName()}")
+               if "dwi" in used else None)
         if nodes.mask_segmentation is not None:
-            mask = labelmap_from_segment(nodes.mask_segmentation, nodes.mask_segment_id, nodes.t1w, self.scene)
+            mask = labelmap_from_segment(nodes.mask_segmentation, nodes.mask_segment_id, nodes.reference_node, self.scene)
             mask_name = nodes.mask_segmentation.GetName()
         else:
             mask_name = nodes.mask_labelmap.GetName()
@@ -110,8 +123,11 @@ class LiverStiffnessLogic:
             mask = binarize_mask(label_img, nodes.mask_label, f"liver mask {mask_name}", allow_empty=True)
         if not sitk.GetArrayViewFromImage(mask).any():
             raise InputError(f"liver mask {mask_name}", "is empty")
-        images = ExamImages(t1, t2, dwi, mask, {"t1w": nodes.t1w.GetName(), "t2w": nodes.t2w.GetName(),
-                                                "dwi": nodes.dwi.GetName(), "mask": mask_name})
+        paths = {name: getattr(nodes, name).GetName() for name in used}
+        left_out = {name: str(why).strip() for name, why in nodes.left_out.items()
+                    if name in SEQUENCES and name not in used and str(why or "").strip()}
+        images = ExamImages(anatomy.get("t1w"), anatomy.get("t2w"), dwi, mask, {**paths, "mask": mask_name},
+                            left_out=left_out)
         check_exam(images)
         nodes.facts.validate("patient")
         return images
@@ -144,19 +160,25 @@ class LiverStiffnessLogic:
         images = self.exam_images(nodes)
         work = Path(tempfile.mkdtemp(prefix="liverstiffness-", dir=work_root))
         (work / "inputs").mkdir()
-        files = {name: work / "inputs" / f"{name}.nii.gz" for name in ("t1w", "t2w", "mask", "dwi")}
+        files = {name: work / "inputs" / f"{name}.nii.gz" for name in (*images.sequences, "mask")}
         try:
-            for name, img in (("t1w", images.t1w), ("t2w", images.t2w), ("mask", images.mask)):
-                sitk.WriteImage(img, str(files[name]))
-            dwi = images.dwi.images
-            sitk.WriteImage(sitk.JoinSeries(dwi) if len(dwi) > 1 else dwi[0], str(files["dwi"]))
+            for name in ("t1w", "t2w", "mask"):
+                if name in files:
+                    sitk.WriteImage(getattr(images, name), str(files[name]))
+            if images.dwi is not None:
+                dwi = images.dwi.images
+                sitk.WriteImage(sitk.JoinSeries(dwi) if len(dwi) > 1 else dwi[0], str(files["dwi"]))
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        cmd = [python_executable(), "-m", "liverstiffness", "predict", "--stages", "--quiet",
-               "--t1w", str(files["t1w"]), "--t2w", str(files["t2w"]), "--dwi", str(files["dwi"]),
-               "--dwi-b", ",".join(f"{b:g}" for b in images.dwi.b_values), "--mask", str(files["mask"]),
-               "--device", device, "--maps", maps, "--out", str(work / "result")]
+        cmd = [python_executable(), "-m", "liverstiffness", "predict", "--stages", "--quiet"]
+        for name in images.sequences:        # a sequence not given is left out of the command
+            cmd += [f"--{name}", str(files[name])]
+        if images.dwi is not None:
+            cmd += ["--dwi-b", ",".join(f"{b:g}" for b in images.dwi.b_values)]
+        for name, why in images.left_out.items():   # the report names the reason
+            cmd += ["--leave-out", f"{name}:{why}"]
+        cmd += ["--mask", str(files["mask"]), "--device", device, "--maps", maps, "--out", str(work / "result")]
         f = nodes.facts
         for flag, value in (("--age", f.age), ("--sex", f.sex), ("--bmi", f.bmi), ("--pdff", f.pdff)):
             if value is not None:
@@ -182,27 +204,37 @@ class LiverStiffnessLogic:
         return node
 
     def results_table(self):
+        """The scene's results table; a column it lacks (a table saved by an older version) is added."""
         table = self.scene.GetFirstNodeByName(RESULTS_TABLE_NAME)
         if table is None:
             table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", RESULTS_TABLE_NAME)
-            for col in TABLE_COLUMNS:
+        for col in TABLE_COLUMNS:
+            if table.GetColumnIndex(col) < 0:
                 arr = vtk.vtkDoubleArray() if col.endswith(("kPa", "coverage")) else vtk.vtkStringArray()
                 arr.SetName(col)
+                arr.SetNumberOfTuples(table.GetNumberOfRows())
                 table.AddColumn(arr)
         return table
 
     def load_results(self, out_dir, nodes: ExamNodes) -> ResultNodes:
-        """Attention NIfTIs → new volume nodes on the T1w geometry; the report → a table row."""
+        """Attention NIfTIs → new volume nodes on the reference's geometry (the report's reference
+        sequence: T1w when used, else T2w, else the DWI), named after it; the report → a table row."""
         out_dir = Path(out_dir)
         report = Report.read(out_dir)
         color = self.attention_color_node()
-        base = nodes.t1w.GetName()
+        ref_name = (report.preprocessing or {}).get("reference_sequence") or nodes.reference_name or "t1w"
+        like = nodes.volume_node(ref_name)
+        if like is None:
+            raise InputError("results", f"the {SEQUENCE_LABELS.get(ref_name, ref_name)} volume they are placed "
+                                        "on is no longer selected")
+        base = getattr(nodes, ref_name).GetName()
         attention = {}
         for kind, fname in report.outputs["attention_maps"].items():
             img = sitk.ReadImage(str(out_dir / fname))
             label = "attention" if kind == "rollout" else f"attention {kind}"
-            node = volume_from_sitk(img, nodes.t1w, self.scene.GenerateUniqueName(f"{base} stiffness {label}"), self.scene)
+            node = volume_from_sitk(img, like, self.scene.GenerateUniqueName(f"{base} stiffness {label}"), self.scene)
             node.SetAttribute("LiverStiffness.mapKind", kind)
+            node.SetAttribute("LiverStiffness.referenceSequence", ref_name)
             node.CreateDefaultDisplayNodes()
             disp = node.GetDisplayNode()
             disp.SetAndObserveColorNodeID(color.GetID())
@@ -211,16 +243,21 @@ class LiverStiffnessLogic:
             attention[kind] = node
         table = self.results_table()
         row = table.AddEmptyRow()
-        values = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "T1w": base, "stiffness_kPa": report.stiffness_kpa,
+        values = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "reference": base, "stiffness_kPa": report.stiffness_kpa,
                   "interval_low_kPa": report.interval_kpa[0], "interval_high_kPa": report.interval_kpa[1],
                   "coverage": report.interval_coverage, "category": report.category,
                   "model": f"{report.model['name']} {report.model['version']}", "device": report.device,
                   "mask_QA_flags": ";".join(f["code"] for f in report.qa_flags),
                   "input_range": describe_range(report.input_range or {}),
-                  "attention_node": attention["rollout"].GetName()}
+                  "attention_node": attention["rollout"].GetName(), "sequences": report.sequences_text}
         for col, value in values.items():
-            table.SetCellText(row, TABLE_COLUMNS.index(col), str(value))
+            table.SetCellText(row, table.GetColumnIndex(col), str(value))
         return ResultNodes(report, attention, table, row, out_dir)
+
+    @staticmethod
+    def sequences_text(report: Report) -> str:
+        """One line for the panel and the page: the sequences used, and each missing one with why."""
+        return _("Sequences used: {text}").format(text=report.sequences_text)
 
     def map_node(self, result: ResultNodes, kind: str, inside_liver: bool = False):
         """The volume node showing map ``kind`` (or ``saliency``: see ``map_key``); with
@@ -252,7 +289,14 @@ class LiverStiffnessLogic:
         caveat = " " + _(GRADCAM_CAVEAT) if kind == "gradcam" else ""
         if kind.startswith("saliency_"):
             seq = kind.split("_", 1)[1]
-            caveat = " " + _("Saliency of the {seq} only.").format(seq={"t1w": "T1w", "t2w": "T2w"}.get(seq, seq.upper()))
+            label = {"t1w": "T1w", "t2w": "T2w"}.get(seq, seq.upper())
+            used = "dwi" if seq == "adc" else seq
+            if used not in report.sequences_used:   # its channels were zero: there is nothing to show
+                return _("The {seq} was not used in this estimate ({why}): it has no saliency.").format(
+                    seq=label, why=report.sequences_missing.get(used, "not given"))
+            caveat = " " + _("Saliency of the {seq} only.").format(seq=label)
+        if s.get("top10_share") is None:           # an all-zero map
+            return _("This map is empty: it carries no information about where the model looked.") + caveat
         if not s.get("informative"):
             return _("This map is near-uniform (its top tenth holds {share:.0%} of it; 10% would be uniform): "
                      "it carries no information about where the model looked.").format(share=s["top10_share"]) + caveat
@@ -309,15 +353,16 @@ class LiverStiffnessLogic:
         return run_qa(self.exam_images(nodes), thresholds)
 
     @staticmethod
-    def slice_position_ras(t1w_node, k: int, position_lps=None) -> list[float]:
-        """RAS point to jump to for a flag: its position, or the centre of T1w slice ``k``."""
+    def slice_position_ras(reference_node, k: int, position_lps=None) -> list[float]:
+        """RAS point to jump to for a flag: its position, or the centre of slice ``k`` of the
+        reference volume (``ExamNodes.reference_node``: the grid mask QA works on)."""
         if position_lps is not None:
             return [-position_lps[0], -position_lps[1], position_lps[2]]
         from .mrml_convert import ijk_to_world
 
-        dims = t1w_node.GetImageData().GetDimensions()
+        dims = reference_node.GetImageData().GetDimensions()
         ijk = np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, k, 1.0])
-        return (ijk_to_world(t1w_node) @ ijk)[:3].tolist()
+        return (ijk_to_world(reference_node) @ ijk)[:3].tolist()
 
     @staticmethod
     def save_report(result: ResultNodes, folder) -> list[Path]:

@@ -37,7 +37,7 @@ from LiverStiffnessLib.nodes import ExamNodes
 
 from . import exams, guard, result_view
 from .display import SliceDisplay
-from .inputs import INPUT_KEYS, b_value_problem, chosen_exam_nodes, missing_hint, patient_facts
+from .inputs import INPUT_KEYS, b_value_problem, chosen_exam_nodes, missing_hint, patient_facts, sequences_note
 from .lifetime import end_with_the_launcher
 from .messages import public
 from .model_info import describe_device, describe_model
@@ -104,6 +104,7 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
         s.status = "Choose an exam, or upload its files."
         s.busy = ""
         s.missing = "Choose an exam."
+        s.sequences_note = ""        # which of T1w, T2w and DWI the estimate will use, and why not the others
         s.max_upload_mb = self.max_upload / 1e6
         s.model_summary = {}
         s.device_text = "checking…"
@@ -119,6 +120,7 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
         s.legend_max = 2.0
         s.applied_opacity = None
         s.slice_positions = ""
+        s.background_name = ""       # the volume the slice views show under the mask and the map
         s.auto_mask_text = ""
 
     def _on_ready(self, **_):
@@ -143,11 +145,12 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
 
     def _on_inputs_change(self, **_):
         if not self.series:
-            self.state.missing = "Choose an exam."
+            self.state.missing, self.state.sequences_note = "Choose an exam.", ""
             return
         nodes = self.exam_nodes()
+        self.state.sequences_note = public(sequences_note(nodes, self.refused))
         problem = b_value_problem(self.state.dwi_b, self.series.get(self.state.dwi), nodes.dwi_b_values)
-        if problem:
+        if problem and nodes.dwi is not None:   # b-values matter only with a DWI
             self.state.missing = public(problem)
             return
         self.state.missing = public(missing_hint(nodes, self.refused) or "")
@@ -176,10 +179,10 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
         flag = self.qa.flags[int(index)]
         pos = flag.positions_mm[0] if flag.positions_mm else None
         k = flag.slices[len(flag.slices) // 2] if flag.slices else 0
-        t1 = self.series.get(self.state.t1w)
-        if t1 is None:
+        reference = self.exam_nodes().reference_node   # the grid mask QA worked on
+        if reference is None:
             return
-        r, a, s = self.logic.slice_position_ras(t1.node, k, pos)
+        r, a, s = self.logic.slice_position_ras(reference, k, pos)
         self.display.centre_on(r, a, s)
         with self.state:
             self.state.status = f"Showing {flag.code} at R {r:.0f} A {a:.0f} S {s:.0f} mm."
@@ -275,6 +278,8 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
                     self._drop_result()
                     self.finished_run, self.result = run, run.result()
                     self.state.result = result_view.result_card(self.result.report)
+                    # The maps lie on the reference's grid (the first used of T1w, T2w, DWI): shown over it.
+                    self.state.background = self.state.result["reference"]
                     self.state.status = "Done."
                 except Exception as exc:  # noqa: BLE001 - shown as one line; the run's folder goes
                     run.cleanup()

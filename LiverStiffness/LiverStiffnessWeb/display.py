@@ -1,4 +1,4 @@
-"""What the three slice views show: the chosen sequence as background, the liver mask as an
+"""What the three slice views show: the chosen sequence (else the reference) as background, the liver mask as an
 outline, and, once there is a result, a map over them; and where the views are, in mm.
 
 The choices (background, mask, map, opacity, "only inside the liver") are read from the session's
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from LiverStiffnessLib.logic import map_key
 from LiverStiffnessLib.map_display import MapDisplay
+from LiverStiffnessLib.nodes import SEQUENCES
 
 from .series import AUTO_MASK, LoadedSeries, label_node
 
@@ -26,14 +27,23 @@ class SliceDisplay:
         return self.sapp.view_manager.get_slice_views()
 
     def background_node(self, series: dict[str, LoadedSeries]):
-        key = self.state.background or "t1w"
-        x = series.get(self.state[key]) if self.state[key] else None
+        """The chosen sequence's volume; when that one is not assigned, the reference's (the first
+        assigned of T1w, T2w, DWI: the grid the results lie on)."""
+        keys = [self.state.background or "t1w", *SEQUENCES]
+        x = next((series[self.state[k]] for k in keys if self.state[k] and self.state[k] in series), None)
         return x.node if x else None
+
+    def _background(self, series: dict[str, LoadedSeries]):
+        """``background_node``, its name put in the state (shown under the views, read by the tests)."""
+        node = self.background_node(series)
+        with self.state:
+            self.state.background_name = node.GetName() if node is not None else ""
+        return node
 
     def show_inputs(self, series: dict[str, LoadedSeries], auto_mask) -> None:
         """Background: the chosen sequence; the liver mask as an outline; no overlay until a result."""
         dm = self.sapp.display_manager
-        dm.show_volume_in_slice_background(self.background_node(series))
+        dm.show_volume_in_slice_background(self._background(series))
         dm.show_volume_in_slice_foreground(None)
         self._show_mask_outline(series, auto_mask)
         dm.reset_views()
@@ -49,7 +59,7 @@ class SliceDisplay:
         kind = node.GetAttribute("LiverStiffness.mapKind")
         disp = node.GetDisplayNode()
         dm = self.sapp.display_manager
-        dm.show_volume_in_slice_background(self.background_node(series))
+        dm.show_volume_in_slice_background(self._background(series))
         dm.show_volume_in_slice_foreground(node)
         for view in self.views():
             view.set_foreground_opacity(float(s.opacity))

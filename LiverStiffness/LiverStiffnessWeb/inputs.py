@@ -7,7 +7,7 @@ from __future__ import annotations
 from liverstiffness.errors import InputError
 from liverstiffness.manifest import PatientFacts, parse_b_values
 from LiverStiffnessLib.logic import missing_inputs
-from LiverStiffnessLib.nodes import ExamNodes
+from LiverStiffnessLib.nodes import SEQUENCES, ExamNodes
 
 from . import exams
 from .series import AUTO_MASK, LoadedSeries, dwi_node, label_node
@@ -61,16 +61,28 @@ def patient_facts(state) -> PatientFacts:
 
 
 def missing_hint(nodes: ExamNodes, refused: dict[str, str]) -> str | None:
-    """What "Estimate stiffness" still needs (``missing_inputs``); where the missing series was in
-    the exam but could not be read (``refused``: role → why), why it was refused."""
+    """What "Estimate stiffness" still needs (``missing_inputs``); where the missing input was in
+    the exam but could not be read (``refused``: role → why), why it was refused. Any one of T1w,
+    T2w and DWI is enough: a refused one is said by ``sequences_note`` then, not here."""
     reason = missing_inputs(nodes)
     if reason is None:
         return None
-    chosen = {"t1w": nodes.t1w, "t2w": nodes.t2w, "dwi": nodes.dwi,
-              "mask": nodes.mask_labelmap or nodes.mask_segmentation}
-    for role, node in chosen.items():
-        if node is None and role in refused:
-            return f"No {ROLE_LABELS[role]}: {refused[role]}. Upload a readable one, or pick another series."
-        if node is None:
-            break   # the first one missing is what missing_inputs named
+    if not nodes.sequences:
+        for role in SEQUENCES:
+            if role in refused:
+                return f"No {ROLE_LABELS[role]}: {refused[role]}. Upload a readable one, or pick another series."
+    elif nodes.mask_labelmap is None and nodes.mask_segmentation is None and "mask" in refused:
+        return f"No {ROLE_LABELS['mask']}: {refused['mask']}. Upload a readable one, or pick another series."
     return reason
+
+
+def sequences_note(nodes: ExamNodes, refused: dict[str, str]) -> str:
+    """Which sequences the estimate will use, and why each other one will not be (not assigned,
+    or its series was refused); empty when no sequence is chosen."""
+    if not nodes.sequences:
+        return ""
+    used = ", ".join(ROLE_LABELS[r] for r in nodes.sequences)
+    missing = [f"no {ROLE_LABELS[r]}: {refused.get(r, 'not assigned')}" for r in SEQUENCES if r not in nodes.sequences]
+    if not missing:
+        return f"The estimate uses {used}."
+    return f"The estimate uses {used} only ({'; '.join(missing)})."

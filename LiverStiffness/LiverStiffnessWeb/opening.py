@@ -66,7 +66,7 @@ class ExamOpening:
             st = self.state
             st.series_items, st.t1w, st.t2w, st.dwi, st.mask, st.dwi_b = [], None, None, None, None, ""
             st.age = st.bmi = st.pdff = ""
-            st.sex, st.error, st.missing = None, "", "Choose an exam."
+            st.sex, st.error, st.missing, st.sequences_note, st.background_name = None, "", "Choose an exam.", "", ""
             st.status = "Choose an exam, or upload its files."
         return True
 

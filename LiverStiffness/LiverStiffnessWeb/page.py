@@ -53,6 +53,8 @@ def build_page(app) -> SinglePageWithDrawerLayout:
                 with html.Div(style="flex: 1 1 auto; min-height: 300px;"):
                     app.layout_manager.initialize_layout_grid(ui)
                 html.Div("{{ slice_positions }}", classes="text-caption px-2", id="slice-positions")
+                html.Div("Background: {{ background_name }}", v_if="background_name", classes="text-caption px-2",
+                         id="background-name")
         client.Style(".ls-band { height: 18px; display: inline-block; } .ls-bar { position: relative; white-space: nowrap; }")
     return ui
 
@@ -110,11 +112,13 @@ def _run_card(app) -> None:
                   v_if="series_items.length"):
         with v3.VCardText():
             with html.Div(classes="d-flex"):
-                v3.VBtn("Check mask", click=app.check_mask, disabled=("!t1w || !mask || running || !!busy",),
+                v3.VBtn("Check mask", click=app.check_mask, disabled=("!(t1w || t2w || dwi) || !mask || running || !!busy",),
                         prepend_icon="mdi-shield-check", classes="mr-2", id="check-mask")
                 v3.VBtn("Estimate stiffness", click=app.estimate, disabled=("!!missing || running || !!busy",),
                         color="primary", prepend_icon="mdi-play", id="estimate")
             html.Div("{{ missing }}", v_if="missing && !running", classes="text-caption mt-1", id="missing")
+            html.Div("{{ sequences_note }}", v_if="sequences_note && !missing && !running", classes="text-caption mt-1",
+                     id="sequences-note")
             html.Div("{{ qa_text }}", v_if="qa_text", classes="text-body-2 mt-2", id="qa-text")
             with v3.VList(density="compact", v_if="flags.length", id="flags"):
                 v3.VListItem(v_for="f in flags", key="f.i", title=("`${f.severity.toUpperCase()} ${f.code}`",),
@@ -136,6 +140,7 @@ def _result_card(app, ctrl) -> None:
                 html.Span(" kPa", style="font-size: 20px;")
             html.Div("{{ result.coverage }} interval {{ result.interval }} kPa", id="interval")
             html.Div("{{ result.category }}", classes="text-subtitle-1 font-weight-bold", id="category")
+            html.Div("Sequences used: {{ result.sequences }}", classes="text-body-2", id="sequences")
             # The MRE bands as a bar, the interval as a box on it, the estimate as a marker.
             with html.Div(classes="ls-bar mt-2 mb-1", style="width: 100%;", title="MRE bands (kPa)"):
                 html.Div(v_for="b in result.bands", key="b.label", classes="ls-band",

@@ -30,6 +30,10 @@ def result_card(r: Report) -> dict:
             "spread": f"{min(folds):.2f}–{max(folds):.2f}" if folds else "",
             "warnings": r.warnings or [],
             "synthetic": r.synthetic_model, "device": r.device,
+            # The sequences used, and each missing one with why ("T2w only (no T1w: not given; ...)").
+            "sequences": r.sequences_text, "sequences_used": list(r.sequences_used),
+            "sequences_missing": dict(r.sequences_missing),
+            "reference": (r.preprocessing or {}).get("reference_sequence") or (r.sequences_used or ["t1w"])[0],
             "mask": (r.mask or {}).get("source", "given")}
 
 

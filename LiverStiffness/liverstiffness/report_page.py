@@ -1,5 +1,6 @@
 """A one-page, self-contained HTML report for people: the key numbers, the category with the
-cut-off table used, mask QA, the montage, the series used and the model card's disclaimer.
+cut-off table used, the sequences used (and each missing one with why), mask QA, the montage, the
+series used and the model card's disclaimer.
 
 It prints on one A4 page; the montage is embedded, so the file can be mailed or archived alone.
 Everything shown comes from report.json (the numbers are not recomputed).
@@ -12,6 +13,8 @@ import html
 from pathlib import Path
 
 from .report import Report
+
+LABELS = {"t1w": "T1w", "t2w": "T2w", "dwi": "DWI"}    # as preprocess.SEQUENCE_LABELS (no pipeline import)
 
 
 def model_card_disclaimer(model_dir: Path | None) -> str:
@@ -55,16 +58,33 @@ def _qa_lines(report: Report) -> str:
     return "".join(f"<li><b>{_e(f.get('code'))}</b> ({_e(f.get('severity'))}): {_e(f.get('message'))}</li>" for f in flags)
 
 
+def _sequences_html(report: Report) -> str:
+    """"Sequences used: T2w" and, for each one missing, why (not given, or the user's reason)."""
+    used = ", ".join(LABELS.get(s, s) for s in report.sequences_used)
+    text = f"<p id=sequences><b>Sequences used:</b> {_e(used)}"
+    if report.sequences_missing:
+        why = "; ".join(f"no {LABELS.get(s, s)}: {reason}" for s, reason in report.sequences_missing.items())
+        text += (f" <span class=missing>(not used: {_e(why)})</span><br><span class=small>The interval is that of "
+                 f"exams with the same sequences ({_e(report.interval_basis)}).</span>")
+    return text + "</p>"
+
+
+def _missing_rows(report: Report) -> str:
+    return "".join(f"<tr><td>{_e(LABELS.get(s, s))}</td><td colspan=2>not used: {_e(reason)}</td></tr>"
+                   for s, reason in report.sequences_missing.items())
+
+
 def _series_rows(report: Report) -> str:
     study = report.study
     if not study:
         return "".join(f"<tr><td>{_e(k.upper())}</td><td colspan=2>{_e(v.get('source', ''))}</td></tr>"
-                       for k, v in report.inputs.items())
+                       for k, v in report.inputs.items()) + _missing_rows(report)
     rows = []
     for role, c in study.get("chosen", {}).items():
         rows.append(f"<tr><td>{_e(role.upper())}</td><td>#{_e(c.get('series_number'))} {_e(c.get('description'))}</td>"
                     f"<td>{_e(c.get('how'))}</td></tr>")
     mask = report.mask or {}
+    rows.append(_missing_rows(report))
     rows.append(f"<tr><td>Mask</td><td colspan=2>{_e(mask.get('source', ''))} {_e(mask.get('path', '') or '')}</td></tr>")
     return "".join(rows)
 
@@ -76,7 +96,8 @@ def write_report_page(path: Path, report: Report, folder: Path, model_dir: Path 
     img = ""
     if montage.is_file():
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
-        img = (f'<img alt="Attention rollout over the T1w, liver outlined" src="data:image/png;base64,{data}">'
+        reference = LABELS.get((report.preprocessing or {}).get("reference_sequence", "t1w"), "T1w")
+        img = (f'<img alt="Attention rollout over the {reference}, liver outlined" src="data:image/png;base64,{data}">'
                f"<p class=small>Where the model looked (attention rollout, {_e(report.attention.get('unit', ''))}); "
                "the liver is outlined. It explains the estimate; it is not a stiffness map.</p>")
     lo, hi = report.interval_kpa
@@ -105,7 +126,7 @@ h1 {{ font-size: 14pt; margin: 0 0 4px; }} h2 {{ font-size: 11pt; margin: 10px 0
 .key {{ display: flex; gap: 18px; align-items: baseline; margin: 8px 0; }}
 .kpa {{ font-size: 26pt; font-weight: 700; }} .cat {{ font-size: 14pt; }}
 table {{ border-collapse: collapse; font-size: 9.5pt; }} td, th {{ border: 1px solid #bbb; padding: 1px 6px; text-align: left; }}
-tr.here td {{ background: #ffe9a8; font-weight: 600; }}
+tr.here td {{ background: #ffe9a8; font-weight: 600; }} .missing {{ color: #8a4b00; }}
 img {{ width: 100%; }} .small {{ font-size: 8.5pt; color: #444; margin: 2px 0; }}
 .cols {{ display: flex; gap: 14px; }} .cols > div {{ flex: 1; }} ul {{ margin: 2px 0; padding-left: 18px; }}
 </style></head><body>
@@ -114,6 +135,7 @@ img {{ width: 100%; }} .small {{ font-size: 8.5pt; color: #444; margin: 2px 0; }
 <div class=key><span class=kpa>{report.stiffness_kpa:.2f} kPa</span>
 <span>{report.interval_coverage:.0%} interval {lo:.2f}–{hi:.2f} kPa</span>
 <span class=cat>{_e(report.category)}</span></div>
+{_sequences_html(report)}
 <p class=small>The value estimates what 60 Hz MR elastography would measure (shear stiffness). It is not a transient-elastography
 (FibroScan) kPa, which is a different, larger quantity. Category from the cut-off table <b>{_e(table['name'])}</b>:
 {_e(table.get('reference', ''))}.</p>

@@ -58,8 +58,27 @@ def test_a_study_becomes_the_panels_inputs(scene, study_case):
                        sitk.GetArrayFromImage(sitk.ReadImage(str(study_case.t2w))).ravel())[0, 1] > 0.9999
 
 
-def test_a_failed_study_leaves_the_scene_as_it_was(scene, real_data):
+def test_a_study_without_a_t1w_loads_the_others_and_a_failed_one_leaves_the_scene_as_it_was(scene, real_data,
+                                                                                            monkeypatch):
+    """A study with no T1w (a prostate MRI: T2w and DWI) is an exam without it, the reason kept
+    for the report; a study that fails half-way leaves no node behind."""
+    from liverstiffness.errors import InputError
+    from LiverStiffnessLib import dicom_nodes
+
     before = scene.GetNumberOfNodes()
-    with pytest.raises(Exception, match="no T1w series"):
-        LiverStiffnessLogic(scene).load_study(real_data / "prostatex_0000_dicom")
+    logic = LiverStiffnessLogic(scene)
+    nodes, _ = logic.load_study(real_data / "prostatex_0000_dicom")
+    assert nodes.t1w is None and nodes.sequences == ("t2w", "dwi") and nodes.reference_node is nodes.t2w
+    assert nodes.left_out == {"t1w": "no series in the study matched the T1w rules"}
+    assert nodes.dwi_b_values == (50.0, 400.0, 800.0)
+    for node in (nodes.t2w, nodes.dwi):
+        scene.RemoveNode(node)
+    assert scene.GetNumberOfNodes() == before
+
+    def unreadable(*args, **kwargs):
+        raise InputError("DWI", "cannot be read")
+
+    monkeypatch.setattr(dicom_nodes, "read_dwi_instances", unreadable)   # after the T2w node is made
+    with pytest.raises(InputError, match="cannot be read"):
+        logic.load_study(real_data / "prostatex_0000_dicom")
     assert scene.GetNumberOfNodes() == before

@@ -176,8 +176,9 @@ def test_estimate_creates_outputs_on_the_t1w_geometry_and_leaves_inputs_unchange
 def test_bad_inputs_raise_the_clear_error_the_panel_shows(scene, one_case):
     nodes = exam_nodes(scene, one_case)
     logic = LiverStiffnessLogic(scene)
-    assert missing_inputs(ExamNodes(t1w=nodes.t1w)) == "Select the T2W volume."
-    with pytest.raises(InputError, match="inputs: Select the DWI volume"):
+    # any of T1w, T2w and DWI is enough (test_slicer_subsets.py); the mask is not optional
+    assert missing_inputs(ExamNodes(t1w=nodes.t1w)) == "Select the liver mask (a segmentation and segment, or a labelmap)."
+    with pytest.raises(InputError, match="inputs: Select the liver mask"):
         logic.exam_images(ExamNodes(t1w=nodes.t1w, t2w=nodes.t2w))
     wrong_b = ExamNodes(**{**nodes.__dict__, "dwi_b_values": (0.0, 500.0, 1000.0)})
     with pytest.raises(InputError, match="has 2 volume\\(s\\) but 3 b-value"):
