@@ -27,6 +27,7 @@ from .ood import describe as describe_range
 from .outputs import REPORT, OutputError, atomic_write_text, publish_folder, staging_folder, writing
 from .preprocess import SEQUENCE_LABELS, ExamImages, Prepared, prepare, read_exam
 from .report import Report
+from .stiffness import embedding_ood
 from .stiffness.attention import compute_maps, map_summary, sequence_contributions
 from .stiffness.covariates import COVARIATES, encode
 from .stiffness.ensemble import Ensemble
@@ -57,6 +58,7 @@ def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOpti
     The interval is calibrated on the subset of the sequences this exam has."""
     cov, known = encode(facts)
     res = ens.predict(prep.tensor[None], cov[None], known[None], subset=subset_key(prep.sequences))
+    res["feature_distance"] = ens.feature_check(prep.tensor[None], cov[None], known[None], res["subset"])
     x = torch.as_tensor(prep.tensor[None], device=ens.device)
     c = torch.as_tensor(cov[None], device=ens.device)
     k = torch.as_tensor(known[None], device=ens.device)
@@ -148,6 +150,15 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         warnings_out.append(fallback)
     if res.get("interval_note"):
         warnings_out.append(res["interval_note"])
+    distance = res.pop("feature_distance")
+    if distance is not None:
+        input_range["feature_distance"] = distance
+        if not distance["in_distribution"]:
+            input_range["in_range"] = False
+            warnings_out.append(
+                f"out of distribution: the model sees this exam unlike its training exams (feature distance "
+                f"{distance['ratio_to_threshold']:.1f} x the {embedding_ood.QUANTILE:.0%} level of held-out training "
+                "exams with the same sequences): the estimate and its category are not to be trusted")
     flat = [k for k in ("rollout", "gradcam") if k in attention["maps"] and not attention["maps"][k]["informative"]]
     if flat:
         warnings_out.append(f"{' and '.join(flat)} map(s) near-uniform: they do not show where the model looked")

@@ -7,6 +7,8 @@
     fold0.pt ...       state_dicts (tensors only; loaded with torch.load(weights_only=True))
     baseline.json      the ridge baseline (coefficients, no pickle)
     MODEL_CARD.md      the human-readable card
+    feature_distribution.npz   the held-out training exams' head features, per fold and subset
+                       (out-of-distribution check, embedding_ood.py; its SHA-256 in model.json)
     oof_predictions.csv, train_log.jsonl
 
 Model folders are untrusted input: ``model.json`` must name a format this version reads
@@ -61,6 +63,7 @@ class EnsembleMeta:
     synthetic: bool = False
     input_statistics: dict | None = None   # training-cohort ranges for out-of-range flagging (ood.py)
     architecture: str = "StiffnessTransformer"     # a key of ARCHITECTURES
+    feature_distribution: dict | None = None  # file and SHA-256 of the head-feature distribution (embedding_ood.py)
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +76,7 @@ class EnsembleMeta:
             "folds": self.folds, "trained_on": self.trained_on, "metrics": self.metrics,
             "intended_use": self.intended_use, "synthetic_training_data": self.synthetic,
             "input_statistics": self.input_statistics,
+            **({"feature_distribution": self.feature_distribution} if self.feature_distribution else {}),
         }
 
     @classmethod
@@ -84,7 +88,8 @@ class EnsembleMeta:
             calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration") else None,
             folds=d["folds"], trained_on=d.get("trained_on", {}), metrics=d.get("metrics", {}),
             intended_use=d.get("intended_use", ""), synthetic=d.get("synthetic_training_data", False),
-            input_statistics=d.get("input_statistics"), architecture=d["architecture"].get("class", "StiffnessTransformer"))
+            input_statistics=d.get("input_statistics"), architecture=d["architecture"].get("class", "StiffnessTransformer"),
+            feature_distribution=d.get("feature_distribution"))
 
     def summary(self, model_dir: Path) -> dict:
         """What a prediction report says about the model."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class Ensemble:
     meta: EnsembleMeta
     models: list[StiffnessTransformer]
     device: torch.device
+    _features: dict | None = field(default=None, repr=False)   # feature_distribution(), read once
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> Ensemble:
@@ -52,6 +53,35 @@ class Ensemble:
         meta = read_meta(model_dir)
         dev = resolve_device(device)
         return cls(model_dir, meta, load_models(model_dir, meta, dev), dev)
+
+    def feature_distribution(self) -> dict | None:
+        """The held-out training exams' head-feature distribution (embedding_ood), checked against
+        its SHA-256 in model.json; None for a model folder without one."""
+        entry = self.meta.feature_distribution
+        if not entry:
+            return None
+        if self._features is None:
+            from ..errors import InputError
+            from . import embedding_ood
+            from .checkpoint import sha256
+
+            path = Path(self.model_dir) / entry["file"]
+            if Path(entry["file"]).name != entry["file"] or not path.is_file():
+                raise InputError(f"model {self.model_dir}", f"feature distribution {entry['file']} is missing")
+            if sha256(path) != entry["sha256"]:
+                raise InputError(path, "SHA-256 does not match model.json (file changed or corrupt)")
+            self._features = embedding_ood.load(path)
+        return self._features
+
+    def feature_check(self, image, cov, known, subset: str) -> dict | None:
+        """The exam's distance from the training exams in the head's feature space (one exam)."""
+        from .embedding_ood import check, head_features
+
+        parts = self.feature_distribution()
+        if parts is None:
+            return None
+        feats = [head_features(m, image, cov, known, self.device)[0] for m in self.models]
+        return check(parts, feats, subset)
 
     def to(self, device: torch.device) -> Ensemble:
         self.models = [m.to(device) for m in self.models]

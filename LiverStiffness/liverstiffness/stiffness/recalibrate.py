@@ -1,11 +1,13 @@
-"""Per-subset interval calibration for a model folder trained before it existed.
+"""Per-subset interval calibration (and the feature distribution) for a model folder trained
+before they existed.
 
 ``train`` now keeps, for every subset of T1w, T2w and DWI, the out-of-fold residuals of its fold
 models run with only those sequences (:mod:`.interval`). A model folder trained earlier has the
 full residuals only; given the cohort it was trained on, this recomputes the same out-of-fold
 predictions — each fold model on the exams it never saw, with each subset — and adds them,
 without retraining. The full-sequence residuals are recomputed too and must match those stored
-(else the cohort is not the one the model was trained on, and nothing is written).
+(else the cohort is not the one the model was trained on, and nothing is written). The same pass
+fits the held-out exams' head-feature distribution (:mod:`.embedding_ood`), as training does.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..manifest import read_manifest
 from .augment import SUBSET_VARIANTS
 from .checkpoint import read_meta, write_meta
 from .data import load_cohort
+from .embedding_ood import FILE, describe_entry, fit_from_folds, save
 from .ensemble import Ensemble, predict_log
 from .interval import FULL, Calibration
 
@@ -28,9 +31,9 @@ MATCH_TOLERANCE = 2e-3
 
 
 def subset_oof(model_dir: str | Path, manifest: str | Path, cache_dir: Path | None = None, workers: int = 0,
-               progress: bool = True, device: str = "auto") -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+               progress: bool = True, device: str = "auto") -> tuple[list[str], np.ndarray, np.ndarray, dict, dict]:
     """Out-of-fold ln(kPa) of each subset for the exams of ``oof_predictions.csv`` in its order:
-    (case ids, fold of each, ln reference, subset key → ln prediction)."""
+    (case ids, fold of each, ln reference, subset key → ln prediction, the feature distribution)."""
     ens = Ensemble.load(model_dir, device)
     oof_csv = Path(ens.model_dir) / "oof_predictions.csv"
     if not oof_csv.is_file():
@@ -53,7 +56,8 @@ def subset_oof(model_dir: str | Path, manifest: str | Path, cache_dir: Path | No
         for key, variant in SUBSET_VARIANTS.items():
             preds[key][held] = predict_log([net], data.images[held], data.cov[held], data.known[held], ens.device,
                                            variant=variant)[0]
-    return [r.case_id for r in records], folds, data.log_kpa.astype(float), preds
+    parts = fit_from_folds(ens.models, data.images, data.cov, data.known, folds, ens.device)
+    return [r.case_id for r in records], folds, data.log_kpa.astype(float), preds, parts
 
 
 def add_subset_calibration(model_dir: str | Path, manifest: str | Path, cache_dir: Path | None = None,
@@ -65,7 +69,7 @@ def add_subset_calibration(model_dir: str | Path, manifest: str | Path, cache_di
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
     cal = meta.calibration
-    _, folds, y_log, preds = subset_oof(model_dir, manifest, cache_dir, workers, progress)
+    _, folds, y_log, preds, parts = subset_oof(model_dir, manifest, cache_dir, workers, progress)
     full = np.abs(y_log - preds[FULL])
     worst = float(np.max(np.abs(full - np.asarray(cal.residuals_log))))
     if len(full) != cal.n_calibration or worst > MATCH_TOLERANCE or list(folds) != list(cal.residual_fold):
@@ -79,5 +83,7 @@ def add_subset_calibration(model_dir: str | Path, manifest: str | Path, cache_di
     for key, variant in SUBSET_VARIANTS.items():
         ablation[variant] = _metrics(y_log, preds[key])
         by_subset[key] = ablation[variant]
+    if parts:
+        meta.feature_distribution = describe_entry(save(model_dir / FILE, parts))
     write_meta(model_dir, meta)
     return by_subset

@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..manifest import read_manifest
 from ..ood import summarise_cohort
 from ..preprocess import InputSpec, PreprocessOptions
+from . import embedding_ood
 from .augment import ABLATIONS, SUBSET_VARIANTS, InputDropout, SiteAugment, available_sequences
 from .baseline import RidgeBaseline, features
 from .checkpoint import EnsembleMeta, load_models, read_meta, save_fold, write_meta
@@ -225,7 +226,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
 
     oof = {v: np.zeros(len(records)) for v in ABLATIONS}
     oof_base = np.zeros(len(records))
-    fold_meta = []
+    fold_meta, nets = [], []
     voxel_ml = float(np.prod(cfg.spec.spacing_mm)) / 1000.0
     X_base, names = features(data.images, data.cov, data.known, cfg.spec.channels, voxel_ml)
     for k in range(cfg.folds):
@@ -236,6 +237,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
         init = init_states[k % len(init_states)] if init_states else None
         net, info_k = train_fold(data.subset(tr), data.subset(va), cfg, cfg.seed * 100 + k, device, info,
                                  f"fold {k + 1}/{cfg.folds}", log, init)
+        nets.append(net)
         for v in ABLATIONS:
             oof[v][held] = predict_log([net], data.images[held], data.cov[held], data.known[held], device,
                                        amp=False, variant=v)[0]
@@ -268,6 +270,12 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
                  "device": str(device), "world_size": info.world},
         intended_use=SYNTHETIC_USE if synthetic else CLINICAL_USE, synthetic=synthetic,
         input_statistics=summarise_cohort(data.images, cfg.spec.channels, voxel_ml, [r.facts for r in data.records]))
+    # Where held-out training exams lie in the head's feature space: the out-of-distribution check.
+    parts = embedding_ood.fit_from_folds(nets, data.images, data.cov, data.known, folds, device)
+    if parts:
+        meta.feature_distribution = embedding_ood.describe_entry(embedding_ood.save(out / embedding_ood.FILE, parts))
+    else:
+        (out / embedding_ood.FILE).unlink(missing_ok=True)    # a folder retrained smaller keeps no stale one
     write_meta(out, meta)
     with open(out / "oof_predictions.csv", "w") as fh:
         fh.write("case_id,patient_id,site,fold,stiffness_kpa,predicted_kpa,baseline_kpa\n")
