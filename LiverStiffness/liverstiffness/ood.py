@@ -129,6 +129,10 @@ def describe(result: dict) -> str:
     if result["in_range"]:
         return "in range"
     parts = []
+    distance = result.get("feature_distance") or {}
+    if distance and not distance.get("in_distribution", True):
+        parts.append(f"out of distribution in the model's feature space ({distance['ratio_to_threshold']:.1f} x the "
+                     "99th percentile of held-out training exams with the same sequences)")
     for o in result["outside"]:
         if o["training_p1"] is None:
             parts.append(f"{o['label']}: {o['value']}")
