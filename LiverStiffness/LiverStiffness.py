@@ -11,6 +11,7 @@ Long module: Slicer finds a scripted module's widget, logic and self-test classe
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 import qt
@@ -113,6 +114,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.sequenceComboBox.addItem(label, key)
         self._fill_devices()
         self._add_leave_out_row()
+        self._add_followup_section(uiWidget)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -144,6 +146,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self._fill_followup()
 
     def exit(self) -> None:
         if self._parameterNode and self._parameterNodeGuiTag:
@@ -157,6 +160,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+        self._fill_followup()           # the closed scene's results table is gone
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(LiverStiffnessParameterNode(
@@ -328,6 +332,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.lastAttention = self._result.attention["rollout"]
                 self._show_report(self._result.report)
                 self._show_overlay()
+                self._fill_followup()
         elif state == "failed":
             slicer.util.errorDisplay(run.error(), windowTitle=_("LiverStiffness: the estimate failed"),
                                      detailedText="\n".join(run.log[-50:]))
@@ -383,6 +388,60 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Could not save the report."), waitCursor=True):
                 files = LiverStiffnessLogic.save_report(self._result, folder)
                 slicer.util.showStatusMessage(_("Saved {n} files to {folder}").format(n=len(files), folder=folder), 5000)
+
+    # ------------------------------------------------------------------ follow-up
+    def _add_followup_section(self, uiWidget) -> None:
+        """Follow-up, under Results: the earlier and the later result (rows of the results table,
+        or the earlier exam's saved report.json), Compare, and the change in one line."""
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = _("Follow-up")
+        section.collapsed = True
+        form = qt.QFormLayout(section)
+        self._followupEarlier, self._followupLater = qt.QComboBox(), qt.QComboBox()
+        self._followupFile = ctk.ctkPathLineEdit()
+        self._followupFile.filters = ctk.ctkPathLineEdit.Files
+        self._followupFile.nameFilters = ["report.json (*.json)"]
+        self._followupFile.toolTip = _("The earlier exam's report.json (Save report): used instead of the earlier row")
+        self._followupAnyway = qt.QCheckBox(_("Compare anyway (different model or cut-off table)"))
+        button = qt.QPushButton(_("Compare"))
+        button.toolTip = _("The change from the earlier to the later result, against the repeatability of MRE and of the model")
+        self._followupLabel = qt.QLabel()
+        self._followupLabel.wordWrap = True
+        self._followupLabel.textInteractionFlags = qt.Qt.TextSelectableByMouse
+        form.addRow(_("Earlier:"), self._followupEarlier)
+        form.addRow(_("…or its report.json:"), self._followupFile)
+        form.addRow(_("Later:"), self._followupLater)
+        form.addRow(self._followupAnyway)
+        form.addRow(button)
+        form.addRow(self._followupLabel)
+        button.clicked.connect(self.onCompare)
+        section.contentsCollapsed.connect(lambda collapsed: collapsed or self._fill_followup())
+        top = uiWidget.layout()
+        top.insertWidget(top.indexOf(self.ui.resultsCollapsibleButton) + 1, section)
+
+    def _fill_followup(self) -> None:
+        """The results table's rows in both choosers: the earlier on the last but one, the later on the last."""
+        if self.logic is None:
+            return
+        rows = self.logic.comparable_results()
+        for combo, pick in ((self._followupEarlier, -2), (self._followupLater, -1)):
+            combo.clear()
+            for row, label in rows:
+                combo.addItem(label, row)
+            combo.currentIndex = max(0, len(rows) + pick) if rows else -1
+
+    def onCompare(self) -> None:
+        path = self._followupFile.currentPath
+        earlier = path if path else self._followupEarlier.currentData
+        if earlier is not None and not path:
+            earlier = int(earlier)
+        later = self._followupLater.currentData
+        result = self.logic.compare_results(earlier, int(later) if later is not None else None,
+                                            self._followupAnyway.checked)
+        warn = "".join(f"<br><i>{escape(w)}</i>" for w in result.warnings)
+        self._followupLabel.setText(f"<b>{escape(result.text)}</b>{warn}")
 
     # ------------------------------------------------------------------ DICOM study
     def onLoadStudy(self) -> None:

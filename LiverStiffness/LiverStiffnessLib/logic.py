@@ -8,6 +8,10 @@ the results table. Input nodes are only read.
 Any non-empty subset of T1w, T2w and DWI is an exam (a node None: not given; ``ExamNodes.left_out``:
 given but not to be used, with why). The reference, whose grid and name the results take, is the
 first used of T1w, T2w, DWI, as in the core (``preprocess.ExamImages.reference``).
+
+Long module: ``LiverStiffnessLogic`` is the one entry both front ends (the panel and the web page)
+call for inputs, runs, results, masks and follow-up, plus the background run it returns; the
+helpers it calls live in the sibling modules (``mrml_convert``, ``followup_nodes``, ``map_display``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from liverstiffness.ood import describe as describe_range
 from liverstiffness.preprocess import ExamImages, check_exam
 from liverstiffness.report import Report
 
+from .followup_nodes import REPORT_ID_COLUMN, FollowUp, compare_sources, keep_report, stored_results
 from .i18n import _
 from .mrml_convert import labelmap_from_segment, n_components, sitk_from_volume, volume_from_sitk
 from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, SEQUENCE_LABELS, SEQUENCES, AutoMaskResult, ExamNodes, ResultNodes
@@ -39,7 +44,7 @@ from .nodes import LIVER_COLOR, LIVER_SEGMENT_NAME, SEQUENCE_LABELS, SEQUENCES, 
 RESULTS_TABLE_NAME = "LiverStiffness results"
 ATTENTION_COLOR_NAME = "LiverStiffness attention"
 TABLE_COLUMNS = ("time", "reference", "stiffness_kPa", "interval_low_kPa", "interval_high_kPa", "coverage", "category",
-                 "model", "device", "mask_QA_flags", "input_range", "attention_node", "sequences")
+                 "model", "device", "mask_QA_flags", "input_range", "attention_node", "sequences", REPORT_ID_COLUMN)
 # The maps both front ends offer, (kind, label): those that point at a planted signal in the
 # project's pointing game (Testing/Python/test_learning.py: rollout and saliency), and GradCAM only
 # with what that test measured. Saliency is one map per sequence (``map_key``).
@@ -252,7 +257,21 @@ class LiverStiffnessLogic:
                   "attention_node": attention["rollout"].GetName(), "sequences": report.sequences_text}
         for col, value in values.items():
             table.SetCellText(row, table.GetColumnIndex(col), str(value))
+        keep_report(table, row, report)   # kept with the row: any two rows can be compared (follow-up)
         return ResultNodes(report, attention, table, row, out_dir)
+
+    # ------------------------------------------------------------------ follow-up
+    def comparable_results(self) -> list[tuple[int, str]]:
+        """The results table's rows that carry their report, as (row, label) for two choosers."""
+        table = self.scene.GetFirstNodeByName(RESULTS_TABLE_NAME)
+        return stored_results(table)
+
+    def compare_results(self, before, after, compare_anyway: bool = False) -> FollowUp:
+        """The earlier result against the later: each a results-table row (int), a report.json
+        (or its folder) or a ``Report``. One line for the panel (``FollowUp.text``), the core's
+        ``Comparison`` and its warnings; different models or cut-off tables are refused in one
+        line unless ``compare_anyway``."""
+        return compare_sources(before, after, self.scene.GetFirstNodeByName(RESULTS_TABLE_NAME), compare_anyway)
 
     @staticmethod
     def sequences_text(report: Report) -> str:

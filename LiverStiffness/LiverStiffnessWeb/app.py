@@ -9,8 +9,9 @@ views show. Nothing here computes a stiffness, a flag or a map itself.
 This module holds the session (its state and actions) and ``main``; opening an exam is
 ``opening.py``, the page's layout ``page.py``, the exam's series and their nodes ``series.py``,
 the chosen inputs ``inputs.py``, the slice views ``display.py`` (the maps: ``LiverStiffnessLib/map_display.py``), the Result
-card and its downloads ``result_view.py``, the model card ``model_info.py``, messages without
-server paths ``messages.py``, the process's end ``lifetime.py``, who may connect ``guard.py``.
+card and its downloads ``result_view.py``, the comparison with an earlier report ``comparison.py``,
+the model card ``model_info.py``, messages without server paths ``messages.py``, the process's end
+``lifetime.py``, who may connect ``guard.py``.
 
 One process serves one session (trame-slicer keeps one scene per process); the launcher
 (``launcher.py``) starts one per browser session with its own work folder, and removes it.
@@ -36,6 +37,7 @@ from LiverStiffnessLib.logic import DEFAULT_SALIENCY, LiverStiffnessLogic
 from LiverStiffnessLib.nodes import ExamNodes
 
 from . import exams, guard, result_view
+from .comparison import FollowUpComparison
 from .display import SliceDisplay
 from .inputs import INPUT_KEYS, b_value_problem, chosen_exam_nodes, missing_hint, patient_facts, sequences_note
 from .lifetime import end_with_the_launcher
@@ -48,7 +50,7 @@ from .series import AUTO_MASK, LoadedSeries
 POLL_S = 0.25
 
 
-class LiverStiffnessWebApp(ExamOpening, TrameApp):
+class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
     """One browser session: its scene and state, and the actions the page's buttons call."""
 
     def __init__(self, server=None, data: Path | None = None, model: str | None = None, work: Path | None = None,
@@ -68,6 +70,7 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
         self.auto_mask = None        # AutoMaskResult of "Segment liver"
         self.refused: dict[str, str] = {}   # role → why the exam's series for it could not be read
         self.run_inputs = None       # the inputs (INPUT_KEYS) the run in flight, then its result, was computed from
+        self.exam_label = None       # the open exam as the page names it ("exam clean", "upload 2")
         self._uploads = 0
 
         self.sapp = SlicerApp()
@@ -80,6 +83,7 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
         self.layout_manager.set_layout("three")
         self.display = SliceDisplay(self.sapp, self.logic, self.state)
         self._init_state()
+        self._init_followup()        # comparison.py: the shown result against an earlier report
         self.ui = build_page(self)
         self.state.change("opacity", "map_kind", "map_seq", "liver_only", "background")(self._update_views)
         self.state.change("t1w", "t2w", "dwi", "mask", "dwi_b")(self._on_inputs_change)
@@ -278,6 +282,7 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
                     self._drop_result()
                     self.finished_run, self.result = run, run.result()
                     self.state.result = result_view.result_card(self.result.report)
+                    self._remember_result(self.result.report, self.exam_label or "exam")
                     # The maps lie on the reference's grid (the first used of T1w, T2w, DWI): shown over it.
                     self.state.background = self.state.result["reference"]
                     self.state.status = "Done."
@@ -310,6 +315,7 @@ class LiverStiffnessWebApp(ExamOpening, TrameApp):
         with self.state:
             self.state.result = None
             self.state.map_note = ""
+        self._forget_shown_result()
         self.display.hide_map()
 
     # ------------------------------------------------------------------ downloads

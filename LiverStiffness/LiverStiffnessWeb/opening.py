@@ -62,6 +62,7 @@ class ExamOpening:
             self._error("An estimate is running: cancel it before opening another exam.")
             return False
         self._clear_exam()
+        self.exam_label = None
         with self.state:
             st = self.state
             st.series_items, st.t1w, st.t2w, st.dwi, st.mask, st.dwi_b = [], None, None, None, None, ""
@@ -88,6 +89,7 @@ class ExamOpening:
         if not read.loaded:
             return self._refuse("; ".join(read.errors) or f"{label}: nothing could be read")
         self.refused = read.refused
+        self.exam_label = f"upload {self._uploads}" if uploaded else label
         for s, images, b in read.loaded:
             self.series[s.name] = add_series(self.sapp.scene, s, images, b)
         with self.state:

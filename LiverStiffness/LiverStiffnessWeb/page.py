@@ -165,6 +165,31 @@ def _result_card(app, ctrl) -> None:
                     v3.VBtn(label, size="small", variant="tonal", classes="mr-1 mb-1", prepend_icon="mdi-download",
                             id=f"download-{key}",
                             click=f"utils.download('{name}', trigger('{ctrl.trigger_name(fn)}'), '{mime}')")
+            _followup(app, ctrl)
+
+
+def _followup(app, ctrl) -> None:
+    """Follow-up: the shown result against an earlier report (another exam of this session, or
+    an uploaded report.json), in one line; a refusal (another model or cut-off table) in one line."""
+    with html.Div(classes="mt-3", id="followup"):
+        html.Div("Compare with an earlier report", classes="text-subtitle-2")
+        v3.VSelect(v_model=("followup_before", None), items=("followup_items", []), label="Earlier report",
+                   density="compact", clearable=True, hide_details=True, classes="mb-1 ls-followup-select",
+                   id="followup-select", no_data_text="No other result in this session: upload its report.json")
+        v3.VFileInput(
+            label="…or upload the earlier exam's report.json", accept=".json,application/json", density="compact",
+            hide_details=True, prepend_icon="mdi-file-compare", id="followup-upload", classes="mb-1",
+            change=("($event.target.files && $event.target.files.length) ? "
+                    f"trigger('{ctrl.trigger_name(app.upload_earlier_report)}', [Array.from($event.target.files)]) : null"))
+        v3.VCheckbox(v_model=("followup_anyway", False), label="Compare anyway (another model or cut-off table)",
+                     density="compact", hide_details=True, id="followup-anyway")
+        html.Div("{{ followup.text }}", v_if="followup && !followup.refused && followup.compared",
+                 classes="text-body-2 font-weight-bold", id="followup-text")
+        html.Div("{{ followup.text }}", v_if="followup && (followup.refused || !followup.compared)",
+                 classes="text-body-2 text-error", id="followup-refused")
+        with html.Div(v_if="followup && followup.warnings.length", id="followup-warnings"):
+            v3.VAlert("{{ w }}", v_for="w in followup.warnings", key="w", type="warning", density="compact",
+                      variant="tonal", classes="mb-1 text-caption")
 
 
 def _display_card() -> None:

@@ -26,6 +26,20 @@ MRE_RC_PERCENT = 22.0       # MRE test–retest repeatability coefficient, about
 MEASURED_MODEL_RC_PERCENT = {("liverstiffness-transformer-demo", "0.1.0"): 18.1}
 
 
+class ComparisonRefused(InputError):
+    """Two reports that must not be compared silently: ``differs`` is "model" or "cutoffs". The
+    message names what differs; each front end says how to compare anyway (the command line's
+    --allow-different-*, the panel's and the page's "Compare anyway")."""
+
+    def __init__(self, differs: str, problem: str):
+        self.differs = differs
+        super().__init__("AFTER", problem)
+
+
+#: The command line's way past each refusal.
+ALLOW_OPTION = {"model": "--allow-different-models", "cutoffs": "--allow-different-cutoffs"}
+
+
 @dataclass
 class Comparison:
     before_kpa: float
@@ -75,19 +89,18 @@ def compare(before: Report, after: Report, allow_different_models: bool = False,
                 f"({before.model.get('name')} {before.model.get('version')})"
                 if model_identity(before)[:2] != model_identity(after)[:2] else "other weights of the same model name")
         if not allow_different_models:
-            raise InputError("AFTER", f"was estimated by {what}: estimates of two models are not comparable "
-                                      "(--allow-different-models to compare anyway)")
+            raise ComparisonRefused("model", f"was estimated by {what}: estimates of two models are not comparable")
         warnings.append(f"the two estimates come from different models ({what}): part of the change may be the model's")
     if before.cutoff_name != after.cutoff_name:
         if not allow_different_cutoffs:
-            raise InputError("AFTER", f"uses the cut-off table {after.cutoff_name}, the first {before.cutoff_name}: "
-                                      "their categories are not comparable (--allow-different-cutoffs)")
+            raise ComparisonRefused("cutoffs", f"uses the cut-off table {after.cutoff_name}, the first "
+                                               f"{before.cutoff_name}: their categories are not comparable")
         warnings.append(f"categories from different cut-off tables ({before.cutoff_name}, {after.cutoff_name})")
     pb, pa = before.patient or {}, after.patient or {}
     if pb.get("sex") and pa.get("sex") and pb["sex"] != pa["sex"]:
         warnings.append(f"patient sex differs ({pb['sex']} then {pa['sex']}): are these the same patient?")
     if pb.get("age") is not None and pa.get("age") is not None and pa["age"] < pb["age"]:
-        warnings.append(f"patient age went down ({pb['age']} then {pa['age']}): is BEFORE the earlier exam?")
+        warnings.append(f"patient age went down ({pb['age']} then {pa['age']}): is the first report the earlier exam?")
     if before.automatic_mask != after.automatic_mask:
         warnings.append("one liver mask was automatic and the other given: masks differ more than repeat drawings do")
     model_rc = MEASURED_MODEL_RC_PERCENT.get(model_identity(after)[:2])

@@ -10,7 +10,7 @@ import pytest
 
 from liverstiffness.cli.main import main
 from liverstiffness.errors import InputError
-from liverstiffness.followup import MRE_RC_PERCENT, compare
+from liverstiffness.followup import MRE_RC_PERCENT, ComparisonRefused, compare
 from liverstiffness.report import SCHEMA_VERSION, Report
 
 
@@ -41,16 +41,18 @@ def test_a_change_counts_only_beyond_repeatability():
 
 def test_different_models_or_cutoff_tables_are_refused_unless_allowed():
     other = make_report(4.0, model={"name": "m2", "version": "1", "sha256": {"fold0.pt": "b" * 64}})
-    with pytest.raises(InputError, match=r"another model \(m2 1\).*\(--allow-different-models"):
+    with pytest.raises(ComparisonRefused, match=r"another model \(m2 1\)") as refused:
         compare(make_report(3.0), other)
+    assert refused.value.differs == "model" and isinstance(refused.value, InputError)
     allowed = compare(make_report(3.0), other, allow_different_models=True)
     assert any("different models" in w for w in allowed.warnings)
     retrained = make_report(4.0, model={"name": "m", "version": "1", "sha256": {"fold0.pt": "c" * 64}})
     with pytest.raises(InputError, match="other weights of the same model name"):
         compare(make_report(3.0), retrained)
     nafld = make_report(4.0, cutoff_table={"name": "nafld-liang-2023"})
-    with pytest.raises(InputError, match="cut-off table nafld-liang-2023"):
+    with pytest.raises(ComparisonRefused, match="cut-off table nafld-liang-2023") as refused:
         compare(make_report(3.0), nafld)
+    assert refused.value.differs == "cutoffs"
     assert compare(make_report(3.0), nafld, allow_different_cutoffs=True).cutoff_tables == ["mayo-60hz", "nafld-liang-2023"]
     swapped = compare(make_report(3.0, patient={"age": 60, "sex": "F"}), make_report(3.1, patient={"age": 58, "sex": "M"}))
     assert len(swapped.warnings) == 2 and "same patient" in swapped.warnings[0] and "earlier exam" in swapped.warnings[1]
@@ -69,6 +71,12 @@ def test_compare_command_from_two_result_folders(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "before"), str(tmp_path / "broken.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "broken.json" in err and "\n" not in err
+    # A refusal on the command line says how to compare anyway, in one line.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text(make_report(4.0, cutoff_table={"name": "nafld-liang-2023"}).to_json())
+    assert main(["compare", str(tmp_path / "before"), str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(--allow-different-cutoffs to compare anyway)" in err and "\n" not in err
 
 
 def test_the_shipped_model_carries_its_measured_repeatability():

@@ -23,12 +23,16 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..followup import compare
+    from ..errors import InputError
+    from ..followup import ALLOW_OPTION, ComparisonRefused, compare
     from ..outputs import atomic_write_text, writing
     from ..report import Report
 
-    result = compare(Report.read(args.before), Report.read(args.after), args.allow_different_models,
-                     args.allow_different_cutoffs)
+    try:
+        result = compare(Report.read(args.before), Report.read(args.after), args.allow_different_models,
+                         args.allow_different_cutoffs)
+    except ComparisonRefused as exc:
+        raise InputError(exc.what, f"{exc.problem} ({ALLOW_OPTION[exc.differs]} to compare anyway)") from None
     if args.out:
         with writing(f"--out {args.out}"):
             atomic_write_text(Path(args.out), json.dumps(result.to_dict(), indent=2))
