@@ -48,14 +48,19 @@ def _raw(model_dir: Path, kind: str) -> dict:
     return json.loads((model_dir / name).read_text(encoding="utf-8"))
 
 
-def covariate_encoding() -> dict:
-    """How the clinical facts enter the model (:mod:`.stiffness.covariates`), as data."""
-    from .stiffness.covariates import _SCALING, COVARIATES
+def covariate_encoding(n_covariates: int = 4) -> dict:
+    """How the clinical facts enter a model with ``n_covariates`` tokens (:mod:`.stiffness.covariates`), as data."""
+    from .stiffness.covariates import _LAB_SCALING, _LOG_SCALING, _SCALING, model_covariates
 
-    units = {"age": "years", "bmi": "kg/m²", "pdff": "percent"}     # no text may start with % ($, @): MONAI's syntax
-    enc = {n: {"centre": c, "scale": s, "unit": units[n], "value": "(x - centre) / scale"} for n, (c, s) in _SCALING.items()}
+    names = model_covariates(n_covariates)
+    units = {"age": "years", "bmi": "kg/m²", "pdff": "percent", "ast": "U/L", "alt": "U/L",   # no text may start
+             "platelets": "10^9/L", "fib4": "age x AST / (platelets x sqrt(ALT))"}           # with % ($, @): MONAI's syntax
+    enc = {n: {"centre": c, "scale": s, "unit": units[n], "value": "(x - centre) / scale"}
+           for n, (c, s) in {**_SCALING, **_LAB_SCALING}.items()}
+    enc.update({n: {"centre": c, "scale": s, "unit": units[n], "value": "(ln x - centre) / scale"}
+                for n, (c, s) in _LOG_SCALING.items()})
     enc["sex"] = {"F": -1.0, "M": 1.0}
-    return {"order": list(COVARIATES), "encoding": {n: enc[n] for n in COVARIATES},
+    return {"order": list(names), "encoding": {n: enc[n] for n in names},
             "unknown": "known flag false: the model's learned missing-value embedding"}
 
 
@@ -68,7 +73,7 @@ def model_entry(model_dir: Path, kind: str) -> dict:
     if kind == "stiffness":
         entry["ensemble"]["combination"] = "the geometric mean of the fold networks' kPa (the mean of their ln kPa)"
         entry["preprocessing"] = {"input_spec": d["input_spec"], "preprocess": d["preprocess"]}
-        entry["covariates"] = covariate_encoding()
+        entry["covariates"] = covariate_encoding(d["architecture"]["n_covariates"])
         entry["interval_calibration"] = d.get("calibration")
     else:
         entry["ensemble"]["combination"] = "the mean of the fold networks' liver probabilities"
@@ -124,6 +129,7 @@ def _tensor(kind: str, fmt: str, channels: int, shape: list, dtype: str = "float
 
 def _stiffness_metadata(d: dict) -> dict:
     arch, spec = d["architecture"], d["input_spec"]
+    covariates = covariate_encoding(arch["n_covariates"])["order"]
     cal = d.get("calibration") or {}
     trained = d.get("trained_on") or {}
     source = "synthetic MRI phantoms (liverstiffness synth)" if d.get("synthetic_training_data") else "MRI exams with MRE"
@@ -142,8 +148,8 @@ def _stiffness_metadata(d: dict) -> dict:
             "inputs": {
                 "image": _tensor("image", "magnitude", len(spec["channels"]), list(arch["img_size"]),
                                  names=spec["channels"]),
-                "covariates": _tensor("tensor", "covariates", arch["n_covariates"], [], names=covariate_encoding()["order"]),
-                "known": _tensor("tensor", "mask", arch["n_covariates"], [], "bool", (0, 1), covariate_encoding()["order"]),
+                "covariates": _tensor("tensor", "covariates", arch["n_covariates"], [], names=covariates),
+                "known": _tensor("tensor", "mask", arch["n_covariates"], [], "bool", (0, 1), covariates),
             },
             "outputs": {"pred": _tensor("tensor", "regression", 1, [], names=["ln(stiffness in kPa), one per fold network"])},
         },

@@ -14,7 +14,9 @@ one is given; ``dwi_b`` is then empty too when there is no DWI.
 
 ``sex`` is F or M, ``field_strength`` in tesla, ``dwi_b`` in s/mm² (one value for a 3-D DWI, or
 several separated by ``;`` for a 4-D DWI in the order of its volumes), ``pdff`` in percent and
-optional, ``stiffness_kpa`` empty when unknown. Repeat exams share a ``patient_id``. An empty
+optional, ``stiffness_kpa`` empty when unknown. Optional blood-test columns ``ast`` and ``alt``
+(U/L) and ``platelets`` (10⁹/L), each of which may be empty; FIB-4 is computed from them with
+the age (:func:`fib4`), never read. Repeat exams share a ``patient_id``. An empty
 ``mask`` asks ``predict`` and ``qa`` for an automatic mask (training and evaluation need one). An
 optional ``mask_label`` column gives the liver's label in multi-label masks.
 
@@ -40,7 +42,8 @@ COLUMNS = (
 )
 IMAGE_COLUMNS = ("t1w", "t2w", "dwi", "mask")
 SEQUENCE_COLUMNS = ("t1w", "t2w", "dwi")   # any may be empty, not all
-OPTIONAL_COLUMNS = ("pdff", "mask_label")
+LAB_COLUMNS = ("ast", "alt", "platelets")   # optional; written when any exam has one
+OPTIONAL_COLUMNS = ("pdff", "mask_label", *LAB_COLUMNS)
 STUDY_COLUMN = "study"           # optional: a DICOM study folder
 # A case_id is used as a folder name under the output folder: a plain, portable name only.
 SAFE_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -54,6 +57,9 @@ BMI_RANGE = (10.0, 80.0)        # kg/m²
 PDFF_RANGE = (0.0, 100.0)       # percent
 FIELD_RANGE = (0.1, 11.7)       # tesla
 B_VALUE_RANGE = (0.0, 5000.0)   # s/mm²
+AST_RANGE = (1.0, 10000.0)      # U/L (acute hepatitis reaches thousands)
+ALT_RANGE = (1.0, 10000.0)      # U/L
+PLATELETS_RANGE = (1.0, 2000.0)  # 10⁹/L (a count per µL, e.g. 250000, is a unit error)
 
 
 @dataclass
@@ -64,14 +70,33 @@ class PatientFacts:
     sex: str | None = None  # "F" or "M"
     bmi: float | None = None
     pdff: float | None = None
+    ast: float | None = None        # aspartate aminotransferase, U/L
+    alt: float | None = None        # alanine aminotransferase, U/L
+    platelets: float | None = None  # platelet count, 10⁹/L
+
+    @property
+    def fib4(self) -> float | None:
+        """FIB-4 from the age and the labs, or None when any of them is unknown (:func:`fib4`)."""
+        return fib4(self.age, self.ast, self.alt, self.platelets)
 
     def validate(self, where: str = "patient") -> PatientFacts:
         _check_range(self.age, AGE_RANGE, f"{where} age", "years")
         _check_range(self.bmi, BMI_RANGE, f"{where} BMI", "kg/m²")
         _check_range(self.pdff, PDFF_RANGE, f"{where} PDFF", "%")
+        _check_range(self.ast, AST_RANGE, f"{where} AST", "U/L")
+        _check_range(self.alt, ALT_RANGE, f"{where} ALT", "U/L")
+        _check_range(self.platelets, PLATELETS_RANGE, f"{where} platelets", "10⁹/L")
         if self.sex is not None and self.sex not in ("F", "M"):
             raise InputError(f"{where} sex", f"must be F or M, got {self.sex!r}")
         return self
+
+
+def fib4(age: float | None, ast: float | None, alt: float | None, platelets: float | None) -> float | None:
+    """FIB-4 = age (years) × AST (U/L) / (platelets (10⁹/L) × √ALT (U/L)) (Sterling et al.,
+    Hepatology 2006); None when any input is unknown or not positive."""
+    if any(v is None for v in (age, ast, alt, platelets)) or min(age, ast, alt, platelets) <= 0:
+        return None
+    return float(age) * float(ast) / (float(platelets) * math.sqrt(float(alt)))
 
 
 @dataclass
@@ -102,6 +127,7 @@ class ExamRecord:
             "age": _fmt(self.facts.age), "sex": self.facts.sex or "", "bmi": _fmt(self.facts.bmi),
             "pdff": _fmt(self.facts.pdff), "stiffness_kpa": _fmt(self.stiffness_kpa),
             "mask_label": _fmt(self.mask_label),
+            **{col: _fmt(getattr(self.facts, col)) for col in LAB_COLUMNS},
         }
         for col in IMAGE_COLUMNS + ((STUDY_COLUMN,) if self.study is not None else ()):
             if getattr(self, col) is None:
@@ -237,6 +263,7 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
         facts = PatientFacts(
             age=_number(row["age"], f"{where} age"), sex=sex,
             bmi=_number(row["bmi"], f"{where} bmi"), pdff=_number(row.get("pdff", ""), f"{where} pdff"),
+            **{col: _number(row.get(col, ""), f"{where} {col}") for col in LAB_COLUMNS},
         ).validate(f"{where} ({case_id})")
         stiffness = _number(row["stiffness_kpa"], f"{where} stiffness_kpa", required=require_label)
         if stiffness is not None:
@@ -256,8 +283,9 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
 def write_manifest(path: str | Path, records: list[ExamRecord]) -> None:
     path = Path(path)
     base = path.resolve().parent
+    labs = any(getattr(r.facts, col) is not None for r in records for col in LAB_COLUMNS)
     columns = COLUMNS + (("mask_label",) if any(r.mask_label is not None for r in records) else ()) \
-        + ((STUDY_COLUMN,) if any(r.study is not None for r in records) else ())
+        + (LAB_COLUMNS if labs else ()) + ((STUDY_COLUMN,) if any(r.study is not None for r in records) else ())
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -29,7 +29,7 @@ from .preprocess import SEQUENCE_LABELS, ExamImages, Prepared, prepare, read_exa
 from .report import Report
 from .stiffness import embedding_ood
 from .stiffness.attention import compute_maps, map_summary, sequence_contributions
-from .stiffness.covariates import COVARIATES, encode
+from .stiffness.covariates import ALL_COVARIATES, LAB_COVARIATES, encode
 from .stiffness.ensemble import Ensemble
 from .stiffness.interval import subset_key
 from .timing import Stopwatch
@@ -133,6 +133,9 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         prep = prepare(images, ens.meta.spec, ens.meta.preprocess, transforms)
     if "dwi" in prep.sequences and not prep.has_adc:
         warnings_out.append("single b-value DWI: no ADC map; the model ran with its ADC channel empty")
+    unused = [c for c in LAB_COVARIATES if getattr(facts, c) is not None and c not in ens.meta.config.covariates]
+    if unused:
+        warnings_out.append(f"blood tests given ({', '.join(unused)}) but this model was trained without them: not used")
     missing = missing_sequences(images)
     if missing:
         warnings_out.append(f"estimated without {', '.join(SEQUENCE_LABELS[s] for s in missing)}: "
@@ -180,7 +183,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
         attention=attention,
         model=ens.meta.summary(Path(ens.model_dir)),
         device=str(ens.device),
-        patient={c: getattr(facts, c) for c in COVARIATES},
+        patient={c: getattr(facts, c) for c in ALL_COVARIATES},
         inputs={name: {"source": images.paths.get(name, ""), **geometry(img)} for name, img in (
             ("t1w", images.t1w), ("t2w", images.t2w), ("dwi", images.dwi.high_b if images.dwi else None),
             ("mask", images.mask)) if img is not None},

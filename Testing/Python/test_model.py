@@ -169,7 +169,9 @@ def test_tiny_model_interval_coverage_and_ablation_are_reported_by_evaluate(tiny
     assert main(["evaluate", "--model", str(tiny_model), "--manifest", str(small_cohort[0]), "--out",
                  str(tmp_path / "ab"), "--device", "cpu", "--workers", "1", "--ablation", "--quiet"]) == 0
     ablation = json.loads((tmp_path / "ab" / "metrics.json").read_text())["ablation"]
-    assert set(ablation) == {"full", "without_image_tokens", "without_t1w", "without_t2w", "without_dwi", "baseline"}
+    assert set(ablation) == {"full", "without_image_tokens", "without_t1w", "without_t2w", "without_dwi", "only_t1w",
+                             "only_t2w", "only_dwi", "baseline"}
+    assert ablation["only_t2w"]["sequences"] == "t2w" and 0 <= ablation["only_t2w"]["interval_coverage"] <= 1
     for name, m in ablation.items():
         assert m["n"] == 8 and set(m) >= {"pearson_r", "pearson_r_ci95", "mae_kpa"}
         assert ("full_minus_this_r" in m) == (name != "full")

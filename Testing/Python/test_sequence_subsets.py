@@ -185,3 +185,26 @@ def test_subset_calibration_added_to_an_older_model_equals_trainings(small_cohor
     with pytest.raises(InputError, match="is not the cohort"):
         add_subset_calibration(old, other, cache_dir=tmp_path / "cache", progress=False)
     assert (old / "model.json").read_text() == before
+
+
+def test_a_mask_off_the_body_is_refused_on_t2w_and_dwi_references(one_case, tiny_model, tmp_path, capsys):
+    """The mask-on-tissue check holds for each reference sequence, with its own level (the liver is
+    darker on T2w than on T1w, relative to the image's brightest tissue)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    t2 = sitk.ReadImage(str(one_case.t2w))
+    corner = np.zeros(sitk.GetArrayViewFromImage(t2).shape, np.uint8)
+    z = corner.shape[0] // 2
+    corner[z - 3:z + 3, 1:25, 1:25] = 1                  # a liver-sized block in the air of a corner
+    off = sitk.GetImageFromArray(corner)
+    off.CopyInformation(t2)
+    sitk.WriteImage(off, str(tmp_path / "off.nii.gz"))
+    b = ",".join(f"{v:g}" for v in one_case.dwi_b)
+    for args, ref in ((["--t2w", str(one_case.t2w)], "T2w"), (["--dwi", str(one_case.dwi), "--dwi-b", b], "DWI")):
+        code, _ = _predict(tmp_path, f"off_{ref}", tiny_model, *args, "--mask", str(tmp_path / "off.nii.gz"))
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err, err
+        assert f"does not cover the liver in the {ref} image" in err, err
+        code, rep = _predict(tmp_path, f"on_{ref}", tiny_model, *args, "--mask", str(one_case.mask))
+        assert code == 0 and rep.preprocessing["reference_sequence"] == ref.lower()

@@ -29,6 +29,9 @@ def register(sub) -> None:
     one.add_argument("--sex", choices=("F", "M"))
     one.add_argument("--bmi", type=float, help="kg/m²")
     one.add_argument("--pdff", type=float, help="MRI proton-density fat fraction, %%")
+    one.add_argument("--ast", type=float, help="aspartate aminotransferase, U/L (with --alt, --platelets and --age: FIB-4)")
+    one.add_argument("--alt", type=float, help="alanine aminotransferase, U/L")
+    one.add_argument("--platelets", type=float, help="platelet count, 10⁹/L (thousands per µL)")
     p.add_argument("--leave-out", action="append", default=[], metavar="SEQUENCE:REASON",
                    help="do not use a sequence that was given but is unusable (e.g. 'dwi:motion artefact'); the "
                         "report names it with the reason. May be repeated; applies to every exam of a manifest")
@@ -72,7 +75,8 @@ def run(args) -> int:
     left_out = parse_left_out(args.leave_out)
     if args.workers < 0:
         raise InputError("--workers", f"must be 0 or more, got {args.workers}")
-    facts = PatientFacts(args.age, args.sex, args.bmi, args.pdff).validate("patient")
+    facts = PatientFacts(args.age, args.sex, args.bmi, args.pdff, ast=args.ast, alt=args.alt,
+                         platelets=args.platelets).validate("patient")
     dwi_b = parse_b_values(args.dwi_b, "--dwi-b") if args.dwi_b else None
     out = Path(args.out)
     if out.exists() and not out.is_dir():

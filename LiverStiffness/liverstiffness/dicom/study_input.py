@@ -115,7 +115,7 @@ def patient_facts_from_header(ds) -> tuple[PatientFacts, dict]:
 def merge_facts(given: PatientFacts, from_header: PatientFacts, header_source: dict) -> tuple[PatientFacts, dict]:
     """What the user typed wins; the header fills the rest. Returns the facts and their sources."""
     merged, source = PatientFacts(), {}
-    for name in ("age", "sex", "bmi", "pdff"):
+    for name in ("age", "sex", "bmi", "pdff", "ast", "alt", "platelets"):
         if getattr(given, name) is not None:
             setattr(merged, name, getattr(given, name))
             source[name] = "given"

@@ -9,7 +9,8 @@ for tests and calibration; a model never reads either.
 
 Who is scanned where, and with what disease, is drawn first (serially, from the cohort seed);
 each exam is then synthesised from its own seed, so the cohort is the same with any number of
-worker processes.
+worker processes. The blood tests (AST, ALT, platelets; ``labs.py``) come from random streams of
+their own, so they changed nothing else a seed makes.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .anatomy import FOV_CENTRE, DiseaseState, Patient, build_anatomy
 from .annotator import annotate, dice
 from .disease import DEFAULT_MARKERS, Markers, advanced
 from .generators import GENERATORS, Generator
+from .labs import draw_labs
 from .sequences import (
     ExamPhysics,
     acquire,
@@ -177,6 +179,18 @@ def _plan(cfg: SynthConfig) -> list[_Exam]:
     return plan
 
 
+def plan_exams(n: int, seed: int = 0, sites=("A", "B", "C", "D"), generator: str = "default") -> list[_Exam]:
+    """Who is scanned where and with what disease, as ``generate_cohort`` would draw it, without
+    synthesising images (fast: for checks of the patient facts, labels and blood tests)."""
+    return _plan(SynthConfig(n=n, seed=seed, sites=tuple(sites), generator=generator).validate())
+
+
+def exam_labs(exam: _Exam, cohort_seed: int) -> tuple[float | None, float | None, float | None]:
+    """AST, ALT (U/L) and platelets (10⁹/L) of a planned exam (``labs.draw_labs``); None where not drawn."""
+    p = exam.patient
+    return draw_labs(exam.state, p.age, p.sex, p.bmi, p.seed, cohort_seed, exam.index)
+
+
 def _run(job) -> tuple[ExamRecord, dict]:
     exam, out, cfg_seed, size, generator = job
     exam_rng = np.random.default_rng([cfg_seed, exam.index])
@@ -185,11 +199,13 @@ def _run(job) -> tuple[ExamRecord, dict]:
     kpa = exam.state.stiffness_kpa(float(np.exp(exam_rng.normal(0, MRE_REPEATABILITY_CV))))
     pdff_known = exam_rng.random() < PDFF_KNOWN_FRACTION
     p, site = exam.patient, exam.site
+    ast, alt, platelets = exam_labs(exam, cfg_seed)
     rec = ExamRecord(
         case_id=exam.case_id, patient_id=p.pid, site=site.name, vendor=site.vendor,
         field_strength=site.field_t, t1w=d / "t1w.nii.gz", t2w=d / "t2w.nii.gz", dwi=d / "dwi.nii.gz",
         mask=d / "mask.nii.gz", dwi_b=site.b_values,
-        facts=PatientFacts(age=p.age, sex=p.sex, bmi=p.bmi, pdff=round(exam.state.pdff, 1) if pdff_known else None),
+        facts=PatientFacts(age=p.age, sex=p.sex, bmi=p.bmi, pdff=round(exam.state.pdff, 1) if pdff_known else None,
+                           ast=ast, alt=alt, platelets=platelets),
         stiffness_kpa=round(float(kpa), 3))
     return rec, {"case_id": exam.case_id, "stiffness_kpa_noiseless": exam.state.stiffness_kpa(), **truth}
 

@@ -62,6 +62,11 @@ class RidgeBaseline:
         model = RidgeCV(alphas=np.logspace(-2, 3, 21)).fit((X - mean) / scale, y_log)
         return cls(names, mean, scale, model.coef_, float(model.intercept_), float(model.alpha_))
 
+    @property
+    def n_covariates(self) -> int:
+        """How many covariate columns (the first of ``covariates.ALL_COVARIATES``) it was fitted with."""
+        return sum(1 for n in self.names if n.startswith("cov") and n[3:].isdigit())
+
     def predict_log(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.coef + self.intercept
 

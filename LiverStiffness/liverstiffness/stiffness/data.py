@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..manifest import ExamRecord
 from ..preprocess import PREPROCESS_VERSION, InputSpec, PreprocessOptions, prepare_files
-from .covariates import encode
+from .covariates import ALL_COVARIATES, encode
 
 
 @dataclass
@@ -80,8 +80,10 @@ def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None]:
 
 
 def load_cohort(records: list[ExamRecord], spec: InputSpec, options: PreprocessOptions,
-                cache_dir: Path | None = None, workers: int = 0, progress: bool = True) -> CohortArrays:
-    """Preprocess every record (or read it from the cache)."""
+                cache_dir: Path | None = None, workers: int = 0, progress: bool = True,
+                covariates: tuple[str, ...] = ALL_COVARIATES) -> CohortArrays:
+    """Preprocess every record (or read it from the cache). ``covariates``: the covariate columns
+    (default every one this version knows; a model reads its first ``n_covariates``)."""
     if cache_dir is not None:
         cache_dir = Path(cache_dir) / cache_key(spec, options)
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def load_cohort(records: list[ExamRecord], spec: InputSpec, options: PreprocessO
     failures = {cid: err for cid, (x, err) in results.items() if x is None}
     if not ok:
         raise InputError("manifest", f"no case could be preprocessed (first error: {next(iter(failures.values()))})")
-    enc = [encode(r.facts) for r in ok]
+    enc = [encode(r.facts, tuple(covariates)) for r in ok]
     return CohortArrays(
         images=np.stack([results[r.case_id][0] for r in ok]).astype(np.float32),
         cov=np.stack([e[0] for e in enc]), known=np.stack([e[1] for e in enc]), records=ok, failures=failures)

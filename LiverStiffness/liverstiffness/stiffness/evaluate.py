@@ -1,6 +1,11 @@
 """Validation as in the published study, and more: agreement, discrimination at the MRE
 thresholds, interval coverage, per-site/vendor breakdown, and residual bias against age, sex,
 BMI and steatosis with p-values. Plots: predicted vs reference, Bland-Altman, residuals.
+
+Two baselines sit beside the transformer: the ridge on liver-mask statistics (``baseline.py``),
+and FIB-4 (:func:`fib4_baseline`), the blood-test score a hepatologist would read instead of this
+tool, with its standard cut-offs for advanced fibrosis, on the exams whose manifest row has the
+age, AST, ALT and platelets.
 """
 from __future__ import annotations
 
@@ -11,10 +16,16 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from ..cutoffs import TABLES
 from ..mre import AUROC_THRESHOLDS_KPA
 
 STEATOSIS_PDFF = 5.0   # %, the usual MRI-PDFF cut-off for steatotic liver disease
 BOOTSTRAP = 2000
+# FIB-4 cut-offs for advanced fibrosis: below 1.30 rules it out, above 2.67 rules it in, between is
+# indeterminate (Shah et al., Clin Gastroenterol Hepatol 2009; the index: Sterling et al., Hepatology 2006).
+FIB4_RULE_OUT, FIB4_RULE_IN = 1.30, 2.67
+# Advanced fibrosis (>= F3) on MRE: the F3 edge of the project's NAFLD cut-off table (Liang 2023, 3.53 kPa).
+ADVANCED_FIBROSIS_KPA = next(edge for edge, label in TABLES["nafld-liang-2023"].bands if label.startswith(">=F3"))
 
 
 def _r(y, p) -> float | None:
@@ -137,6 +148,56 @@ def residual_bias(residual_log, age, sex, bmi, pdff, alpha: float = 0.05) -> dic
     return out
 
 
+def _share(mask) -> float | None:
+    return _round(float(np.mean(mask))) if len(mask) else None
+
+
+def fib4_baseline(records, pred_kpa=None) -> dict:
+    """FIB-4 against the reference kPa on the exams with age, AST, ALT and platelets: Pearson r
+    of kPa against FIB-4 (bootstrap CI over patients), AUROC at the report's thresholds and for
+    advanced fibrosis (>= ADVANCED_FIBROSIS_KPA), and at the cut-offs 1.30 and 2.67 the
+    sensitivity and specificity for advanced fibrosis and the share left indeterminate. With
+    ``pred_kpa``, the transformer's r and AUROCs on the same exams, for comparison."""
+    fib4 = [r.facts.fib4 for r in records]
+    idx = np.array([v is not None for v in fib4], bool)
+    n = int(idx.sum())
+    out = {"score": "FIB-4 = age x AST / (platelets x sqrt(ALT)) (Sterling et al., Hepatology 2006)",
+           "n": n, "n_without_labs": int(len(records) - n)}
+    if n == 0:
+        out.update(available=False, note="no exam has age, AST, ALT and platelets (manifest columns age, ast, alt, "
+                                         "platelets): FIB-4 baseline not computed")
+        return out
+    y = np.array([r.stiffness_kpa for r in records], float)[idx]
+    f = np.array([v for v in fib4 if v is not None], float)
+    patients = np.array([r.patient_id for r in records])[idx]
+    out.update(available=True, pearson_r=_round(_r(y, f)), pearson_r_ci95=bootstrap_r_ci(y, f, groups=patients),
+               spearman_rho=_round(float(stats.spearmanr(y, f)[0])) if n > 2 and np.std(f) > 0 else None,
+               median_fib4=_round(float(np.median(f))), auroc={})
+    for t in (*AUROC_THRESHOLDS_KPA, ADVANCED_FIBROSIS_KPA):
+        pos = y >= t
+        out["auroc"][f">={t:g}kPa"] = _round(float(roc_auc_score(pos, f))) if 0 < pos.sum() < n else None
+    advanced = y >= ADVANCED_FIBROSIS_KPA
+    low, high = f < FIB4_RULE_OUT, f > FIB4_RULE_IN
+    out["advanced_fibrosis"] = {
+        "definition": f"MRE >= {ADVANCED_FIBROSIS_KPA:g} kPa (>=F3, cut-off table nafld-liang-2023)",
+        "n_advanced": int(advanced.sum()), "n_not_advanced": int((~advanced).sum()),
+        "cutoffs": "Shah et al., Clin Gastroenterol Hepatol 2009: < 1.30 rules out, > 2.67 rules in",
+        f"rule_out_{FIB4_RULE_OUT:g}": {"sensitivity": _share(~low[advanced]), "specificity": _share(low[~advanced]),
+                                        "share_below": _share(low)},
+        f"rule_in_{FIB4_RULE_IN:g}": {"sensitivity": _share(high[advanced]), "specificity": _share(~high[~advanced]),
+                                      "share_above": _share(high)},
+        "indeterminate_share": _share(~low & ~high),
+    }
+    if pred_kpa is not None:
+        p = np.asarray(pred_kpa, float)[idx]
+        same = {"pearson_r": _round(_r(y, p)), "pearson_r_ci95": bootstrap_r_ci(y, p, groups=patients), "auroc": {}}
+        for t in (*AUROC_THRESHOLDS_KPA, ADVANCED_FIBROSIS_KPA):
+            pos = y >= t
+            same["auroc"][f">={t:g}kPa"] = _round(float(roc_auc_score(pos, p))) if 0 < pos.sum() < n else None
+        out["transformer_on_same_exams"] = same
+    return out
+
+
 def full_report(records, pred_kpa, low, high, baseline_kpa=None) -> dict:
     """metrics.json content: overall, per site and vendor, steatosis subgroups, residual bias."""
     y = np.array([r.stiffness_kpa for r in records], float)
@@ -160,6 +221,7 @@ def full_report(records, pred_kpa, low, high, baseline_kpa=None) -> dict:
     report["steatosis_subgroups"] = {
         "with (PDFF>=5%)": agreement(y[steat], pred[steat], groups=patients[steat]) if steat.sum() > 2 else None,
         "without (PDFF<5%)": agreement(y[no_steat], pred[no_steat], groups=patients[no_steat]) if no_steat.sum() > 2 else None}
+    report["fib4"] = fib4_baseline(records, pred)
     report["residual_bias"] = residual_bias(np.log(pred) - np.log(y), [r.facts.age for r in records],
                                             [r.facts.sex for r in records], [r.facts.bmi for r in records], pdff)
     return report
@@ -277,14 +339,18 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
     ens = Ensemble.load(model_dir, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # Every covariate this version knows: the network reads the first n_covariates of them, the
+    # ridge the first as many as it was fitted with (a fine-tuned old model's ridge may have more).
     data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress)
     res, _ = ens.with_cpu_fallback(lambda: ens.predict(data.images, data.cov, data.known))
     baseline_kpa = None
     base_path = Path(ens.model_dir) / "baseline.json"
     if base_path.is_file():
-        X, _ = features(data.images, data.cov, data.known, ens.meta.spec.channels,
+        ridge = RidgeBaseline.load(base_path)
+        k = ridge.n_covariates
+        X, _ = features(data.images, data.cov[:, :k], data.known[:, :k], ens.meta.spec.channels,
                         float(np.prod(ens.meta.spec.spacing_mm)) / 1000.0)
-        baseline_kpa = np.exp(RidgeBaseline.load(base_path).predict_log(X))
+        baseline_kpa = np.exp(ridge.predict_log(X))
     report = {"model": ens.meta.summary(Path(ens.model_dir)), "manifest": str(Path(manifest).resolve()),
               "bootstrap": f"{BOOTSTRAP} resamples of patients (repeat exams of a patient stay together)",
               "interval_nominal_coverage": res["coverage"], "interval_method": ens.meta.calibration.method

@@ -6,6 +6,9 @@ from pathlib import Path
 from .checkpoint import EnsembleMeta
 from .network import READOUTS
 
+COVARIATE_WORDS = {"age": "age (years)", "sex": "sex (F/M)", "bmi": "BMI (kg/m²)", "pdff": "PDFF (%)", "ast": "AST (U/L)",
+                   "alt": "ALT (U/L)", "platelets": "platelets (10⁹/L)", "fib4": "FIB-4 (from age, AST, ALT, platelets)"}
+
 # Held-out sites, by the name of their metrics file: an external site was looked at only once the
 # model was frozen; a development site was held out of training but steered the recipe (its numbers
 # were compared while choosing settings), so it is not an independent validation.
@@ -53,7 +56,7 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         f"- Normalisation: {meta.spec.normalisation}.",
         f"- Preprocessing: rigid registration of T2w/DWI to T1w {'on' if meta.preprocess.register else 'off'}, "
         f"N4 bias correction {'on' if meta.preprocess.n4 else 'off'}.",
-        "- Clinical covariates: age (years), sex (F/M), BMI (kg/m²), PDFF (%); each may be unknown.",
+        "- Clinical covariates: " + ", ".join(COVARIATE_WORDS[c] for c in meta.config.covariates) + "; each may be unknown.",
         "- Output: ln(stiffness, kPa) from each fold model; the report gives their geometric mean.", "",
         "## Architecture", "",
         "3-D transformer from MONAI blocks: a convolutional stem on log intensities"

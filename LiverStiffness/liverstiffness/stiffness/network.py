@@ -34,6 +34,10 @@ site the readouts are level within the spread between seeds (``experiments/reado
 docs/model.md).
 
 Covariate token: ``value · w + type embedding``, or a learned "missing" embedding when unknown.
+A model's covariates are the first ``n_covariates`` of ``covariates.ALL_COVARIATES`` (the original
+four for folders written before the blood tests, all eight since); given more columns, the network
+reads its own and ignores the rest, so one encoding serves old and new models alike (given fewer,
+the missing ones count as unknown).
 Sequence token: a learned "present" or "missing" embedding per sequence; a missing sequence's
 channel is zeroed inside the network, so dropping it at training time (sequence dropout) and at
 prediction time (a single-b DWI has no ADC; the ablations) is the same operation. The summary
@@ -52,7 +56,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution, MLPBlock, PatchEmbeddingBlock, SABlock
 from torch import nn
 
-from .covariates import COVARIATES
+from .covariates import ALL_COVARIATES, model_covariates
 
 # Input channels that are sequences (may be missing); the liver fraction is always there.
 SEQUENCE_CHANNELS = ("t1w", "t2w", "dwi", "adc")
@@ -77,7 +81,7 @@ class ModelConfig:
     dropout: float = 0.1
     layer_scale: float = 0.1        # initial gain of every residual branch
     log_channels: tuple[int, ...] = (0, 1, 2)   # intensity channels the stem reads as log(max(x, LOG_FLOOR))
-    n_covariates: int = len(COVARIATES)
+    n_covariates: int = len(ALL_COVARIATES)   # the first n of covariates.ALL_COVARIATES (``covariates``)
     mask_channel: int = 4           # index of the liver-fraction channel
     # A linear term on the standardised liver summary and covariates, added to the transformer's
     # output and trained with it from zero (not fitted beforehand and frozen): weak, global
@@ -94,6 +98,12 @@ class ModelConfig:
     def __post_init__(self):
         if self.readout not in READOUTS:   # a model.json is untrusted: refused when read
             raise ValueError(f"unknown readout {self.readout!r} (known: {', '.join(READOUTS)})")
+        model_covariates(self.n_covariates)     # a count this version has names for
+
+    @property
+    def covariates(self) -> tuple[str, ...]:
+        """The names of the covariate tokens, in order (recorded in model.json by ``to_dict``)."""
+        return model_covariates(self.n_covariates)
 
     @property
     def n_sequences(self) -> int:
@@ -118,11 +128,15 @@ class ModelConfig:
         return 2 + self.n_covariates + self.n_sequences
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "covariates": list(self.covariates)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
+        names = d.pop("covariates", None)       # absent in folders written before the blood tests
+        if names is not None and tuple(names) != model_covariates(int(d.get("n_covariates", -1))):
+            raise ValueError(f"covariates {names} are not the first {d.get('n_covariates')} of those this version "
+                             f"knows ({', '.join(ALL_COVARIATES)}); update liverstiffness")
         d.setdefault("linear_readout", False)     # model.json files written before the option
         d.setdefault("readout", "mean")
         d.setdefault("liver_relative", False)
@@ -279,9 +293,21 @@ class StiffnessTransformer(nn.Module):
             x = torch.cat([x, (logs - liver) * gate[:, idx]], dim=1)
         return x
 
+    def own_covariates(self, cov: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The columns of ``cov`` and ``known`` [B, K] this model reads: its first ``n_covariates``
+        (an encoding of every covariate this version knows serves a model trained with fewer); when
+        fewer are given (a caller that knows only the original four), the rest count as unknown."""
+        n = self.cfg.n_covariates
+        if cov.shape[1] < n:
+            pad = n - cov.shape[1]
+            cov = torch.cat([cov, cov.new_zeros(cov.shape[0], pad)], dim=1)
+            known = torch.cat([known.bool(), known.new_zeros(known.shape[0], pad, dtype=torch.bool)], dim=1)
+        return cov[:, :n], known[:, :n]
+
     def tokens(self, image, cov, known, present, stats) -> torch.Tensor:
         """``image``: the stem input (``stem_input``)."""
         b = image.shape[0]
+        cov, known = self.own_covariates(cov, known)
         patches = self.patch_embedding(self.stem(image))                        # B, N, H
         cov_tok = torch.where(known[..., None], cov[..., None] * self.cov_value, self.cov_missing) + self.cov_type
         seq_tok = torch.where(present[..., None], self.seq_present, self.seq_missing)
@@ -299,6 +325,7 @@ class StiffnessTransformer(nn.Module):
         """image [B, C, z, y, x], cov [B, K], known [B, K] bool, present [B, n_sequences] bool
         (default: those with signal, ``sequences_present``) → ln(kPa) [B]. ``use_image_tokens``: bool, or [B] bool per exam."""
         present = self.sequences_present(image) if present is None else present.bool()
+        cov, known = self.own_covariates(cov, known)
         gate = self.channel_gate(present).to(image.dtype)
         image = image * gate
         # The summary's quantiles and eigenvalues need float32 (also under mixed precision).
