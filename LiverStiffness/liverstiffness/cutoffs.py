@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import InputError
 from .mre import MRE_BANDS, Category
 
+CATEGORY_WITHHELD = "not assessed"   # the report's category when the sequences used cannot support one
 STIFFNESS_LABEL = "MRE-equivalent liver stiffness"
 
 

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 import torch
 
 from . import __version__
-from .cutoffs import STIFFNESS_LABEL, load_cutoffs
+from .cutoffs import CATEGORY_WITHHELD, STIFFNESS_LABEL, load_cutoffs
 from .errors import InputError
 from .imageio import geometry, write_nifti_gz
 from .manifest import ExamRecord, PatientFacts
@@ -170,6 +170,10 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
 
     kpa = float(res["kpa"][0])
     cat = cutoffs.categorize(kpa)
+    withheld = ens.category_withheld(res["subset"])
+    if withheld:
+        warnings_out.append(withheld)
+        cat = replace(cat, label=CATEGORY_WITHHELD, low_kpa=None, high_kpa=None)
     report = Report(
         stiffness_label=STIFFNESS_LABEL,
         stiffness_kpa=round(kpa, 3),

@@ -208,3 +208,34 @@ def test_a_mask_off_the_body_is_refused_on_t2w_and_dwi_references(one_case, tiny
         assert f"does not cover the liver in the {ref} image" in err, err
         code, rep = _predict(tmp_path, f"on_{ref}", tiny_model, *args, "--mask", str(one_case.mask))
         assert code == 0 and rep.preprocessing["reference_sequence"] == ref.lower()
+
+
+def test_no_category_from_sequences_that_cannot_support_one(one_case, calibrated_model, tmp_path):
+    """A category only from sequences whose out-of-fold r in training reached 0.5: below, or not
+    measured, the report says "not assessed" and why (the estimate and interval stay)."""
+    from liverstiffness.stiffness.ensemble import MIN_SUBSET_R_FOR_CATEGORY
+
+    meta = json.loads((calibrated_model / "model.json").read_text())
+    ablation = meta["metrics"]["cross_validation"]["ablation"]
+    for r, expect_category in ((MIN_SUBSET_R_FOR_CATEGORY - 0.2, False), (MIN_SUBSET_R_FOR_CATEGORY + 0.2, True)):
+        ablation["only_t2w"] = {"n": 8, "pearson_r": r, "mae_kpa": 0.5}
+        model = tmp_path / f"m{r:.1f}"
+        shutil.copytree(calibrated_model, model)
+        (model / "model.json").write_text(json.dumps(meta))
+        code, rep = _predict(tmp_path, f"t2_{r:.1f}", model, "--t2w", str(one_case.t2w), "--mask", str(one_case.mask))
+        assert code == 0 and rep.stiffness_kpa > 0 and rep.interval_kpa[0] < rep.interval_kpa[1]
+        if expect_category:
+            assert rep.category != "not assessed" and rep.category_band_kpa[0] is not None
+            assert not any("no category" in w for w in rep.warnings)
+        else:
+            assert rep.category == "not assessed" and rep.category_band_kpa == [None, None]
+            assert any(f"out-of-fold r {r:.2f}" in w and w.endswith("no category") for w in rep.warnings)
+            assert "not assessed" in (tmp_path / f"t2_{r:.1f}" / "report.html").read_text()
+    del ablation["only_t2w"]                                   # a model that never measured it: none either
+    (model / "model.json").write_text(json.dumps(meta))
+    code, rep = _predict(tmp_path, "t2_none", model, "--t2w", str(one_case.t2w), "--mask", str(one_case.mask))
+    assert code == 0 and rep.category == "not assessed" and any("was not measured" in w for w in rep.warnings)
+    # All three sequences: the category as always.
+    code, rep = _predict(tmp_path, "all", model, "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi",
+                         str(one_case.dwi), "--dwi-b", ",".join(f"{b:g}" for b in one_case.dwi_b), "--mask", str(one_case.mask))
+    assert code == 0 and rep.category != "not assessed"

@@ -107,7 +107,7 @@ def build_measurement_report(report: Report, seg, observer_uid: str):
         measurements.append(hd.sr.Measurement(name=codes.SCT.Volume, value=float(volume),
                                               unit=hd.sr.CodedConcept("mL", "UCUM", "milliliter")))
     table = report.cutoff_table or {"name": "mayo-60hz", "bands": report.mre_bands}
-    index = next((i for i, b in enumerate(table["bands"]) if b["label"] == report.category), 0)
+    index = next((str(i) for i, b in enumerate(table["bands"]) if b["label"] == report.category), "NA")  # NA: withheld
     evaluations = [
         hd.sr.QualitativeEvaluation(c["category"], _private(f"C{index}-{table['name']}", report.category)),
         hd.sr.QualitativeEvaluation(c["cutoff_table"], _private(table["name"].upper(), table["name"])),

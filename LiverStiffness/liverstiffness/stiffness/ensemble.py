@@ -39,6 +39,13 @@ def predict_log(models: list[StiffnessTransformer], images, cov, known, device: 
     return out
 
 
+# A category is given only from sequences whose out-of-fold estimates of the training cohort reach
+# this Pearson r (ln kPa): below it the estimate explains under a quarter of the variance, and its
+# interval spans normal to advanced fibrosis. For the demo model: all three 0.69, T2w + DWI 0.65,
+# T1w + DWI 0.63, DWI 0.59; T1w + T2w 0.39, T2w 0.26, T1w 0.20 get none.
+MIN_SUBSET_R_FOR_CATEGORY = 0.5
+
+
 @dataclass
 class Ensemble:
     model_dir: Path
@@ -82,6 +89,24 @@ class Ensemble:
             return None
         feats = [head_features(m, image, cov, known, self.device)[0] for m in self.models]
         return check(parts, feats, subset)
+
+    def category_withheld(self, subset: str) -> str | None:
+        """Why no category is given for exams with ``subset`` of the sequences, or None: the
+        subset's out-of-fold r in training is below MIN_SUBSET_R_FOR_CATEGORY, or was not measured."""
+        from .augment import SUBSET_VARIANTS
+        from .interval import FULL
+
+        if subset == FULL:
+            return None
+        names = subset.replace("t1w", "T1w").replace("t2w", "T2w").replace("dwi", "DWI").replace("+", " + ")
+        cv = (self.meta.metrics.get("cross_validation") or {}).get("ablation") or {}
+        r = (cv.get(SUBSET_VARIANTS[subset]) or {}).get("pearson_r")
+        if r is None:
+            return f"this model's accuracy from {names} alone was not measured: no category"
+        if r < MIN_SUBSET_R_FOR_CATEGORY:
+            return (f"from {names} alone this model's estimates do not separate the fibrosis stages (out-of-fold "
+                    f"r {r:.2f} in training, below {MIN_SUBSET_R_FOR_CATEGORY}): no category")
+        return None
 
     def to(self, device: torch.device) -> Ensemble:
         self.models = [m.to(device) for m in self.models]
