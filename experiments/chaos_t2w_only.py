@@ -88,7 +88,10 @@ def write(rows: list[dict], data: Path, automatic: bool, control: dict | None = 
     def ood(row) -> bool:
         return any(w.startswith(("out of distribution", "inputs outside")) for w in row["warnings"])
 
-    unflagged_fibrosis = [r["case"] for r in rows if r["category"] not in NORMAL_BANDS and not ood(r)]
+    from liverstiffness.cutoffs import CATEGORY_WITHHELD
+
+    unflagged_fibrosis = [r["case"] for r in rows
+                          if r["category"] not in (*NORMAL_BANDS, CATEGORY_WITHHELD) and not ood(r)]
     mask = "automatic liver mask (shipped segmenter)" if automatic else "manual liver label"
     command = "python -m experiments.chaos_t2w_only" + (" --automatic-mask" if automatic else "")
     lines = [f"# Real T2w-only scans: CHAOS healthy donors (`{command}`)", "",
@@ -103,10 +106,13 @@ def write(rows: list[dict], data: Path, automatic: bool, control: dict | None = 
         lines.append(f"| {r['case']} | {r['kpa']:.2f} | {r['interval'][0]:.2f}–{r['interval'][1]:.2f} | {r['category']} | "
                      f"{ratio} | {'yes' if ood(r) else 'no'} |")
     normal = sum(r["category"] in NORMAL_BANDS for r in rows)
+    withheld = sum(r["category"] == CATEGORY_WITHHELD for r in rows)
+    in_normal_range = sum(r["kpa"] < 2.9 for r in rows)
     which = f" (cases {', '.join(map(str, unflagged_fibrosis))})" if unflagged_fibrosis else ""
-    lines += ["", f"In the normal bands: {normal} of {len(rows)}; with an out-of-distribution warning: "
-              f"{sum(ood(r) for r in rows)} of {len(rows)}; a fibrosis category without a warning: "
-              f"{len(unflagged_fibrosis)}{which}."]
+    lines += ["", f"Estimates below 2.9 kPa: {in_normal_range} of {len(rows)}. Category: in the normal bands {normal}, "
+              f"not assessed {withheld} (too few sequences for one, see the model card), a fibrosis category "
+              f"{len(rows) - normal - withheld}. Out-of-distribution warning: {sum(ood(r) for r in rows)} of {len(rows)}. "
+              f"A fibrosis category without a warning: {len(unflagged_fibrosis)}{which}."]
     if control:
         lines.append(f"Control, phantom exams of development site E (n = {control['n']}, never trained on): flagged out of "
                      f"distribution {control['t2w']:.0%} with T2w only, {control['t1w+t2w+dwi']:.0%} with all three "

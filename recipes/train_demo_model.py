@@ -183,6 +183,15 @@ def write_results(m: dict, model_dir: Path, seconds: dict) -> None:
               f"{t['interval_median_width_kpa']:.2f} kPa). Out of fold on sites A–D (n = {cv['transformer']['n']}): "
               f"full {cv['transformer']['pearson_r']:.3f}, without image tokens "
               f"{cv['ablation']['without_image_tokens']['pearson_r']:.3f}, ridge baseline {cv['baseline']['pearson_r']:.3f}."]
+    f4 = m.get("fib4") or {}
+    if f4.get("available"):
+        adv, same = f4["advanced_fibrosis"], f4.get("transformer_on_same_exams") or {}
+        key = next(k for k in f4["auroc"] if k.endswith(f"{adv['definition'].split()[2]}kPa"))
+        lines.append(f"FIB-4 baseline (phantom labs; {f4['n']} exams with complete labs): r {f4['pearson_r']:.2f} "
+                     f"(Spearman {f4['spearman_rho']:.2f}), AUROC for {adv['definition'].split(' (')[0]} {f4['auroc'][key]:.2f} "
+                     f"against the transformer's {same['auroc'][key]:.2f} on the same exams (r {same['pearson_r']:.2f}); "
+                     f"at 1.30 sensitivity {adv['rule_out_1.3']['sensitivity']:.2f}, at 2.67 specificity "
+                     f"{adv['rule_in_2.67']['specificity']:.2f}, indeterminate {adv['indeterminate_share']:.0%}.")
     if seconds:
         lines.append("Time of each step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".")
     ab = m["ablation"]

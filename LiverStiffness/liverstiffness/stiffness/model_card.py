@@ -35,10 +35,40 @@ def _held_out_sections(model_dir: Path) -> list[str]:
                 lines.append(f"| {variant.replace('_', ' ')} | {a['n']} | {a['pearson_r']} ({a['pearson_r_ci95']}) | "
                              f"{a['mae_kpa']} | {diff} |")
             t = m.get("transformer", {})
+            subsets = {v: a for v, a in m.get("ablation", {}).items() if a.get("interval_coverage") is not None
+                       and a.get("sequences")}
+            if subsets:
+                lines += ["", "Per subset of the sequences (each with its own interval): 90 % coverage (median width, kPa): "
+                          + "; ".join(f"{a['sequences'].replace('+', ', ')} {a['interval_coverage']:.2f} "
+                                      f"({a['interval_median_width_kpa']:.2f})" for a in subsets.values()) + "."]
             lines += ["", f"Interval coverage there: {t.get('interval_coverage')} (median width "
                       f"{t.get('interval_median_width_kpa')} kPa). Bootstrap: {m.get('bootstrap', 'resampling exams')}.",
                       ""]
     return lines
+
+
+def _sequences_section(meta: EnsembleMeta) -> list[str]:
+    """What each subset of the sequences is worth: out-of-fold r, its own interval, a category or not."""
+    from .augment import SUBSET_VARIANTS
+    from .ensemble import MIN_SUBSET_R_FOR_CATEGORY
+
+    cv = (meta.metrics.get("cross_validation") or {}).get("ablation") or {}
+    subsets = (meta.calibration.subset_residuals if meta.calibration else {}) or {}
+    lines = ["## Exams without some sequences", "",
+             "Any non-empty subset of T1w, T2w and DWI may be given. Per subset: the out-of-fold r of the training "
+             "cohort with only those sequences, whether the interval has its own calibration, and whether a category "
+             f"is given (out-of-fold r at least {MIN_SUBSET_R_FOR_CATEGORY}).", "",
+             "| sequences | out-of-fold r | own interval calibration | category |", "|---|---|---|---|"]
+    for key, variant in SUBSET_VARIANTS.items():
+        r = (cv.get(variant) or {}).get("pearson_r")
+        own = "yes" if key == "t1w+t2w+dwi" or key in subsets else "no (full residuals: too narrow)"
+        given = "yes" if key == "t1w+t2w+dwi" or (r is not None and r >= MIN_SUBSET_R_FOR_CATEGORY) else "withheld"
+        lines.append(f"| {key.replace('+', ', ')} | {'' if r is None else r} | {own} | {given} |")
+    out_of_distribution = ("Out-of-distribution check in the model's feature space: fitted "
+                           f"(`{meta.feature_distribution['file']}`)." if meta.feature_distribution else
+                           "Out-of-distribution check in the model's feature space: not fitted (too few held-out exams, "
+                           "or a folder trained before it).")
+    return lines + ["", out_of_distribution, ""]
 
 
 def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
@@ -89,6 +119,7 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
          f"Guarantee for exams exchangeable with the training cohort: coverage ≥ {cal.guaranteed_coverage:.0%} "
          "(Barber et al. 2021, Theorem 4); none at a site the model never saw, where the measured coverage is "
          "the evidence." if cal else "none"), "",
+        *_sequences_section(meta),
         "## Weights", "",
         *[f"- `{f['file']}` SHA-256 `{f.get('sha256', '')}` (best epoch {f.get('best_epoch')})" for f in meta.folds], "",
         "## Limitations", "",
