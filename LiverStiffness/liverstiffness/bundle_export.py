@@ -238,7 +238,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, authors: str = DEFAULT
     """Write the bundle of ``model_dir`` (a model folder or a bundle) to ``out`` (new or empty).
     Returns the model kind and whether the metadata was verified against MONAI's schema (False
     only when jsonschema, which that needs, is not installed)."""
-    from .outputs import publish_folder, staging_folder, writing
+    from .outputs import publish_folder, staging_path, writing
 
     src, out = model_folder(Path(model_dir)), Path(out)
     kind = kind_of(src)
@@ -250,8 +250,9 @@ def export_bundle(model_dir: str | Path, out: str | Path, authors: str = DEFAULT
     meta, config = metadata(src, kind, authors, rights), inference_config(src, kind)
     _check_parses(config, src, kind)
     with writing(f"OUT {out}"):
-        tmp = staging_folder(out)
+        tmp = staging_path(out)
         try:
+            tmp.mkdir()
             for sub in ("configs", MODELS, DOCS):
                 (tmp / sub).mkdir()
             for f in sorted(src.iterdir()):

@@ -11,6 +11,7 @@ import csv
 import errno
 import io
 import os
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -90,10 +91,13 @@ def atomic_write_csv(path: str | Path, columns, rows) -> None:
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
-def staging_folder(out_dir: Path) -> Path:
-    """A fresh temporary folder beside ``out_dir`` (same disk: the final rename is atomic)."""
+def staging_path(out_dir: Path) -> Path:
+    """The name of a staging folder beside ``out_dir`` (same disk: the final rename is atomic), not
+    yet made: the caller makes it inside its ``try``, so that a signal arriving at any moment (even
+    just after the folder was made) finds a name to remove. (``mkdtemp`` made the folder and then
+    returned its name: a signal in between left an orphan.)"""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    return out_dir.parent / f".{out_dir.name}.partial-{secrets.token_hex(6)}"
 
 
 def publish_folder(staged: Path, out_dir: Path) -> None:

@@ -24,7 +24,7 @@ from .imageio import geometry, write_nifti_gz
 from .manifest import ExamRecord, PatientFacts
 from .ood import check_exam as check_input_range
 from .ood import describe as describe_range
-from .outputs import REPORT, OutputError, atomic_write_text, publish_folder, staging_folder, writing
+from .outputs import REPORT, OutputError, atomic_write_text, publish_folder, staging_path, writing
 from .preprocess import SEQUENCE_LABELS, ExamImages, Prepared, prepare, read_exam
 from .report import Report
 from .stiffness import embedding_ood
@@ -212,11 +212,12 @@ def _write_result(out_dir: Path, report: Report, images: ExamImages, prep: Prepa
     (report.json last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
     t_write = time.perf_counter()
     auto_mask = images.mask_info is not None
-    tmp = staging_folder(out_dir)  # inputs accepted: now we may write
     # One more thread writes the maps: zlib lets go of the GIL, so they compress while this one
     # goes on (the montage, the report).
     pool = ThreadPoolExecutor(max_workers=1)
+    tmp = staging_path(out_dir)    # named before it exists: a signal at any moment leaves nothing behind
     try:
+        tmp.mkdir()                # inputs accepted: now we may write
         outputs, rollout, writes = _write_maps(tmp, prep, maps, pool)
         report.outputs = outputs
         if auto_mask:  # the automatic mask itself, on the reference grid, for checking

@@ -102,3 +102,15 @@ def scene():
     slicer.mrmlScene = s
     yield s
     s.Clear(1)
+
+
+# The files that take longest on 2 cores (`pytest --durations`), heaviest first. pytest-xdist's
+# --dist loadfile hands whole files to the workers in collection order: starting with the long ones
+# keeps one worker from finishing the suite alone on a long file picked up last.
+HEAVY_FIRST = ("test_segmentation.py", "test_learning.py", "test_web.py", "test_bundle.py", "test_web_subsets.py",
+               "test_web_followup.py", "test_batch_faults.py", "test_model.py", "test_predict.py", "test_dicom_output.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept otherwise

@@ -693,15 +693,15 @@ def test_predict_mask_auto_on_a_synthetic_exam(tiny_model, one_case, tmp_path, c
 
 @pytest.mark.slow
 def test_predict_mask_auto_on_a_real_chaos_scan_overlaps_the_manual_mask(tiny_model, real_data, tmp_path):
-    """Only T2 exists for CHAOS: it fills every slot (as in test_predict). The automatic mask
+    """Only T2 exists for CHAOS: a T2w-only exam (the T2w is the reference). The automatic mask
     is written on the scan's own grid and overlaps the manual one there."""
     img = real_data / "chaos_t2spir" / "image_8.nii.gz"
     _, liver = chaos(real_data, 8)
-    assert main(["predict", "--t1w", str(img), "--t2w", str(img), "--dwi", str(img), "--dwi-b", "800",
-                 "--mask", "auto", "--model", str(tiny_model), "--maps", "none", "--no-montage", "--device", "cpu",
-                 "--out", str(tmp_path / "out")]) == 0
+    assert main(["predict", "--t2w", str(img), "--mask", "auto", "--model", str(tiny_model), "--maps", "none",
+                 "--no-montage", "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["mask"]["source"] == "automatic" and rep["mask"]["registered"] is False
+    assert rep["sequences_used"] == ["t2w"] and rep["preprocessing"]["reference_sequence"] == "t2w"
     auto = sitk.ReadImage(str(tmp_path / "out" / "mask_auto.nii.gz"))
     ref = sitk.ReadImage(str(img))
     assert auto.GetSize() == ref.GetSize() and np.allclose(auto.GetDirection(), ref.GetDirection())
