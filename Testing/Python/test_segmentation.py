@@ -277,8 +277,16 @@ def test_cases_outside_the_training_data_are_scored_by_the_whole_ensemble_and_tr
     assert "no network trained on" not in write_model_card(tmp_path / "card", meta).read_text()
 
 
+@pytest.fixture(scope="module")
+def one_fold_segmenter():
+    """The shipped segmenter's first network alone: where only the geometry of the output is
+    tested, one network says as much as five, in a fifth of the time."""
+    return LiverSegmenter.load(device="cpu", folds=[0])
+
+
 @pytest.mark.slow
-def test_mask_lands_on_the_input_grid_when_flipped_shifted_or_oblique(real_data, segmenter):
+def test_mask_lands_on_the_input_grid_when_flipped_shifted_or_oblique(real_data, one_fold_segmenter):
+    segmenter = one_fold_segmenter
     img, liver = chaos(real_data, 5)
     base = segmenter.segment(img).mask
     ref = sitk.GetArrayFromImage(base)
