@@ -89,7 +89,11 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generators", default="default,other")
+    ap.add_argument("--rows", type=Path, help="only rewrite the RESULTS section from the JSON rows this printed")
     a = ap.parse_args()
+    if a.rows:
+        write([json.loads(line) for line in a.rows.read_text().splitlines() if line.startswith("{")])
+        return 0
     ens = Ensemble.load(None, "cpu")
     rows = []
     for gen in a.generators.split(","):
@@ -124,6 +128,10 @@ def write(rows: list[dict]) -> None:
         d = r["difference"]
         lines.append(f"| {r['generator']} | {r['n_test']} ({r['n_patients']}) | {cell(r['shipped'])} | "
                      f"{cell(r['restandardised'])} | {d['difference']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}) |")
+    refused = [f"{r['generator']}: {COHORTS[r['generator']]['unlabelled'][2] - r['n_unlabelled']} of "
+               f"{COHORTS[r['generator']]['unlabelled'][2]} unlabelled and {COHORTS[r['generator']]['test'][2] - r['n_test']} "
+               f"of {COHORTS[r['generator']]['test'][2]} test exams" for r in rows]
+    lines += ["", "Exams the input checks refused (left out above): " + "; ".join(refused) + "."]
     write_section(lines, mark="bench_site_normalisation")
 
 
