@@ -239,3 +239,31 @@ def test_no_category_from_sequences_that_cannot_support_one(one_case, calibrated
     code, rep = _predict(tmp_path, "all", model, "--t1w", str(one_case.t1w), "--t2w", str(one_case.t2w), "--dwi",
                          str(one_case.dwi), "--dwi-b", ",".join(f"{b:g}" for b in one_case.dwi_b), "--mask", str(one_case.mask))
     assert code == 0 and rep.category != "not assessed"
+
+
+def test_training_takes_exams_without_a_sequence(small_cohort, tmp_path):
+    """A training manifest may leave a sequence empty: those exams are preprocessed without it and
+    trained on as sequence dropout shows them; every exam gets its out-of-fold prediction."""
+    from liverstiffness.stiffness.network import ModelConfig
+    from liverstiffness.stiffness.train import TrainConfig, train_cv
+
+    manifest = small_cohort[0]
+    rows = list(csv.DictReader(open(manifest)))
+    for row in rows:
+        for col in ("t1w", "t2w", "dwi", "mask"):
+            row[col] = str(manifest.parent / row[col])
+    rows[0]["dwi"] = rows[0]["dwi_b"] = ""
+    rows[1]["t1w"] = ""
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cfg = TrainConfig(folds=2, epochs=1, seed=0, register=False, workers=1, batch_size=4,
+                      model=ModelConfig(hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2))
+    out = train_cv(path, tmp_path / "model", cfg, progress=False)
+    oof = list(csv.DictReader(open(out / "oof_predictions.csv")))
+    assert [r["case_id"] for r in oof] == [r["case_id"] for r in rows]
+    assert all(float(r["predicted_kpa"]) > 0 for r in oof)
+    cached = {p.name for p in (out / "cache").rglob("*.npz")}
+    assert f"{rows[0]['case_id']}.without_dwi.npz" in cached and f"{rows[1]['case_id']}.without_t1w.npz" in cached
