@@ -26,7 +26,7 @@ from slicer.util import VTKObservationMixin
 from liverstiffness.devices import DEVICES
 from liverstiffness.report import Report
 from LiverStiffnessLib import dependencies
-from LiverStiffnessLib.logic import LiverStiffnessLogic, map_key, missing_inputs
+from LiverStiffnessLib.logic import LiverStiffnessLogic, facts_problem, fib4_text, map_key, missing_inputs
 from LiverStiffnessLib.map_display import MapDisplay
 from LiverStiffnessLib.nodes import SEQUENCE_LABELS, ExamNodes
 
@@ -36,6 +36,11 @@ MAP_KINDS = ((_("Attention rollout"), "rollout"), (_("Saliency (gradient × inpu
              (_("GradCAM: did not point at a planted signal (see the note)"), "gradcam"))
 LEAVE_OUT_PARAMS = {"t1w": "leaveOutT1w", "t2w": "leaveOutT2w", "dwi": "leaveOutDwi"}   # sequence → parameter
 SEQUENCES = ((_("All sequences"), ""), ("T1w", "t1w"), ("T2w", "t2w"), ("DWI", "dwi"), ("ADC", "adc"))
+# The blood tests beside age, sex, BMI and PDFF: (parameter, label, spin box maximum, decimals).
+# 0 is "unknown"; the maximum is above the plausible range (manifest.AST_RANGE, ...) so a value out
+# of it (a platelet count per µL, 250000) is typed as it is and named in one line, not clamped.
+LAB_FIELDS = (("ast", _("AST (U/L):"), 100000.0, 1), ("alt", _("ALT (U/L):"), 100000.0, 1),
+              ("platelets", _("Platelets (10⁹/L):"), 1000000.0, 0))
 
 
 class LiverStiffness(ScriptedLoadableModule):
@@ -75,6 +80,9 @@ class LiverStiffnessParameterNode:
     sex: str = "unknown"              # unknown, F or M (the combo box texts)
     bmi: float = 9.0                  # at the minimum: unknown
     pdff: float = -1.0
+    ast: float = 0.0                  # 0: unknown (U/L)
+    alt: float = 0.0                  # 0: unknown (U/L)
+    platelets: float = 0.0            # 0: unknown (10⁹/L)
     modelPath: str = ""
     device: str = "auto"
     lastAttention: slicer.vtkMRMLScalarVolumeNode
@@ -114,6 +122,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.sequenceComboBox.addItem(label, key)
         self._fill_devices()
         self._add_leave_out_row()
+        self._add_lab_fields()
         self._add_followup_section(uiWidget)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -186,6 +195,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "dwiBValues": self.ui.dwiBValuesLineEdit, "maskLabelmap": self.ui.maskLabelmapSelector,
                 "maskLabel": self.ui.maskLabelSpinBox, "age": self.ui.ageSpinBox, "sex": self.ui.sexComboBox,
                 "bmi": self.ui.bmiSpinBox, "pdff": self.ui.pdffSpinBox, "opacity": self.ui.opacitySlider,
+                **self._labSpinBoxes,
                 **{param: edit for param, edit in zip(LEAVE_OUT_PARAMS.values(), self._leaveOutEdits)}})
             # The segment selector is not a parameter widget: mirror it by hand (saved with the scene).
             if self._parameterNode.maskSegmentation:
@@ -214,6 +224,25 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._leaveOutEdits.append(edit)
         self.ui.inputsCollapsibleButton.layout().addRow(_("Leave out:"), row)
 
+    def _add_lab_fields(self) -> None:
+        """AST, ALT and platelets under PDFF (optional, as the command line's --ast, --alt,
+        --platelets), and FIB-4 computed from them with the age, read-only."""
+        form = self.ui.patientCollapsibleButton.layout()
+        self._labSpinBoxes = {}
+        for name, label, maximum, decimals in LAB_FIELDS:
+            box = qt.QDoubleSpinBox()
+            box.decimals = decimals
+            box.minimum, box.maximum, box.value = 0.0, maximum, 0.0
+            box.specialValueText = _("unknown")
+            box.toolTip = _("Optional blood test; 0 is unknown. Used only by a model trained with it "
+                            "(the report says so otherwise).")
+            form.addRow(label, box)
+            self._labSpinBoxes[name] = box
+        self._fib4Label = qt.QLabel()
+        self._fib4Label.toolTip = _("FIB-4 = age × AST / (platelets × √ALT): computed, not typed")
+        self._fib4Label.textInteractionFlags = qt.Qt.TextSelectableByMouse
+        form.addRow(_("FIB-4:"), self._fib4Label)
+
     def _nodes(self) -> ExamNodes:
         from liverstiffness.manifest import PatientFacts, parse_b_values
 
@@ -229,7 +258,8 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             mask_segment_id=p.maskSegmentId if seg else "",
             mask_labelmap=None if seg else p.maskLabelmap, mask_label=p.maskLabel or None,
             facts=PatientFacts(age=p.age if p.age >= 0 else None, sex=sex if sex in ("F", "M") else None,
-                               bmi=p.bmi if p.bmi > 9.0 else None, pdff=p.pdff if p.pdff >= 0 else None),
+                               bmi=p.bmi if p.bmi > 9.0 else None, pdff=p.pdff if p.pdff >= 0 else None,
+                               **{name: getattr(p, name) or None for name, *_rest in LAB_FIELDS}),
             left_out={name: getattr(p, param).strip() for name, param in LEAVE_OUT_PARAMS.items()
                       if getattr(p, param).strip()})
 
@@ -249,7 +279,9 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._parameterNode or self._run is not None:
             return
         nodes = self._nodes()
-        reason = missing_inputs(nodes)
+        problem = facts_problem(nodes.facts)   # a typed fact out of its range, in one line naming it
+        self._fib4Label.text = fib4_text(nodes.facts) or (problem or _("needs age, AST, ALT and platelets"))
+        reason = missing_inputs(nodes) or problem
         self.ui.applyButton.enabled = reason is None
         self.ui.applyButton.toolTip = reason or _("Estimate liver stiffness from the selected inputs")
         used = ", ".join(SEQUENCE_LABELS[n] for n in nodes.sequences)
@@ -474,6 +506,9 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.sex = f.sex
         if f.bmi is not None:
             p.bmi = f.bmi
+        for name, *_rest in LAB_FIELDS:         # a study whose facts carry blood tests
+            if getattr(f, name) is not None:
+                setattr(p, name, getattr(f, name))
         chosen = "; ".join(f"{r.upper()} {c.series.label()}" for r, c in selection.chosen.items())
         lacking = "".join(f"; no {SEQUENCE_LABELS[r]}: {why}" for r, why in nodes.left_out.items())
         self.ui.statusLabel.text = f"Study loaded: {chosen}{lacking} (the reasons are in the Python console)."

@@ -32,6 +32,7 @@ import vtk
 from liverstiffness.errors import InputError
 from liverstiffness.imageio import binarize_mask, dwi_from_volumes
 from liverstiffness.input_checks import check_geometry, check_values
+from liverstiffness.manifest import PatientFacts
 from liverstiffness.ood import describe as describe_range
 from liverstiffness.preprocess import ExamImages, check_exam
 from liverstiffness.report import Report
@@ -84,6 +85,29 @@ def missing_inputs(nodes: ExamNodes) -> str | None:
     return None
 
 
+# The patient facts typed beside the images, in the order of ``liverstiffness predict``'s flags;
+# the blood tests (AST, ALT in U/L, platelets in 10⁹/L) travel as --ast, --alt, --platelets.
+FACT_FLAGS = (("age", "--age"), ("sex", "--sex"), ("bmi", "--bmi"), ("pdff", "--pdff"),
+              ("ast", "--ast"), ("alt", "--alt"), ("platelets", "--platelets"))
+
+
+def facts_problem(facts: PatientFacts) -> str | None:
+    """Why the typed patient facts cannot be used, in one line naming the field (the core's own
+    range check, ``PatientFacts.validate``), or None when they can."""
+    try:
+        facts.validate("patient")
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def fib4_text(facts: PatientFacts) -> str:
+    """FIB-4, computed (``PatientFacts.fib4``: age × AST / (platelets × √ALT)), as both front ends
+    show it read-only; empty unless age, AST, ALT and platelets are all given and plausible."""
+    value = facts.fib4 if facts_problem(facts) is None else None
+    return "" if value is None else _("FIB-4 {value:.2f} (computed from age, AST, ALT and platelets)").format(value=value)
+
+
 def _dwi_volumes(nodes: ExamNodes) -> list[sitk.Image]:
     dwi = nodes.dwi
     if dwi.IsA("vtkMRMLSequenceNode"):
@@ -100,11 +124,13 @@ class LiverStiffnessLogic:
 
     # ------------------------------------------------------------------ inputs
     def exam_images(self, nodes: ExamNodes) -> ExamImages:
-        """The selected nodes as core inputs; InputError (one line) for anything wrong. A sequence
-        not selected or left out is None; the mask is exported onto the reference's grid."""
+        """The selected nodes as core inputs; InputError (one line) for anything wrong, a patient
+        fact (age, BMI, PDFF, AST, ALT, platelets) out of its range included. A sequence not
+        selected or left out is None; the mask is exported onto the reference's grid."""
         reason = missing_inputs(nodes)
         if reason:
             raise InputError("inputs", reason)
+        nodes.facts.validate("patient")   # a typed fact out of its range: one line naming it, before any reading
         used = nodes.sequences
         anatomy = {}
         for name in ("t1w", "t2w"):
@@ -134,7 +160,6 @@ class LiverStiffnessLogic:
         images = ExamImages(anatomy.get("t1w"), anatomy.get("t2w"), dwi, mask, {**paths, "mask": mask_name},
                             left_out=left_out)
         check_exam(images)
-        nodes.facts.validate("patient")
         return images
 
     def load_study(self, folder, rules=None, overrides: dict | None = None):
@@ -184,8 +209,8 @@ class LiverStiffnessLogic:
         for name, why in images.left_out.items():   # the report names the reason
             cmd += ["--leave-out", f"{name}:{why}"]
         cmd += ["--mask", str(files["mask"]), "--device", device, "--maps", maps, "--out", str(work / "result")]
-        f = nodes.facts
-        for flag, value in (("--age", f.age), ("--sex", f.sex), ("--bmi", f.bmi), ("--pdff", f.pdff)):
+        for name, flag in FACT_FLAGS:      # as typed on the command line: a fact not given is left out
+            value = getattr(nodes.facts, name)
             if value is not None:
                 cmd += [flag, str(value)]
         if model_dir:

@@ -39,7 +39,7 @@ from LiverStiffnessLib.nodes import ExamNodes
 from . import exams, guard, result_view
 from .comparison import FollowUpComparison
 from .display import SliceDisplay
-from .inputs import INPUT_KEYS, b_value_problem, chosen_exam_nodes, missing_hint, patient_facts, sequences_note
+from .inputs import INPUT_KEYS, NUMBER_FACTS, b_value_problem, chosen_exam_nodes, missing_hint, patient_facts, sequences_note
 from .lifetime import end_with_the_launcher
 from .messages import public
 from .model_info import describe_device, describe_model
@@ -88,6 +88,7 @@ class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
         self.state.change("opacity", "map_kind", "map_seq", "liver_only", "background")(self._update_views)
         self.state.change("t1w", "t2w", "dwi", "mask", "dwi_b")(self._on_inputs_change)
         self.state.change(*INPUT_KEYS)(self._drop_stale_result)
+        self.state.change(*NUMBER_FACTS, "sex")(self._on_facts_change)
         self.server.controller.on_server_ready.add(self._on_ready)
 
     # ------------------------------------------------------------------ state
@@ -102,7 +103,9 @@ class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
         s.series_items = []
         s.t1w = s.t2w = s.dwi = s.mask = None
         s.dwi_b = ""
-        s.age = s.bmi = s.pdff = ""
+        s.age = s.bmi = s.pdff = s.ast = s.alt = s.platelets = ""
+        s.fib4 = ""                  # FIB-4 computed from age, AST, ALT and platelets (read-only); "" unless all four
+        s.facts_problem = ""         # a typed fact that is not a number or out of its range, in one line
         s.sex = None
         s.error = ""
         s.status = "Choose an exam, or upload its files."
@@ -159,6 +162,16 @@ class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
             return
         self.state.missing = public(missing_hint(nodes, self.refused) or "")
         self._update_views()
+
+    def _on_facts_change(self, **_):
+        """FIB-4 (computed, read-only) once age, AST, ALT and platelets are all given; a typed fact
+        that cannot be used is named in one line under the fields (and in the banner on Estimate)."""
+        try:
+            facts, problem = patient_facts(self.state), ""
+        except InputError as exc:
+            facts, problem = None, public(str(exc), self.data)
+        self.state.fib4 = f"{facts.fib4:.2f}" if facts is not None and facts.fib4 is not None else ""
+        self.state.facts_problem = problem
 
     def _inputs_now(self) -> dict:
         return {k: self.state[k] for k in INPUT_KEYS}

@@ -20,6 +20,8 @@ from liverstiffness.errors import InputError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 ROLES = ("t1w", "t2w", "dwi", "mask")
+# The patient facts a manifest row gives an exam (its blood-test columns are optional: manifest.LAB_COLUMNS).
+FACT_COLUMNS = ("age", "sex", "bmi", "pdff", "ast", "alt", "platelets")
 # Name patterns, tried in this order (a mask named "t1w_mask" is a mask, a "dwi_t2" is a DWI).
 ROLE_PATTERNS = (
     ("mask", re.compile(r"mask|liver[_ -]?seg|segment|label|seg\b", re.I)),
@@ -156,7 +158,7 @@ def manifest_row(root: Path, folder: Path) -> dict:
 @dataclass
 class Exam:
     series: list[Series]
-    facts: dict = field(default_factory=dict)   # age, sex, bmi, pdff from a manifest, as text
+    facts: dict = field(default_factory=dict)   # age, sex, bmi, pdff, ast, alt, platelets from a manifest, as text
 
 
 def _strength(s: Series) -> int:
@@ -200,7 +202,7 @@ def scan_exam(root: Path, folder: Path) -> Exam:
             for s in same:
                 if len(keep) > 1 or s is not keep[0]:
                     s.role = ""
-    facts = {k: (row.get(k) or "").strip() for k in ("age", "sex", "bmi", "pdff") if (row.get(k) or "").strip()}
+    facts = {k: (row.get(k) or "").strip() for k in FACT_COLUMNS if (row.get(k) or "").strip()}
     return Exam(out, facts)
 
 

@@ -13,7 +13,10 @@ from . import exams
 from .series import AUTO_MASK, LoadedSeries, dwi_node, label_node
 
 # Everything an estimate is computed from: a result is shown only beside these as they were.
-INPUT_KEYS = ("t1w", "t2w", "dwi", "mask", "dwi_b", "age", "sex", "bmi", "pdff")
+INPUT_KEYS = ("t1w", "t2w", "dwi", "mask", "dwi_b", "age", "sex", "bmi", "pdff", "ast", "alt", "platelets")
+# The typed numbers (page state key, the name an error gives it); sex is a chooser. The blood tests
+# go to ``liverstiffness predict`` as --ast, --alt, --platelets, as on the command line.
+NUMBER_FACTS = {"age": "age", "bmi": "BMI", "pdff": "PDFF", "ast": "AST", "alt": "ALT", "platelets": "platelets"}
 ROLE_LABELS = {"t1w": "T1w", "t2w": "T2w", "dwi": "DWI", "mask": "liver mask"}
 
 
@@ -47,7 +50,8 @@ def b_value_problem(text: str | None, dwi: LoadedSeries | None, b_values: tuple)
 
 
 def patient_facts(state) -> PatientFacts:
-    """The typed patient facts, validated (InputError names the one that is not a number)."""
+    """The typed patient facts, validated: InputError names, in one line, the one that is not a
+    number or is outside its plausible range (``PatientFacts.validate``)."""
     def num(v, what):
         if v in (None, ""):
             return None
@@ -56,8 +60,8 @@ def patient_facts(state) -> PatientFacts:
         except (TypeError, ValueError):
             raise InputError(what, f"{v!r} is not a number") from None
 
-    return PatientFacts(num(state.age, "age"), state.sex or None, num(state.bmi, "BMI"),
-                        num(state.pdff, "PDFF")).validate("patient")
+    values = {key: num(state[key], f"patient {what}") for key, what in NUMBER_FACTS.items()}
+    return PatientFacts(sex=state.sex or None, **values).validate("patient")
 
 
 def missing_hint(nodes: ExamNodes, refused: dict[str, str]) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from liverstiffness.errors import InputError
 
 from . import exams
+from .inputs import NUMBER_FACTS
 from .messages import public
 from .series import ExamRead, add_series, chooser_items, read_exam, remove_series
 
@@ -66,7 +67,7 @@ class ExamOpening:
         with self.state:
             st = self.state
             st.series_items, st.t1w, st.t2w, st.dwi, st.mask, st.dwi_b = [], None, None, None, None, ""
-            st.age = st.bmi = st.pdff = ""
+            st.age = st.bmi = st.pdff = st.ast = st.alt = st.platelets = ""
             st.sex, st.error, st.missing, st.sequences_note, st.background_name = None, "", "Choose an exam.", "", ""
             st.status = "Choose an exam, or upload its files."
         return True
@@ -100,7 +101,8 @@ class ExamOpening:
             dwi = self.series.get(st.dwi)
             st.dwi_b = ",".join(f"{b:g}" for b in dwi.b_values) if dwi and dwi.b_values else ""
             f = read.facts
-            st.age, st.bmi, st.pdff = f.get("age", ""), f.get("bmi", ""), f.get("pdff", "")
+            for key in NUMBER_FACTS:           # age, BMI, PDFF and the blood tests, as the manifest gives them
+                st[key] = f.get(key, "")
             st.sex = {"F": "F", "M": "M"}.get((f.get("sex") or "").strip().upper()[:1])
             st.error = public("; ".join(read.errors), self.data)
             st.status = f"Opened {label}: {len(self.series)} series. Check the assignment, then Check mask."

@@ -105,6 +105,20 @@ def _inputs_card(app) -> None:
                     v3.VTextField(v_model=("bmi", ""), label="BMI", density="compact", hide_details=True, id="bmi")
                 with v3.VCol(cols=6):
                     v3.VTextField(v_model=("pdff", ""), label="PDFF %", density="compact", hide_details=True, id="pdff")
+                # Blood tests, optional (the command line's --ast, --alt, --platelets); FIB-4 is computed.
+                with v3.VCol(cols=6):
+                    v3.VTextField(v_model=("ast", ""), label="AST (U/L)", density="compact", hide_details=True, id="ast")
+                with v3.VCol(cols=6):
+                    v3.VTextField(v_model=("alt", ""), label="ALT (U/L)", density="compact", hide_details=True, id="alt")
+                with v3.VCol(cols=6):
+                    v3.VTextField(v_model=("platelets", ""), label="Platelets (10⁹/L)", density="compact",
+                                  hide_details=True, id="platelets")
+                with v3.VCol(cols=6):
+                    # Computed (age × AST / (platelets × √ALT)), never typed: read-only.
+                    v3.VTextField(model_value=("fib4",), label="FIB-4 (computed)", readonly=True, density="compact",
+                                  hide_details=True, id="fib4", placeholder="not computed",
+                                  persistent_placeholder=True, title="age × AST / (platelets × √ALT): needs all four")
+            html.Div("{{ facts_problem }}", v_if="facts_problem", classes="text-caption text-error", id="facts-problem")
 
 
 def _run_card(app) -> None:
