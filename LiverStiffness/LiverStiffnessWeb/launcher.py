@@ -290,8 +290,11 @@ def check_options(opts: ServeOptions) -> ServeOptions:
         d = Path(opts.data)
         if not d.is_dir():
             raise InputError(f"--data {d}", "is not a folder")
-    if opts.model and not (Path(opts.model) / "model.json").is_file():
-        raise InputError(f"--model {opts.model}", "is not a model folder (no model.json)")
+    if opts.model:
+        from liverstiffness.bundle_layout import model_folder
+
+        if not (model_folder(opts.model) / "model.json").is_file():     # a MONAI bundle: its models/
+            raise InputError(f"--model {opts.model}", "is not a model folder or a MONAI bundle (no model.json)")
     if not is_loopback(opts.host) and not opts.token:
         opts.token = secrets.token_urlsafe(24)  # never open to the network without one
     if opts.token is not None and len(opts.token) < 12:

@@ -3,14 +3,13 @@ the estimate would use. Both are slow (torch, files), so the app calls them on a
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def describe_model(model: str | None) -> dict:
     """The model card's facts (``model``: its folder; None: the shipped demo model); InputError when unusable."""
+    from liverstiffness.bundle_layout import model_folder
     from liverstiffness.stiffness.checkpoint import DEMO_MODEL_DIR, read_meta
 
-    folder = Path(model) if model else DEMO_MODEL_DIR
+    folder = model_folder(model) if model else DEMO_MODEL_DIR     # a MONAI bundle: its models/
     meta = read_meta(folder)
     cv = ((meta.metrics or {}).get("cross_validation") or {}).get("transformer") or {}
     return {"name": meta.name, "version": meta.version, "folds": len(meta.folds),

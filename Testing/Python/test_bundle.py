@@ -141,6 +141,20 @@ def test_model_and_seg_model_take_a_bundle(bundles):
     assert seg.model_dir == bundles["segmentation"] / "models" and len(seg.networks) == len(seg.meta.folds)
 
 
+def test_serve_takes_a_bundle_and_refuses_what_is_neither(bundles, tmp_path):
+    """`serve --model` (the web page) accepts a bundle as predict does, and its model card reads from
+    the bundle's models/; a folder that is neither is refused in one line."""
+    from LiverStiffnessWeb.launcher import ServeOptions, check_options
+    from LiverStiffnessWeb.model_info import describe_model
+
+    from liverstiffness.errors import InputError
+
+    assert check_options(ServeOptions(model=str(bundles["stiffness"]))).model == str(bundles["stiffness"])
+    assert describe_model(str(bundles["stiffness"]))["name"] == describe_model(None)["name"]
+    with pytest.raises(InputError, match="is not a model folder or a MONAI bundle"):
+        check_options(ServeOptions(model=str(tmp_path)))
+
+
 def test_a_bundle_with_a_changed_weight_file_is_refused_with_one_line(bundles, one_case, tmp_path, capsys):
     for kind, weight in (("stiffness", "fold1.pt"), ("segmentation", "run0_fold3.pt")):
         b = tmp_path / kind
