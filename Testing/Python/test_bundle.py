@@ -144,10 +144,9 @@ def test_model_and_seg_model_take_a_bundle(bundles):
 def test_serve_takes_a_bundle_and_refuses_what_is_neither(bundles, tmp_path):
     """`serve --model` (the web page) accepts a bundle as predict does, and its model card reads from
     the bundle's models/; a folder that is neither is refused in one line."""
+    from liverstiffness.errors import InputError
     from LiverStiffnessWeb.launcher import ServeOptions, check_options
     from LiverStiffnessWeb.model_info import describe_model
-
-    from liverstiffness.errors import InputError
 
     assert check_options(ServeOptions(model=str(bundles["stiffness"]))).model == str(bundles["stiffness"])
     assert describe_model(str(bundles["stiffness"]))["name"] == describe_model(None)["name"]
