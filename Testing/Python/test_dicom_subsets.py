@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import highdicom as hd
 import pydicom
 import pytest
+from test_dicom_output import dciodvfy  # the same dicom3tools check as the full study's objects
 
 from liverstiffness.cli.main import main
 from liverstiffness.dicom.index import index_study
@@ -22,14 +22,6 @@ from liverstiffness.dicom.synthetic_study import write_exam_study
 from liverstiffness.manifest import read_manifest
 
 NO_MATCH = "no series in the study matched the {} rules"
-
-
-def dciodvfy(path) -> list[str]:
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        pytest.fail("dciodvfy not found: install Debian's dicom3tools (make test does: see .ci/run)")
-    res = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
-    return [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture(scope="module")

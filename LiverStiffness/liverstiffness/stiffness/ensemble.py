@@ -94,11 +94,11 @@ class Ensemble:
         """Why no category is given for exams with ``subset`` of the sequences, or None: the
         subset's out-of-fold r in training is below MIN_SUBSET_R_FOR_CATEGORY, or was not measured."""
         from .augment import SUBSET_VARIANTS
-        from .interval import FULL
+        from .interval import FULL, subset_label
 
         if subset == FULL:
             return None
-        names = subset.replace("t1w", "T1w").replace("t2w", "T2w").replace("dwi", "DWI").replace("+", " + ")
+        names = subset_label(subset)
         cv = (self.meta.metrics.get("cross_validation") or {}).get("ablation") or {}
         r = (cv.get(SUBSET_VARIANTS[subset]) or {}).get("pearson_r")
         if r is None:

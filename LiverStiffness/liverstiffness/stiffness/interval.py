@@ -33,6 +33,11 @@ METHOD = "K-fold CV+ (Barber et al., Ann. Stat. 2021) on ln(kPa) out-of-fold res
 FULL = "t1w+t2w+dwi"
 
 
+def subset_label(key: str) -> str:
+    """A subset key for people: "t1w+t2w" → "T1w + T2w"."""
+    return key.replace("t1w", "T1w").replace("t2w", "T2w").replace("dwi", "DWI").replace("+", " + ")
+
+
 def subset_key(sequences) -> str:
     """The name of a subset of the sequences, in their fixed order: "t1w+t2w+dwi", "t2w", …"""
     names = [s for s in ("t1w", "t2w", "dwi") if s in set(sequences)]
@@ -85,8 +90,7 @@ class Calibration:
             return self.residuals_log, None
         if subset in self.subset_residuals:
             return self.subset_residuals[subset], None
-        names = subset.replace("t1w", "T1w").replace("t2w", "T2w").replace("dwi", "DWI").replace("+", " + ")
-        return self.residuals_log, (f"this model has no interval calibration for {names} alone "
+        return self.residuals_log, (f"this model has no interval calibration for {subset_label(subset)} alone "
                                     "(it was trained before per-subset calibration): the interval is that of "
                                     "full exams and probably too narrow")
 
