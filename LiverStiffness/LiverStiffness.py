@@ -123,6 +123,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fill_devices()
         self._add_leave_out_row()
         self._add_lab_fields()
+        self._add_stiffness_map_button()
         self._add_followup_section(uiWidget)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -399,6 +400,7 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             warn += ("<br>" if warn else "") + "Out-of-range check not available for this model."
         self.ui.categoryLabel.setText(f"<b>{report.category}</b>{note}<br>{seqs}" + (f"<br><i>{warn}</i>" if warn else ""))
         self.ui.saveReportButton.enabled = self._result is not None
+        self._stiffnessMapButton.enabled = self._result is not None and self._result.stiffness_map is not None
 
     def _show_overlay(self, *args) -> None:
         if self._result is None:
@@ -413,6 +415,25 @@ class LiverStiffnessWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         reference = (self._result.report.preprocessing or {}).get("reference_sequence")
         slicer.util.setSliceViewerLayers(background=self._reference_node(reference), foreground=node,
                                          foregroundOpacity=self.ui.opacitySlider.value)
+
+    def _add_stiffness_map_button(self) -> None:
+        """"Show stiffness map" under the maps: enabled when the result has one (a model trained on
+        elastograms)."""
+        self._stiffnessMapButton = qt.QPushButton(_("Show stiffness map"))
+        self._stiffnessMapButton.toolTip = _("The model's estimate of the MRE stiffness map (kPa, coloured 0–8 kPa as "
+                                             "elastograms are) as the overlay: an estimate, not a measurement")
+        self._stiffnessMapButton.enabled = False
+        self._stiffnessMapButton.clicked.connect(self.onShowStiffnessMap)
+        self.ui.resultsCollapsibleButton.layout().addRow(self._stiffnessMapButton)
+
+    def onShowStiffnessMap(self) -> None:
+        if self._result is None or self._result.stiffness_map is None:
+            return
+        reference = (self._result.report.preprocessing or {}).get("reference_sequence")
+        with slicer.util.tryWithErrorDisplay(_("Could not show the stiffness map."), waitCursor=True):
+            legend = self.logic.show_stiffness_map(self._result, self._reference_node(reference),
+                                                   self.ui.opacitySlider.value)
+            self.ui.mapNoteLabel.text = self.logic.stiffness_map_text(self._result.report, legend is not None)
 
     def onSaveReport(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Save the stiffness report to"))

@@ -2,8 +2,9 @@
 
 It turns the selected nodes into the core package's inputs (``ExamImages``), runs the core
 (in this process, or as a background ``liverstiffness predict`` process the panel can cancel),
-and turns the results into new nodes: attention volumes on the reference's geometry and a row in
-the results table. Input nodes are only read.
+and turns the results into new nodes: attention volumes on the reference's geometry, a row in the
+results table and, for a model trained on elastograms, the stiffness map (kPa, in the MRE colours)
+with a table of its regional means. Input nodes are only read.
 
 Any non-empty subset of T1w, T2w and DWI is an exam (a node None: not given; ``ExamNodes.left_out``:
 given but not to be used, with why). The reference, whose grid and name the results take, is the
@@ -33,6 +34,7 @@ from liverstiffness.errors import InputError
 from liverstiffness.imageio import binarize_mask, dwi_from_volumes
 from liverstiffness.input_checks import check_geometry, check_values
 from liverstiffness.manifest import PatientFacts
+from liverstiffness.montage import MRE_STYLE
 from liverstiffness.ood import describe as describe_range
 from liverstiffness.preprocess import ExamImages, check_exam
 from liverstiffness.report import Report
@@ -54,6 +56,9 @@ MAP_KINDS = (("rollout", "Attention rollout"), ("saliency", "Saliency (gradient 
 GRADCAM_CAVEAT = ("GradCAM did not point at the signal in the project's planted-signal test (0.65 times the "
                   "region's share, where rollout and saliency pointed at it): do not read it as where the model looked.")
 DEFAULT_SALIENCY = "t2w"   # the sequence of the saliency map the pointing game measured
+STIFFNESS_MAP_COLOR_NAME = "LiverStiffness MRE stiffness (kPa)"
+REGION_COLUMNS = ("region", "mean_kPa")   # the stiffness map's regional table
+WHOLE_LIVER = "whole liver"               # its first row: the map's mean over the liver
 
 
 def map_key(kind: str, sequence: str | None = None) -> str:
@@ -116,6 +121,19 @@ def _dwi_volumes(nodes: ExamNodes) -> list[sitk.Image]:
     if k > 1:
         return [sitk_from_volume(dwi, f"dwi component {i}", component=i) for i in range(k)]
     return [sitk_from_volume(dwi, "dwi")]
+
+
+# Matplotlib's "jet" (the montage's colours, ``MRE_STYLE.cmap``) as (position, value) per channel:
+# dark blue, blue, cyan, yellow, red, dark red.
+JET = {"r": ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
+       "g": ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
+       "b": ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0))}
+
+
+def jet(t: float) -> tuple[float, float, float]:
+    """The colour (r, g, b in 0..1) of the elastograms' scale at ``t`` in [0, 1]."""
+    t = min(1.0, max(0.0, float(t)))
+    return tuple(float(np.interp(t, [p for p, _v in JET[c]], [v for _p, v in JET[c]])) for c in "rgb")
 
 
 class LiverStiffnessLogic:
@@ -233,6 +251,22 @@ class LiverStiffnessLogic:
             node.SetColor(i, f"{i}", r, g, b, 0.0 if i == 0 else 1.0)
         return node
 
+    def stiffness_map_color_node(self):
+        """A colour table for stiffness maps as elastograms are shown: jet over the window (0–8
+        kPa, ``MRE_STYLE``, as the montage), transparent at 0 (outside the liver)."""
+        existing = self.scene.GetFirstNodeByName(STIFFNESS_MAP_COLOR_NAME)
+        if existing is not None:
+            return existing
+        node = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", STIFFNESS_MAP_COLOR_NAME)
+        node.SetTypeToUser()
+        node.SetNumberOfColors(256)
+        for i in range(256):
+            node.SetColor(i, *jet(i / 255.0), 0.0 if i == 0 else 1.0)
+        lo, hi = MRE_STYLE.value_range
+        node.SetDescription(_("MRE stiffness display: jet from {lo:g} to {hi:g} kPa (the volume's window), "
+                              "transparent at 0 (outside the liver)").format(lo=lo, hi=hi))
+        return node
+
     def results_table(self):
         """The scene's results table; a column it lacks (a table saved by an older version) is added."""
         table = self.scene.GetFirstNodeByName(RESULTS_TABLE_NAME)
@@ -248,7 +282,9 @@ class LiverStiffnessLogic:
 
     def load_results(self, out_dir, nodes: ExamNodes) -> ResultNodes:
         """Attention NIfTIs → new volume nodes on the reference's geometry (the report's reference
-        sequence: T1w when used, else T2w, else the DWI), named after it; the report → a table row."""
+        sequence: T1w when used, else T2w, else the DWI), named after it; the report → a table row.
+        A stiffness map (a model trained on elastograms) → a volume node in kPa and a table of its
+        regional means; without one both are None."""
         out_dir = Path(out_dir)
         report = Report.read(out_dir)
         color = self.attention_color_node()
@@ -271,6 +307,8 @@ class LiverStiffnessLogic:
             disp.AutoWindowLevelOff()
             disp.SetWindowLevelMinMax(0.0, map_window_max(sitk.GetArrayViewFromImage(img)))
             attention[kind] = node
+        stiffness = (self._stiffness_map_volume(report, out_dir, like, base, ref_name)
+                     if report.stiffness_map and report.outputs.get("stiffness_map") else None)
         table = self.results_table()
         row = table.AddEmptyRow()
         values = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "reference": base, "stiffness_kPa": report.stiffness_kpa,
@@ -283,7 +321,110 @@ class LiverStiffnessLogic:
         for col, value in values.items():
             table.SetCellText(row, table.GetColumnIndex(col), str(value))
         keep_report(table, row, report)   # kept with the row: any two rows can be compared (follow-up)
-        return ResultNodes(report, attention, table, row, out_dir)
+        regions = self.stiffness_regions_table(report, base) if stiffness is not None else None
+        return ResultNodes(report, attention, table, row, out_dir, stiffness_map=stiffness, stiffness_regions=regions)
+
+    # ------------------------------------------------------------------ stiffness map
+    def _stiffness_map_volume(self, report: Report, out_dir: Path, like, base: str, ref_name: str):
+        """stiffness_map.nii.gz (kPa, on the reference's grid) → a new volume node placed like
+        ``like``, in the MRE colours with the window 0–8 kPa."""
+        img = sitk.ReadImage(str(out_dir / report.outputs["stiffness_map"]))
+        node = volume_from_sitk(img, like, self.scene.GenerateUniqueName(f"{base} stiffness map (kPa)"), self.scene)
+        node.SetAttribute("LiverStiffness.mapKind", "stiffness_map")
+        node.SetAttribute("LiverStiffness.referenceSequence", ref_name)
+        node.SetDescription(report.stiffness_map.get("note", ""))
+        units = slicer.vtkCodedEntry()
+        units.SetValueSchemeMeaning("kPa", "UCUM", "kilopascal")
+        node.SetVoxelValueUnits(units)
+        node.CreateDefaultDisplayNodes()
+        disp = node.GetDisplayNode()
+        disp.SetAndObserveColorNodeID(self.stiffness_map_color_node().GetID())
+        disp.AutoWindowLevelOff()
+        disp.SetWindowLevelMinMax(*MRE_STYLE.value_range)   # above 8 kPa: the scale's top colour
+        # Transparent outside the liver (0 there) by the threshold too, whatever the colour table;
+        # drawn voxel by voxel, so the liver's edge is not blended with the 0 outside into a blue rim.
+        disp.AutoThresholdOff()
+        disp.SetThreshold(1e-6, 1e9)
+        disp.ApplyThresholdOn()
+        disp.SetInterpolate(False)
+        return node
+
+    def stiffness_regions_table(self, report: Report, base: str):
+        """A new table of the stiffness map's means (kPa): the whole liver, then each region of the
+        report (``regions_kpa``, by geometry). Its description and column title say it is a model
+        estimate, not a measurement."""
+        summary = report.stiffness_map
+        table = self.scene.AddNewNodeByClass("vtkMRMLTableNode",
+                                             self.scene.GenerateUniqueName(f"{base} stiffness map regions (kPa)"))
+        region, kpa = vtk.vtkStringArray(), vtk.vtkDoubleArray()
+        region.SetName(REGION_COLUMNS[0])
+        kpa.SetName(REGION_COLUMNS[1])
+        rows = ([(WHOLE_LIVER, summary["liver_mean_kpa"])] if summary.get("liver_mean_kpa") is not None else [])
+        for name, value in [*rows, *summary.get("regions_kpa", {}).items()]:
+            region.InsertNextValue(name)
+            kpa.InsertNextValue(float(value))
+        table.AddColumn(region)
+        table.AddColumn(kpa)
+        note = summary.get("note", "").rstrip(".")
+        table.SetColumnTitle(REGION_COLUMNS[1], _("mean kPa (model estimate, not a measurement)"))
+        table.SetColumnUnitLabel(REGION_COLUMNS[1], "kPa")
+        table.SetColumnDescription(REGION_COLUMNS[1], note)
+        table.SetColumnDescription(REGION_COLUMNS[0], summary.get("regions_by", ""))
+        table.SetUseColumnTitleAsColumnHeader(True)
+        table.SetDescription(_("Stiffness map: {note}. Regions by {by}.").format(note=note, by=summary.get("regions_by", "")))
+        return table
+
+    def show_stiffness_map(self, result: ResultNodes, background=None, opacity: float = MRE_STYLE.alpha):
+        """The stiffness map as every slice view's foreground (over ``background``: kept when None),
+        with its colour legend. Returns the legend node, or None where this Slicer cannot make one
+        (``stiffness_map_legend``). InputError when the result has no map."""
+        node = result.stiffness_map
+        if node is None:
+            raise InputError("stiffness map", _("this result has none: its model was not trained on elastograms "
+                                                "(no map decoder)"))
+        # As slicer.util.setSliceViewerLayers, on this logic's scene (the web page's is not slicer.mrmlScene).
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            view = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            if background is not None:
+                view.SetBackgroundVolumeID(background.GetID())
+            view.SetForegroundVolumeID(node.GetID())
+            view.SetForegroundOpacity(opacity)
+        return self.stiffness_map_legend(node)
+
+    def stiffness_map_legend(self, node):
+        """The colour legend (bar) of stiffness-map volume ``node``, made once, titled in kPa; None
+        where this Slicer has no colour legends (then the window, 0–8 kPa, is the only scale)."""
+        legend_class = getattr(slicer, "vtkMRMLColorLegendDisplayNode", None)
+        add = getattr(getattr(slicer, "vtkSlicerColorLogic", None), "AddDefaultColorLegendDisplayNode", None)
+        if legend_class is None or add is None:
+            return None
+        if not self.scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):
+            self.scene.RegisterNodeClass(legend_class())   # in the application the Colors module has done it
+        legend = add(node)
+        if legend is None:
+            return None
+        legend.SetTitleText(_("Stiffness (kPa), model estimate"))
+        lo, hi = MRE_STYLE.value_range
+        legend.SetNumberOfLabels(int(round(hi - lo)) // 2 + 1)   # 0, 2, 4, 6, 8 kPa
+        legend.SetLabelFormat("%.0f")
+        legend.SetVisibility(True)
+        return legend
+
+    @staticmethod
+    def stiffness_map_text(report: Report, legend: bool = True) -> str:
+        """One line for the panel under the stiffness map: what it is, its liver mean, and the scale
+        when no colour legend could be drawn."""
+        s = report.stiffness_map or {}
+        if not s:
+            return _("This model has no stiffness map (it was not trained on elastograms).")
+        text = _("Stiffness map, kPa: {note}.").format(note=s.get("note", "").rstrip("."))
+        if s.get("liver_mean_kpa") is not None:
+            text += " " + _("Mean over the liver {kpa:.2f} kPa.").format(kpa=s["liver_mean_kpa"])
+        if not legend:
+            lo, hi = MRE_STYLE.value_range
+            text += " " + _("Colour scale: blue {lo:g} kPa to red {hi:g} kPa (no colour legend in this Slicer).").format(
+                lo=lo, hi=hi)
+        return text
 
     # ------------------------------------------------------------------ follow-up
     def comparable_results(self) -> list[tuple[int, str]]:

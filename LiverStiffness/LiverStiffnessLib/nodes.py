@@ -74,3 +74,6 @@ class ResultNodes:
     row: int
     output_dir: Path
     liver_only: dict = field(default_factory=dict)   # kind → the same map zeroed outside the liver (made on demand)
+    # A model trained on elastograms (both None without a map decoder):
+    stiffness_map: object = None         # volume node, kPa over the liver on the reference's geometry, 0 outside
+    stiffness_regions: object = None     # table node: region, mean kPa (the report's regional means)

@@ -8,7 +8,8 @@ views show. Nothing here computes a stiffness, a flag or a map itself.
 
 This module holds the session (its state and actions) and ``main``; opening an exam is
 ``opening.py``, the page's layout ``page.py``, the exam's series and their nodes ``series.py``,
-the chosen inputs ``inputs.py``, the slice views ``display.py`` (the maps: ``LiverStiffnessLib/map_display.py``), the Result
+the chosen inputs ``inputs.py``, the slice views ``display.py`` (the maps:
+``LiverStiffnessLib/map_display.py``; the stiffness map in kPa: ``stiffness_map.py``), the Result
 card and its downloads ``result_view.py``, the comparison with an earlier report ``comparison.py``,
 the model card ``model_info.py``, messages without server paths ``messages.py``, the process's end
 ``lifetime.py``, who may connect ``guard.py``.
@@ -85,7 +86,7 @@ class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
         self._init_state()
         self._init_followup()        # comparison.py: the shown result against an earlier report
         self.ui = build_page(self)
-        self.state.change("opacity", "map_kind", "map_seq", "liver_only", "background")(self._update_views)
+        self.state.change("opacity", "overlay", "map_kind", "map_seq", "liver_only", "background")(self._update_views)
         self.state.change("t1w", "t2w", "dwi", "mask", "dwi_b")(self._on_inputs_change)
         self.state.change(*INPUT_KEYS)(self._drop_stale_result)
         self.state.change(*NUMBER_FACTS, "sex")(self._on_facts_change)
@@ -123,6 +124,10 @@ class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
         s.result = None
         # The map over the liver by default; the whole crop the model saw is one click away.
         s.map_kind, s.map_seq, s.opacity, s.liver_only, s.background = "rollout", DEFAULT_SALIENCY, 0.5, True, "t1w"
+        # Where the model looked (the attention maps) by default; a model trained on elastograms also
+        # offers its stiffness map in kPa (the chooser shows only for a result that has one).
+        s.overlay = "attention"
+        s.overlay_shown = None       # what the views draw over the background, read back from them (display.py)
         s.map_note = ""
         s.legend_max = 2.0
         s.applied_opacity = None
@@ -319,8 +324,11 @@ class LiverStiffnessWebApp(ExamOpening, FollowUpComparison, TrameApp):
 
     def _drop_result(self) -> None:
         if self.result is not None:
-            for node in (*self.result.attention.values(), *self.result.liver_only.values()):
-                self.sapp.scene.RemoveNode(node)
+            # (a model trained on elastograms: its stiffness map and the table of its regional means too)
+            for node in (*self.result.attention.values(), *self.result.liver_only.values(),
+                         getattr(self.result, "stiffness_map", None), getattr(self.result, "stiffness_regions", None)):
+                if node is not None:
+                    self.sapp.scene.RemoveNode(node)
         self.result = None
         if self.finished_run is not None:
             self.finished_run.cleanup()

@@ -32,6 +32,9 @@ ROLE_PATTERNS = (
 # Files beside an exam that are no series of it: a synthetic phantom's tissue labels (its ground
 # truth, which no model reads; ``liverstiffness synth`` writes it into each exam folder).
 NOT_SERIES = re.compile(r"^truth_labels\.", re.I)
+# The exam's elastogram a manifest row names (its mre_map and mre_confidence columns): what a model
+# that draws a stiffness map was trained against, never an input of the estimate.
+TARGET_COLUMNS = ("mre_map", "mre_confidence")
 MAX_DEPTH = 4          # how deep the exam list looks under --data
 MAX_EXAMS = 500
 
@@ -173,8 +176,11 @@ def scan_exam(root: Path, folder: Path) -> Exam:
 
     root = Path(root).resolve()
     row = manifest_row(root, folder)
+    targets = {Path(row[c].strip()).name for c in TARGET_COLUMNS if (row.get(c) or "").strip()}
     out = []
     for p in sorted(folder.iterdir()):
+        if p.name in targets:
+            continue
         if _is_image_file(p):
             s = Series(p.name, p, guess_role(_stem(p)))
         elif _dicom_folder(p):

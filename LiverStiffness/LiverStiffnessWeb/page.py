@@ -12,6 +12,7 @@ from trame_vuetify.widgets import vuetify3 as v3
 
 from LiverStiffnessLib.logic import MAP_KINDS as LOGIC_MAP_KINDS
 
+from . import stiffness_map
 from .result_view import BAR_MAX_KPA
 
 # The maps the Slicer panel offers too (rollout, saliency, GradCAM with its caveat).
@@ -22,6 +23,12 @@ SEX_ITEMS = [{"title": "F", "value": "F"}, {"title": "M", "value": "M"}]
 BACKGROUNDS = [{"title": "T1w", "value": "t1w"}, {"title": "T2w", "value": "t2w"}, {"title": "DWI (highest b)", "value": "dwi"}]
 # Colours of the attention colour table (LiverStiffnessLogic.attention_color_node): black, red, yellow, white.
 LEGEND_GRADIENT = "linear-gradient(to right, #000 0%, #f00 33.3%, #ff0 66.7%, #fff 100%)"
+# What the views draw over the background once there is a result: where the model looked (the
+# attention maps above), or the stiffness map in kPa of a model trained on elastograms.
+OVERLAYS = [{"title": "Where the model looked (attention maps)", "value": "attention"},
+            {"title": "Stiffness map (kPa)", "value": "stiffness"}]
+# The stiffness map is shown (the chooser offers it only for a result that has one).
+SHOWS_STIFFNESS = "result && result.stiffness_map && overlay === 'stiffness'"
 
 
 def build_page(app) -> SinglePageWithDrawerLayout:
@@ -167,6 +174,7 @@ def _result_card(app, ctrl) -> None:
                 html.Span(v_for="b in result.bands", key="b.label", children=["{{ b.low }}"])
                 html.Span(f"{BAR_MAX_KPA:g} kPa")
             html.Div("Folds: {{ result.folds }} kPa (spread {{ result.spread }})", classes="text-caption", id="folds")
+            _stiffness_map_table()
             html.Div("Device: {{ result.device }}; mask: {{ result.mask }}", classes="text-caption")
             with html.Div(v_if="result.warnings.length", classes="mt-1", id="warnings"):
                 v3.VAlert("{{ w }}", v_for="w in result.warnings", key="w", type="warning", density="compact",
@@ -180,6 +188,28 @@ def _result_card(app, ctrl) -> None:
                             id=f"download-{key}",
                             click=f"utils.download('{name}', trigger('{ctrl.trigger_name(fn)}'), '{mime}')")
             _followup(app, ctrl)
+
+
+def _stiffness_map_table() -> None:
+    """A model trained on elastograms: its stiffness map's mean per region of the liver, and that
+    it is a model estimate, not a measurement. Nothing at all for a result without a map."""
+    with html.Div(v_if="result.stiffness_map", classes="mt-2", id="stiffness-map"):
+        html.Div("Stiffness map (model estimate)", classes="text-subtitle-2")
+        html.Div("{{ result.stiffness_map.note }}", classes="text-caption font-weight-bold", id="stiffness-map-note")
+        html.Div("Liver mean {{ result.stiffness_map.liver_mean }} kPa", v_if="result.stiffness_map.liver_mean",
+                 classes="text-caption", id="stiffness-map-mean")
+        with v3.VTable(density="compact", v_if="result.stiffness_map.regions.length", id="stiffness-regions",
+                       classes="text-caption", style="--v-table-row-height: 22px; --v-table-header-height: 26px;"):
+            with html.Thead():
+                with html.Tr():
+                    html.Th("Region")
+                    html.Th("Mean kPa", classes="text-right")
+            with html.Tbody():
+                with html.Tr(v_for="r in result.stiffness_map.regions", key="r.region", classes="ls-region"):
+                    html.Td("{{ r.region }}")
+                    html.Td("{{ r.kpa }}", classes="text-right")
+        html.Div("Regions by {{ result.stiffness_map.regions_by }}.", v_if="result.stiffness_map.regions_by",
+                 classes="text-caption", id="stiffness-regions-by")
 
 
 def _followup(app, ctrl) -> None:
@@ -212,7 +242,10 @@ def _display_card() -> None:
             v3.VSelect(v_model=("background", "t1w"), items=("backgrounds", BACKGROUNDS), label="Slice views show",
                        density="compact", hide_details=True, classes="mb-1", id="background")
             with html.Div(v_if="result"):
-                with v3.VRow(dense=True):
+                v3.VSelect(v_model=("overlay", "attention"), items=("overlays", OVERLAYS), label="Over the views",
+                           density="compact", hide_details=True, id="overlay", classes="mb-1 ls-overlay",
+                           v_if="result.stiffness_map")
+                with v3.VRow(dense=True, v_if=f"!({SHOWS_STIFFNESS})"):
                     with v3.VCol(cols=12):
                         v3.VSelect(v_model=("map_kind", "rollout"), items=("map_kinds", MAP_KINDS), label="Map",
                                    density="compact", hide_details=True, id="map-kind", classes="ls-map-kind")
@@ -222,14 +255,23 @@ def _display_card() -> None:
                 v3.VSlider(v_model=("opacity", 0.5), min=0, max=1, step=0.05, label="Opacity", hide_details=True,
                            thumb_label=True, id="opacity", classes="ls-opacity")
                 html.Div("Opacity in the views: {{ applied_opacity }}", classes="text-caption", id="applied-opacity")
+                # The stiffness map is 0 outside the liver: there is no "whole crop" to show.
                 v3.VCheckbox(v_model=("liver_only", True), label="Only inside the liver (clear it: the whole crop the model saw)",
-                             density="compact", hide_details=True, id="liver-only")
-                with html.Div(classes="mt-1", id="legend"):
+                             density="compact", hide_details=True, id="liver-only", v_if=f"!({SHOWS_STIFFNESS})")
+                with html.Div(classes="mt-1", id="legend", v_if=f"!({SHOWS_STIFFNESS})"):
                     html.Div(style=f"height: 12px; background: {LEGEND_GRADIENT}; border: 1px solid #999;")
                     with html.Div(classes="d-flex text-caption", style="justify-content: space-between;"):
                         html.Span("0")
                         html.Span("{{ (legend_max / 2).toFixed(1) }}")
                         html.Span("{{ legend_max.toFixed(1) }} × uniform share")
+                # The elastograms' scale, as the views' colour table (stiffness_map.py) draws it.
+                with html.Div(classes="mt-1", id="stiffness-legend", v_if=SHOWS_STIFFNESS):
+                    html.Div(style=f"height: 12px; background: {stiffness_map.legend_gradient()}; border: 1px solid #999;",
+                             id="stiffness-legend-bar")
+                    with html.Div(classes="d-flex text-caption", style="justify-content: space-between;"):
+                        for tick in stiffness_map.LEGEND_TICKS_KPA:
+                            html.Span(f"{tick:g}" + (" kPa" if tick == stiffness_map.LEGEND_TICKS_KPA[-1] else ""),
+                                      classes="ls-stiffness-tick")
                 html.Div("{{ map_note }}", classes="text-caption mt-1", id="map-note")
 
 

@@ -1,5 +1,6 @@
-"""The Result card's content: the numbers and the MRE band bar from a ``Report``, and the files
-its download buttons send (taken from the run's folder as written, never made a second time).
+"""The Result card's content: the numbers and the MRE band bar from a ``Report`` (and, from a model
+trained on elastograms, its stiffness map's regional means), and the files its download buttons
+send (taken from the run's folder as written, never made a second time).
 """
 from __future__ import annotations
 
@@ -34,7 +35,24 @@ def result_card(r: Report) -> dict:
             "sequences": r.sequences_text, "sequences_used": list(r.sequences_used),
             "sequences_missing": dict(r.sequences_missing),
             "reference": (r.preprocessing or {}).get("reference_sequence") or (r.sequences_used or ["t1w"])[0],
-            "mask": (r.mask or {}).get("source", "given")}
+            "mask": (r.mask or {}).get("source", "given"),
+            "stiffness_map": stiffness_map_card(r)}
+
+
+def stiffness_map_card(r: Report) -> dict | None:
+    """The stiffness map's part of the card (a model trained on elastograms): its note, its liver
+    mean and its regional means as rows (region, kPa as text), in the report's order; None for a
+    result without a map (nothing is shown then)."""
+    sm = r.stiffness_map
+    if not sm or "stiffness_map" not in (r.outputs or {}):
+        return None
+    note = (sm.get("note") or "a model estimate, not a measurement").strip().rstrip(".")
+    mean = sm.get("liver_mean_kpa")
+    return {"note": note[:1].upper() + note[1:] + ".", "unit": sm.get("unit", "kPa"),
+            "liver_mean": f"{mean:.2f}" if mean is not None else "",
+            "regions": [{"region": name, "kpa": f"{v:.2f}"} for name, v in (sm.get("regions_kpa") or {}).items()
+                        if v is not None],
+            "regions_by": sm.get("regions_by", "")}
 
 
 def report_json(out: Path) -> bytes:

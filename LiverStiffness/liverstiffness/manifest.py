@@ -18,7 +18,9 @@ optional, ``stiffness_kpa`` empty when unknown. Optional blood-test columns ``as
 (U/L) and ``platelets`` (10⁹/L), each of which may be empty; FIB-4 is computed from them with
 the age (:func:`fib4`), never read. Repeat exams share a ``patient_id``. An empty
 ``mask`` asks ``predict`` and ``qa`` for an automatic mask (training and evaluation need one). An
-optional ``mask_label`` column gives the liver's label in multi-label masks.
+optional ``mask_label`` column gives the liver's label in multi-label masks. Optional ``mre_map``
+and ``mre_confidence`` columns name the exam's elastogram (kPa) and its confidence mask (nonzero:
+reliable), both on the MRE grid, empty where an exam has none; training learns from them.
 
 Manifests travel between sites, so they are untrusted input: a ``case_id`` becomes a folder
 name, so it must be a plain name (letters, digits, ``.``, ``_``, ``-``; see :func:`check_case_id`)
@@ -43,7 +45,8 @@ COLUMNS = (
 IMAGE_COLUMNS = ("t1w", "t2w", "dwi", "mask")
 SEQUENCE_COLUMNS = ("t1w", "t2w", "dwi")   # any may be empty, not all
 LAB_COLUMNS = ("ast", "alt", "platelets")   # optional; written when any exam has one
-OPTIONAL_COLUMNS = ("pdff", "mask_label", *LAB_COLUMNS)
+MRE_COLUMNS = ("mre_map", "mre_confidence")   # optional, together: the elastogram and its confidence mask
+OPTIONAL_COLUMNS = ("pdff", "mask_label", *LAB_COLUMNS, *MRE_COLUMNS)
 STUDY_COLUMN = "study"           # optional: a DICOM study folder
 # A case_id is used as a folder name under the output folder: a plain, portable name only.
 SAFE_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -117,6 +120,8 @@ class ExamRecord:
     stiffness_kpa: float | None = None
     mask_label: int | None = None
     study: Path | None = None            # a DICOM study folder (the images come from it)
+    mre_map: Path | None = None          # the elastogram (kPa), when the exam has one
+    mre_confidence: Path | None = None   # its confidence mask (nonzero: reliable)
 
     def as_row(self, base: Path) -> dict:
         """The CSV row, with paths relative to ``base``."""
@@ -129,7 +134,8 @@ class ExamRecord:
             "mask_label": _fmt(self.mask_label),
             **{col: _fmt(getattr(self.facts, col)) for col in LAB_COLUMNS},
         }
-        for col in IMAGE_COLUMNS + ((STUDY_COLUMN,) if self.study is not None else ()):
+        optional = ((STUDY_COLUMN,) if self.study is not None else ()) + (MRE_COLUMNS if self.mre_map is not None else ())
+        for col in IMAGE_COLUMNS + optional:
             if getattr(self, col) is None:
                 row[col] = ""
                 continue
@@ -259,6 +265,14 @@ def read_manifest(path: str | Path, require_label: bool = False, check_files: bo
             if check_files and not p.exists():
                 raise InputError(f"{where} ({case_id}) {col}", f"{p} not found")
             paths[col] = p
+        if bool(row.get("mre_map")) != bool(row.get("mre_confidence")):
+            given, empty = ("mre_map", "mre_confidence") if row.get("mre_map") else ("mre_confidence", "mre_map")
+            raise InputError(f"{where} ({case_id}) {empty}", f"is empty while {given} is given (an elastogram "
+                             "is used with its confidence mask)")
+        for col in MRE_COLUMNS:
+            paths[col] = _image_path(row[col], base, f"{where} ({case_id}) {col}") if row.get(col) else None
+            if check_files and paths[col] is not None and not paths[col].is_file():
+                raise InputError(f"{where} ({case_id}) {col}", f"{paths[col]} not found")
         sex = row["sex"].upper() or None
         facts = PatientFacts(
             age=_number(row["age"], f"{where} age"), sex=sex,
@@ -285,7 +299,8 @@ def write_manifest(path: str | Path, records: list[ExamRecord]) -> None:
     base = path.resolve().parent
     labs = any(getattr(r.facts, col) is not None for r in records for col in LAB_COLUMNS)
     columns = COLUMNS + (("mask_label",) if any(r.mask_label is not None for r in records) else ()) \
-        + (LAB_COLUMNS if labs else ()) + ((STUDY_COLUMN,) if any(r.study is not None for r in records) else ())
+        + (LAB_COLUMNS if labs else ()) + ((STUDY_COLUMN,) if any(r.study is not None for r in records) else ()) \
+        + (MRE_COLUMNS if any(r.mre_map is not None for r in records) else ())
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

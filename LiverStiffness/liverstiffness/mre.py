@@ -19,6 +19,9 @@ MRE_BANDS: tuple[tuple[float, str], ...] = (
 #: Thresholds at which the validation report computes AUROC (kPa, "at or above").
 AUROC_THRESHOLDS_KPA: tuple[float, ...] = (2.5, 3.0, 3.5, 5.0)
 
+#: The colour scale elastograms are read on (kPa): the stiffness map's montage, Parametric Map and overlays.
+DISPLAY_RANGE_KPA = (0.0, 8.0)
+
 #: Physically possible range of liver shear stiffness at 60 Hz (kPa), for input validation.
 PLAUSIBLE_KPA = (0.5, 30.0)
 

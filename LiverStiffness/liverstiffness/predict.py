@@ -30,12 +30,15 @@ from .report import Report
 from .stiffness import embedding_ood
 from .stiffness.attention import compute_maps, map_summary, sequence_contributions
 from .stiffness.covariates import ALL_COVARIATES, LAB_COVARIATES, encode
+from .stiffness.dense import REGION_NAMES, predict_map_log, regional_means
 from .stiffness.ensemble import Ensemble
 from .stiffness.interval import subset_key
 from .timing import Stopwatch
 
 DEFAULT_MAP = "rollout"
 MAP_UNIT = "times the uniform share over the model's crop (1.0 = uniform)"
+STIFFNESS_MAP_NOTE = ("a model estimate of the MRE stiffness map from the routine sequences, not a measurement; "
+                      "its geometric mean over the liver is the estimate")
 
 
 @dataclass
@@ -69,6 +72,9 @@ def _infer(ens: Ensemble, prep: Prepared, facts: PatientFacts, opts: PredictOpti
     attention = {"unit": MAP_UNIT, **extra, "maps": {kind: map_summary(arr, liver) for kind, arr in maps.items()},
                  "sequence_contributions_kpa": sequence_contributions(ens.models, x, c, k, res["fold_log"])}
     res["maps"] = maps
+    if ens.meta.config.map_decoder:   # the fold networks' maps, averaged in ln kPa as the estimates are
+        res["stiffness_map"] = np.exp(predict_map_log(ens.models, prep.tensor[None], cov[None], known[None],
+                                                      ens.device)[0])
     return res, attention, {"attention": round(time.perf_counter() - t, 4)}
 
 
@@ -149,6 +155,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     t = time.perf_counter()
     (res, attention, t_att), fallback = ens.with_cpu_fallback(lambda: _infer(ens, prep, facts, opts))
     maps = res.pop("maps")
+    stiffness_map = res.pop("stiffness_map", None)
     if fallback:
         warnings_out.append(fallback)
     if res.get("interval_note"):
@@ -196,6 +203,7 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
                        "liver_medians": prep.liver_medians, "body_medians": prep.body_medians,
                        "crop": geometry(prep.crop)},
         sequences_used=list(prep.sequences), sequences_missing=missing, interval_basis=res["subset"],
+        stiffness_map=None if stiffness_map is None else map_summary_kpa(stiffness_map, liver_crop(prep)),
         mask=mask_info or {"source": "given", "path": mask_path},
         mask_qa=qa_summary, input_range=input_range, warnings=warnings_out, outputs={},
         software={"liverstiffness": __version__, "torch": torch.__version__},
@@ -203,11 +211,36 @@ def predict_images(images: ExamImages, facts: PatientFacts, ens: Ensemble, out_d
     )
     stage("write")
     with writing(f"--out {out_dir}"):                  # a full disk: one clear error, nothing half-written
-        return _write_result(out_dir, report, images, prep, maps, opts, Path(ens.model_dir), watch)
+        return _write_result(out_dir, report, images, prep, ResultMaps(maps, stiffness_map), opts, Path(ens.model_dir),
+                             watch)
 
 
-def _write_result(out_dir: Path, report: Report, images: ExamImages, prep: Prepared, maps: dict, opts: PredictOptions,
-                  model_dir: Path, watch: Stopwatch) -> Report:
+def liver_crop(prep: Prepared) -> np.ndarray:
+    """[z, y, x] bool: the liver on the model's crop."""
+    return prep.tensor[list(prep.spec.channels).index("mask")] > 0.5
+
+
+def map_summary_kpa(kpa: np.ndarray, liver: np.ndarray) -> dict:
+    """The report's entry for a stiffness map: its mean over the liver and the regional means."""
+    regional = regional_means(kpa, liver)
+    return {"file": "stiffness_map.nii.gz", "unit": "kPa", "note": STIFFNESS_MAP_NOTE,
+            "liver_mean_kpa": round(float(kpa[liver].mean()), 3) if liver.any() else None,
+            "regions_kpa": {k: round(v, 3) for k, v in regional.items()},
+            "regions_by": f"geometry: {' and '.join(REGION_NAMES)} split at the liver's middle from right to left, "
+                          "eight sectors by its middle front to back and top to bottom (not Couinaud segments)"}
+
+
+@dataclass
+class ResultMaps:
+    """The maps of one estimate on the model's crop: attention (kind → array) and the stiffness map
+    in kPa (None: the model has no map decoder)."""
+
+    attention: dict
+    stiffness_kpa: np.ndarray | None = None
+
+
+def _write_result(out_dir: Path, report: Report, images: ExamImages, prep: Prepared, maps: ResultMaps,
+                  opts: PredictOptions, model_dir: Path, watch: Stopwatch) -> Report:
     """``report`` and the maps into a staging folder beside ``out_dir``, then moved into place
     (report.json last, see :mod:`.outputs`): a failure or a kill leaves no partial result."""
     t_write = time.perf_counter()
@@ -218,17 +251,28 @@ def _write_result(out_dir: Path, report: Report, images: ExamImages, prep: Prepa
     tmp = staging_path(out_dir)    # named before it exists: a signal at any moment leaves nothing behind
     try:
         tmp.mkdir()                # inputs accepted: now we may write
-        outputs, rollout, writes = _write_maps(tmp, prep, maps, pool)
+        outputs, rollout, writes = _write_maps(tmp, prep, maps.attention, pool)
         report.outputs = outputs
+        kpa_img = None
+        if maps.stiffness_kpa is not None:   # kPa over the liver on the reference grid, 0 elsewhere
+            kpa_img = prep.to_reference(maps.stiffness_kpa) * sitk.Cast(prep.mask_ref > 0, sitk.sitkFloat32)
+            writes.append(pool.submit(write_nifti_gz, kpa_img, tmp / "stiffness_map.nii.gz"))
+            outputs["stiffness_map"] = "stiffness_map.nii.gz"
         if auto_mask:  # the automatic mask itself, on the reference grid, for checking
             sitk.WriteImage(images.mask, str(tmp / "mask_auto.nii.gz"), useCompression=True)
             outputs["mask"] = "mask_auto.nii.gz"
         if opts.montage:
-            from .montage import write_montage
+            from .montage import MRE_STYLE, write_montage
             write_montage(tmp / "attention_montage.png", prep.reference, rollout, prep.mask_ref,
                           title=f"{report.stiffness_kpa:.2f} kPa ({report.category}) — attention rollout",
                           unit="× uniform share")
             outputs["montage"] = "attention_montage.png"
+            if kpa_img is not None:
+                write_montage(tmp / "stiffness_map_montage.png", prep.reference, kpa_img, prep.mask_ref,
+                              title=f"stiffness map (model estimate, not a measurement): liver mean "
+                                    f"{report.stiffness_map['liver_mean_kpa']:.2f} kPa",
+                              unit="kPa", style=MRE_STYLE)
+                outputs["stiffness_map_montage"] = "stiffness_map_montage.png"
         _finish(writes, f"--out {out_dir}")
         watch.add("write", time.perf_counter() - t_write)
         report.timings_s = watch.total()

@@ -18,10 +18,10 @@ from .outputs import REPORT
 
 _LABEL = {"t1w": "T1w", "t2w": "T2w", "dwi": "DWI"}   # as preprocess.SEQUENCE_LABELS (the report imports no pipeline)
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)       # 2 added the sequences used and missing (1: all three, always)
-# Extras a workflow adds; left out of report.json when absent, as before the type existed.
-_OPTIONAL = ("study", "patient_facts_source", "dicom_outputs")
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)    # 2 added the sequences used and missing (1: all three, always); 3 the stiffness map
+# Extras a workflow or a model adds; left out of report.json when absent, as before the type existed.
+_OPTIONAL = ("study", "patient_facts_source", "dicom_outputs", "stiffness_map")
 
 
 @dataclass
@@ -58,6 +58,8 @@ class Report:
     sequences_used: list[str] = field(default_factory=lambda: ["t1w", "t2w", "dwi"])
     sequences_missing: dict = field(default_factory=dict)  # sequence → why: "not given", or the user's reason
     interval_basis: str = "t1w+t2w+dwi"           # the subset whose out-of-fold residuals made the interval
+    # A model trained on elastograms: the map's file, unit, note and regional means (kPa) by geometry.
+    stiffness_map: dict | None = None
     schema_version: int = SCHEMA_VERSION
 
     # -- derived, for every front end alike ------------------------------------------------------

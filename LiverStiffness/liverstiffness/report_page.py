@@ -1,9 +1,11 @@
 """A one-page, self-contained HTML report for people: the key numbers, the category with the
 cut-off table used, the sequences used (and each missing one with why), mask QA, the montage, the
-series used and the model card's disclaimer.
+series used and the model card's disclaimer; from a model trained on elastograms also its stiffness
+map (its montage, its regional means and that it is a model estimate, not a measurement).
 
-It prints on one A4 page; the montage is embedded, so the file can be mailed or archived alone.
-Everything shown comes from report.json (the numbers are not recomputed).
+It prints on one A4 page (the stiffness map, when there is one, on a second); the montages are
+embedded, so the file can be mailed or archived alone. Everything shown comes from report.json
+(the numbers are not recomputed).
 """
 from __future__ import annotations
 
@@ -89,13 +91,42 @@ def _series_rows(report: Report) -> str:
     return "".join(rows)
 
 
+def _png(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _stiffness_map_html(report: Report, folder: Path) -> str:
+    """The stiffness map's section (a model trained on elastograms): its montage (0–8 kPa, as
+    elastograms), the note that it is a model estimate, the liver mean and the regional means;
+    "" for a report without a map."""
+    sm = report.stiffness_map
+    if not sm:
+        return ""
+    montage = Path(folder) / report.outputs.get("stiffness_map_montage", "stiffness_map_montage.png")
+    reference = LABELS.get((report.preprocessing or {}).get("reference_sequence", "t1w"), "T1w")
+    img = (f'<img id=stiffness-map-montage alt="Stiffness map (kPa, 0–8) over the {reference}, liver outlined" '
+           f'src="data:image/png;base64,{_png(montage)}">' if "stiffness_map_montage" in report.outputs
+           and montage.is_file() else "")
+    note = str(sm.get("note") or "a model estimate, not a measurement").strip().rstrip(".")
+    mean = sm.get("liver_mean_kpa")
+    regions = "".join(f"<tr><td>{_e(name)}</td><td>{v:.2f}</td></tr>"
+                      for name, v in (sm.get("regions_kpa") or {}).items() if v is not None)
+    table = (f"<table id=stiffness-regions><tr><th>region</th><th>mean {_e(sm.get('unit', 'kPa'))}</th></tr>{regions}</table>"
+             if regions else "")
+    by = f"<p class=small>Regions by {_e(sm['regions_by'])}.</p>" if sm.get("regions_by") else ""
+    mean_text = f" Liver mean {mean:.2f} {_e(sm.get('unit', 'kPa'))}." if mean is not None else ""
+    return (f"<div class=map><h2>Stiffness map (model estimate, not a measurement)</h2>{img}"
+            f"<p class=warnsmall id=stiffness-map-note>{_e(note[:1].upper() + note[1:])}.{mean_text}</p>"
+            f"{table}{by}</div>")
+
+
 def write_report_page(path: Path, report: Report, folder: Path, model_dir: Path | None = None) -> Path:
     """Write the HTML page for ``report`` (its montage looked up in ``folder``); returns ``path``."""
     path = Path(path)
     montage = Path(folder) / report.outputs.get("montage", "attention_montage.png")
     img = ""
     if montage.is_file():
-        data = base64.b64encode(montage.read_bytes()).decode("ascii")
+        data = _png(montage)
         reference = LABELS.get((report.preprocessing or {}).get("reference_sequence", "t1w"), "T1w")
         img = (f'<img alt="Attention rollout over the {reference}, liver outlined" src="data:image/png;base64,{data}">'
                f"<p class=small>Where the model looked (attention rollout, {_e(report.attention.get('unit', ''))}); "
@@ -129,6 +160,7 @@ table {{ border-collapse: collapse; font-size: 9.5pt; }} td, th {{ border: 1px s
 tr.here td {{ background: #ffe9a8; font-weight: 600; }} .missing {{ color: #8a4b00; }}
 img {{ width: 100%; }} .small {{ font-size: 8.5pt; color: #444; margin: 2px 0; }}
 .cols {{ display: flex; gap: 14px; }} .cols > div {{ flex: 1; }} ul {{ margin: 2px 0; padding-left: 18px; }}
+.map {{ break-before: page; }} .warnsmall {{ font-size: 9pt; font-weight: 600; margin: 2px 0; }}
 </style></head><body>
 <h1>{_e(label)}</h1>
 {disclaimer_html}
@@ -148,6 +180,7 @@ img {{ width: 100%; }} .small {{ font-size: 8.5pt; color: #444; margin: 2px 0; }
 <p class=small>Patient facts used: {_e(facts_text)}.</p></div>
 <div><h2>Model</h2><p class=small>{_e(model.get('name', ''))} {_e(model.get('version', ''))}; weights {hashes}<br>
 {_e(model.get('intended_use', ''))}</p></div></div>
+{_stiffness_map_html(report, folder)}
 <p class=small>LiverStiffness {version}, {datetime.datetime.now():%Y-%m-%d %H:%M};
 full details in report.json.</p>
 </body></html>

@@ -77,6 +77,18 @@ def tiny_model(small_cohort, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def model_without_maps(small_cohort, tmp_path_factory):
+    """A smaller model trained on the same cohort without its elastograms (``dense_weight`` 0): no
+    map decoder, so no stiffness map, as every model trained before maps existed."""
+    from liverstiffness.stiffness.network import ModelConfig
+    from liverstiffness.stiffness.train import TrainConfig, train_cv
+
+    cfg = TrainConfig(folds=2, epochs=1, seed=0, register=False, workers=1, batch_size=4, dense_weight=0.0,
+                      model=ModelConfig(hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2))
+    return train_cv(small_cohort[0], tmp_path_factory.mktemp("model_without_maps"), cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
 def study_case(dicom_studies):
     """The Siemens 1.5 T study: a dual-echo T1w, a fat-suppressed T2w distractor, three b-values."""
     return next(r for r in dicom_studies if r.vendor == "Siemens" and r.field_strength == 1.5)

@@ -88,6 +88,26 @@ def test_parametric_map_holds_the_attention_values_in_their_unit(predicted):
     assert report["attention"]["unit"].startswith("times the uniform share")
 
 
+def test_stiffness_map_is_a_parametric_map_in_kpa_equal_to_the_nifti(predicted):
+    """The shared tiny model learnt from the small cohort's elastograms: its map goes out in kPa."""
+    report, out = predicted
+    pm = pydicom.dcmread(str(out / "dicom" / FILES["stiffness_map"]))
+    kpa = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "result" / report["outputs"]["stiffness_map"])))
+    frames = pm.pixel_array.astype(np.float32)
+    positions = [np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float) for f in pm.PerFrameFunctionalGroupsSequence]
+    order = np.argsort([p[2] for p in positions])
+    assert frames.shape == kpa.shape and np.array_equal(frames[order], kpa) and kpa.max() > 0
+    rwv = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert rwv.MeasurementUnitsCodeSequence[0].CodeValue == "kPa" and float(rwv.RealWorldValueSlope) == 1.0
+    assert rwv.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeMeaning == "Elasticity"
+    assert "not measured" in pm.ContentDescription and "model estimate" in pm.SeriesDescription
+    # The SR carries the regional means, referencing this map.
+    sr = read_report_sr(out / "dicom" / FILES["sr"])
+    assert sr["map_regions_kpa"] == report["stiffness_map"]["regions_kpa"] and "right lobe" in sr["map_regions_kpa"]
+    ds = pydicom.dcmread(str(out / "dicom" / FILES["sr"]))
+    assert str(pm.SOPInstanceUID) in {str(e.value) for e in ds.iterall() if e.keyword == "ReferencedSOPInstanceUID"}
+
+
 def test_sr_numbers_equal_report_json(predicted):
     report, out = predicted
     sr = read_report_sr(out / "dicom" / FILES["sr"])

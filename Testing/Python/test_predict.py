@@ -37,7 +37,7 @@ def report(ens, one_case, tmp_path_factory):
 def test_report_schema_and_physical_range(report):
     rep, out = report
     saved = json.loads((out / "report.json").read_text())
-    assert saved == json.loads(rep.to_json()) and saved["schema_version"] == 2
+    assert saved == json.loads(rep.to_json()) and saved["schema_version"] == 3
     assert 0.5 < rep.stiffness_kpa < 30
     lo, hi = rep.interval_kpa
     assert lo < rep.stiffness_kpa < hi and rep.interval_coverage == 0.9
@@ -192,7 +192,7 @@ def test_saliency_and_gradcam_match_monai_run_separately(ens):
             wrapped = _AsLogits(net)
             grad = VanillaGrad(wrapped)(x.clone(), index=0, cov=cov, known=known)[0]
             sal = sal + np.stack([times_uniform(g) for g in (grad * x[0]).abs().numpy()]) / len(ens.models)
-            gc = GradCAM(nn_module=wrapped, target_layers="net.stem", postprocessing=lambda m: m)
+            gc = GradCAM(nn_module=wrapped, target_layers="net.stem.1", postprocessing=lambda m: m)
             cam = cam + times_uniform(gc(x.clone(), class_idx=0, cov=cov, known=known)[0, 0].detach().numpy()) / len(ens.models)
     for c, name in enumerate(channels):
         if name != "mask":

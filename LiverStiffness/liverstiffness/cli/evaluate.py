@@ -35,4 +35,9 @@ def run(args) -> int:
         diff = m.get("full_minus_this_r")
         extra = f"; full − this: {diff['difference']} (95% CI {diff['ci95']})" if diff else ""
         print(f"  {name:22s} r = {m['pearson_r']} (95% CI {m['pearson_r_ci95']}), MAE {m['mae_kpa']} kPa{extra}")
+    m = rep.get("stiffness_map")
+    if m and m.get("n_exams"):
+        print(f"stiffness map vs elastograms ({m['n_exams']} exams): voxel r = {m['voxel_r']} (95% CI "
+              f"{m['voxel_r_ci95']}), region r = {m['region_r']} (95% CI {m['region_r_ci95']}), bias "
+              f"{m['bias_kpa']} kPa, {m['within_20_percent']:.0%} of voxels within ±20%")
     return 0

@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--n4", action="store_true", help="N4 bias-field correction before normalisation")
     add_device_option(p)
     p.add_argument("--workers", type=int, default=0, help="preprocessing processes (default: one per core)")
+    p.add_argument("--dense-weight", type=float, default=1.0,
+                   help="weight of the elastogram (stiffness map) loss beside the global one, for exams whose "
+                        "manifest names an mre_map; 0 ignores the maps (default 1)")
     p.add_argument("--name", default="liverstiffness-transformer", help="model name written into model.json")
     p.add_argument("--synthetic", choices=("auto", "yes", "no"), default="auto",
                    help="mark the model as trained on synthetic data (auto: a truth.csv beside the manifest)")
@@ -46,12 +49,14 @@ def run(args) -> int:
 
     if args.epochs < 1:
         raise InputError("--epochs", f"must be at least 1, got {args.epochs}")
+    if not args.dense_weight >= 0:
+        raise InputError("--dense-weight", f"must be 0 or more, got {args.dense_weight}")
     if not 0.5 <= args.coverage < 1:
         raise InputError("--coverage", f"must be in [0.5, 1), got {args.coverage}")
     cfg = TrainConfig(folds=args.folds, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, min_epochs=args.min_epochs, init_from=args.init_from, amp=args.amp,
                       coverage=args.coverage, register=not args.no_register, n4=args.n4,
-                      device=args.device, workers=args.workers, name=args.name,
+                      device=args.device, workers=args.workers, name=args.name, dense_weight=args.dense_weight,
                       synthetic={"auto": None, "yes": True, "no": False}[args.synthetic])
     out = train_cv(args.manifest, args.out, cfg, progress=not args.quiet)
     import json

@@ -48,6 +48,14 @@ def concepts() -> dict:
             "sequences": _private("LS-SEQUENCES", "MR sequences used and not used")}
 
 
+MAP_REGION_PREFIX = "Stiffness map mean, "
+
+
+def map_region_concept(index: int, region: str):
+    """The name of a region's mean of the stiffness map (``report.stiffness_map["regions_kpa"]``)."""
+    return _private(f"LS-MAP-R{index}", MAP_REGION_PREFIX + region)
+
+
 def sequence_codes() -> dict:
     """The standard codes of the sequences (report.json's names → DCM concepts)."""
     from pydicom.sr.codedict import codes
@@ -88,8 +96,9 @@ def _referenced_liver_segment(seg):
                                    segment_number=1, source_images=sources)
 
 
-def build_measurement_report(report: Report, seg, observer_uid: str):
-    """The TID 1500 content for ``report``, its ROI the SEG's segment 1."""
+def build_measurement_report(report: Report, seg, observer_uid: str, stiffness_pm=None):
+    """The TID 1500 content for ``report``, its ROI the SEG's segment 1 (``stiffness_pm``: the
+    stiffness map's Parametric Map, which the regional means reference)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -102,6 +111,12 @@ def build_measurement_report(report: Report, seg, observer_uid: str):
     # left out (DICOM numbers are finite) and the algorithm parameters say so.
     measurements += [hd.sr.Measurement(name=c[key], value=float(v), unit=kpa, algorithm_id=algo)
                      for key, v in (("interval_low", lo), ("interval_high", hi)) if math.isfinite(float(v))]
+    if stiffness_pm is not None and report.stiffness_map:
+        # The map the means were taken from, as the image each measurement is made on.
+        source = [hd.sr.SourceImageForMeasurement(str(stiffness_pm.SOPClassUID), str(stiffness_pm.SOPInstanceUID))]
+        measurements += [hd.sr.Measurement(name=map_region_concept(i, region), value=float(v), unit=kpa,
+                                           derivation=codes.SCT.Mean, algorithm_id=algo, referenced_images=source)
+                         for i, (region, v) in enumerate(report.stiffness_map.get("regions_kpa", {}).items())]
     volume = (report.mask_qa or {}).get("volume_ml")
     if volume is not None:
         measurements.append(hd.sr.Measurement(name=codes.SCT.Volume, value=float(volume),
@@ -141,12 +156,12 @@ def build_measurement_report(report: Report, seg, observer_uid: str):
 
 
 def write_report_sr(report: Report, evidence: list, seg, path: str | Path, *, series_number: int,
-                    software_version: str) -> object:
-    """Write the SR for ``report``; ``evidence``: every dataset it rests on (source images, SEG, map)."""
+                    software_version: str, stiffness_pm=None) -> object:
+    """Write the SR for ``report``; ``evidence``: every dataset it rests on (source images, SEG, maps)."""
     import highdicom as hd
     from pydicom.dataset import Dataset
 
-    content = build_measurement_report(report, seg, hd.UID())
+    content = build_measurement_report(report, seg, hd.UID(), stiffness_pm)
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=content, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LiverStiffness", is_complete=True,
@@ -182,10 +197,12 @@ def read_report_sr(path: str | Path) -> dict:
     text = [str(item.TextValue) for item in group[0].ContentSequence
             if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == c["sequences"].value]
     m = group.get_measurements(name=c["stiffness"])[0]
+    regions = {str(x.name.meaning)[len(MAP_REGION_PREFIX):]: float(x.value) for x in group.get_measurements()
+               if str(x.name.meaning).startswith(MAP_REGION_PREFIX)}
     return {"stiffness_kpa": value("stiffness"), "interval_kpa": [value("interval_low"), value("interval_high")],
             "unit": m.unit.value, "category": evaluation("category")[0], "cutoff_table": evaluation("cutoff_table")[0],
             "mask_source": evaluation("mask_source")[0], "mask_qa": evaluation("mask_qa"),
             "sequences_used": sequences("sequence_used"), "sequences_missing": sequences("sequence_missing"),
-            "sequences_text": text[0] if text else None,
+            "sequences_text": text[0] if text else None, "map_regions_kpa": regions,
             "segment_sop_uid": str(group.referenced_segment.referenced_sop_instance_uid),
             "study_uid": str(sr.StudyInstanceUID), "patient_id": str(sr.PatientID)}

@@ -106,6 +106,7 @@ class Anatomy:
     fat_fraction: np.ndarray    # proton-density fat fraction (0–1)
     r2star_extra: np.ndarray    # 1/s (iron)
     truth: dict = field(default_factory=dict)
+    stage: np.ndarray | None = None   # [z, y, x] float32 local fibrosis stage in the parenchyma (0 elsewhere)
 
 
 def nodular_surface(cls: np.ndarray, grid: Grid, amplitude_mm: float, rng: np.random.Generator) -> np.ndarray:
@@ -177,6 +178,8 @@ def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing
     pts = grid.points(np.argwhere(par))
     m = liver_maps(state, patient.traits, field_t, pts, rng, markers)
     t1[par], t2[par], adc[par], ff[par], r2s[par] = m.t1, m.t2, m.adc, m.fat_fraction, m.r2star_extra
+    stage = np.zeros(lab.shape, np.float32)
+    stage[par] = m.local_stage          # what the truth elastogram makes stiff (elastogram.py)
     spleen = lab == T.TISSUES["spleen"].label
     t1[spleen], t2[spleen], adc[spleen], r2s[spleen] = spleen_parameters(state, patient.traits, field_t, markers)
 
@@ -195,4 +198,4 @@ def build_anatomy(patient: Patient, state: DiseaseState, field_t: float, spacing
         "liver_stage_sd": float(np.std(m.local_stage)),
         "subcutaneous_fat_mm": patient.body.fat_mm,
     }
-    return Anatomy(grid, lab, cls, liver, t1, t2, adc, pd, ff, r2s, truth)
+    return Anatomy(grid, lab, cls, liver, t1, t2, adc, pd, ff, r2s, truth, stage)

@@ -5,7 +5,10 @@ b-values in order); the liver mask, as an annotator would draw it, is on the T1w
 ``cohort.json`` says how the cohort was made (generator, seed, sites, size);
 ``truth.csv`` beside the manifest keeps the latent state, morphology and scanner state of each
 exam, and ``truth_labels.nii.gz`` in each exam folder the exact tissue labels on the T1w grid,
-for tests and calibration; a model never reads either.
+for tests and calibration; a model never reads either. ``mre.nii.gz`` and
+``mre_confidence.nii.gz`` are the exam's elastogram as MRE would measure it (``elastogram.py``),
+named in the manifest's ``mre_map`` and ``mre_confidence`` columns: what a hospital has beside the
+number, and what dense training (``train --dense-weight``) learns from.
 
 Who is scanned where, and with what disease, is drawn first (serially, from the cohort seed);
 each exam is then synthesised from its own seed, so the cohort is the same with any number of
@@ -31,6 +34,7 @@ from ..manifest import ExamRecord, PatientFacts, write_manifest
 from .anatomy import FOV_CENTRE, DiseaseState, Patient, build_anatomy
 from .annotator import annotate, dice
 from .disease import DEFAULT_MARKERS, Markers, advanced
+from .elastogram import simulate
 from .generators import GENERATORS, Generator
 from .labs import draw_labs
 from .sequences import (
@@ -47,6 +51,7 @@ from .sequences import (
 from .sites import SITES, SiteProfile
 
 MRE_REPEATABILITY_CV = 0.08     # within-subject CV of MRE (test–retest 6–11 %): the label's noise floor
+MRE_STREAM = 0x4D5245           # the elastogram's own random stream ("MRE"), beside [seed, exam]
 REPEAT_EXAM_FRACTION = 0.15     # share of exams that are a patient's follow-up
 PDFF_KNOWN_FRACTION = 0.85      # PDFF is often not measured
 ANATOMY_SPACING_MM = {"small": 4.0, "normal": 2.0}
@@ -101,8 +106,11 @@ def sample_state(rng: np.random.Generator, patient: Patient) -> DiseaseState:
 
 
 def synthesize_exam(case_dir: Path, patient: Patient, state: DiseaseState, site: SiteProfile,
-                    size: str, rng: np.random.Generator, markers: Markers = DEFAULT_MARKERS) -> dict:
-    """Write t1w/t2w/dwi/mask/truth_labels NIfTI files of one exam; returns the ground truth."""
+                    size: str, rng: np.random.Generator, markers: Markers = DEFAULT_MARKERS,
+                    on_anatomy=None) -> dict:
+    """Write t1w/t2w/dwi/mask/truth_labels NIfTI files of one exam; returns the ground truth.
+    ``on_anatomy(anat)``, when given, runs after the images (the elastogram, ``_run``) and its
+    dict joins the truth."""
     if size == "small":
         site = site.small()
     anat = build_anatomy(patient, state, site.field_t, ANATOMY_SPACING_MM[size], ANATOMY_FOV_MM, rng, markers)
@@ -140,6 +148,8 @@ def synthesize_exam(case_dir: Path, patient: Patient, state: DiseaseState, site:
                   "dwi_cardiac_loss": phys.cardiac_loss,
                   **{f"gain_{s}": g for s, g in zip(("t1w", "t2w", "dwi"), phys.gain)},
                   "mask_dice": dice(sitk.GetArrayViewFromImage(mask), frac > 0.5)})
+    if on_anatomy is not None:
+        truth.update(on_anatomy(anat))
     return truth
 
 
@@ -195,18 +205,33 @@ def _run(job) -> tuple[ExamRecord, dict]:
     exam, out, cfg_seed, size, generator = job
     exam_rng = np.random.default_rng([cfg_seed, exam.index])
     d = Path(out) / exam.case_id
-    truth = synthesize_exam(d, exam.patient, exam.state, exam.site, size, exam_rng, GENERATORS[generator].markers)
-    kpa = exam.state.stiffness_kpa(float(np.exp(exam_rng.normal(0, MRE_REPEATABILITY_CV))))
+    label = {}
+
+    def measure_mre(anat) -> dict:
+        # The label's draw comes after the images' (as before elastograms existed); the map has
+        # a random stream of its own, so the images and labels of a seed are what they were.
+        kpa = round(float(exam.state.stiffness_kpa(float(np.exp(exam_rng.normal(0, MRE_REPEATABILITY_CV))))), 3)
+        mre_rng = np.random.default_rng([cfg_seed, exam.index, MRE_STREAM])
+        shift = mre_rng.normal(0, exam.site.shift_sd_mm)
+        e = simulate(anat, exam.state.inflammation, kpa, shift, mre_rng)
+        sitk.WriteImage(e.kpa, str(d / "mre.nii.gz"), useCompression=True)
+        sitk.WriteImage(e.confidence, str(d / "mre_confidence.nii.gz"), useCompression=True)
+        label["kpa"] = kpa
+        return {"mre_roi_voxels": int(e.roi.sum()), "mre_roi_mean_kpa": round(e.roi_mean_kpa, 3),
+                **{f"shift_mre_{ax}_mm": float(v) for ax, v in zip("xyz", shift)}}
+    truth = synthesize_exam(d, exam.patient, exam.state, exam.site, size, exam_rng, GENERATORS[generator].markers,
+                            on_anatomy=measure_mre)
+    kpa = label["kpa"]
     pdff_known = exam_rng.random() < PDFF_KNOWN_FRACTION
     p, site = exam.patient, exam.site
     ast, alt, platelets = exam_labs(exam, cfg_seed)
     rec = ExamRecord(
         case_id=exam.case_id, patient_id=p.pid, site=site.name, vendor=site.vendor,
         field_strength=site.field_t, t1w=d / "t1w.nii.gz", t2w=d / "t2w.nii.gz", dwi=d / "dwi.nii.gz",
-        mask=d / "mask.nii.gz", dwi_b=site.b_values,
+        mask=d / "mask.nii.gz", dwi_b=site.b_values, mre_map=d / "mre.nii.gz", mre_confidence=d / "mre_confidence.nii.gz",
         facts=PatientFacts(age=p.age, sex=p.sex, bmi=p.bmi, pdff=round(exam.state.pdff, 1) if pdff_known else None,
                            ast=ast, alt=alt, platelets=platelets),
-        stiffness_kpa=round(float(kpa), 3))
+        stiffness_kpa=kpa)
     return rec, {"case_id": exam.case_id, "stiffness_kpa_noiseless": exam.state.stiffness_kpa(), **truth}
 
 

@@ -86,8 +86,10 @@ def _gradcam(net: StiffnessTransformer) -> GradCAM:
     Kept in the model's ``__dict__``, not as a submodule (the wrapper holds the model)."""
     cam = net.__dict__.get("_liverstiffness_gradcam")
     if cam is None:
-        # Raw CAM on the conv stem (no min-max postprocessing): its positive part is the map.
-        cam = GradCAM(nn_module=_AsLogits(net), target_layers="net.stem", postprocessing=lambda m: m)
+        # Raw CAM on the conv stem's output (its second, half-resolution layer, which the network
+        # calls on its own: the map decoder also reads the first), without min-max postprocessing:
+        # its positive part is the map.
+        cam = GradCAM(nn_module=_AsLogits(net), target_layers="net.stem.1", postprocessing=lambda m: m)
         net.__dict__["_liverstiffness_gradcam"] = cam
     return cam
 

@@ -30,6 +30,11 @@ class CohortArrays:
     known: np.ndarray       # [N, K] bool
     records: list[ExamRecord]
     failures: dict          # case_id → one-line reason
+    dense: np.ndarray | None = None   # [N, 2, z, y, x] elastogram targets (ln kPa, weight; dense.py), or None
+
+    @property
+    def has_maps(self) -> bool:
+        return self.dense is not None and bool(self.dense[:, 1].any())
 
     @property
     def log_kpa(self) -> np.ndarray:
@@ -37,7 +42,8 @@ class CohortArrays:
 
     def subset(self, idx) -> CohortArrays:
         idx = np.asarray(idx)
-        return CohortArrays(self.images[idx], self.cov[idx], self.known[idx], [self.records[i] for i in idx], {})
+        return CohortArrays(self.images[idx], self.cov[idx], self.known[idx], [self.records[i] for i in idx], {},
+                            None if self.dense is None else self.dense[idx])
 
 
 def cohort_counts(records: list[ExamRecord]) -> dict:
@@ -61,22 +67,40 @@ def cache_name(rec: ExamRecord) -> str:
     return f"{rec.case_id}.npz" if not missing else f"{rec.case_id}.without_{'_'.join(missing)}.npz"
 
 
-def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None]:
+def _save(path: Path | None, **arrays) -> None:
+    if path is not None:
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+
+def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None, np.ndarray | None]:
+    """(case_id, input tensor or None, error or None, elastogram targets or None)."""
     rec, spec, options, cache_file = args
     import SimpleITK as sitk
 
+    from .dense import crop_of, map_targets
+
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core instead
-    if cache_file is not None and Path(cache_file).is_file():
-        return rec.case_id, np.load(cache_file)["x"], None
+    # The elastogram's targets are cached beside the tensor (a cache made before maps is reused).
+    map_file = Path(str(cache_file)[:-4] + ".mre.npz") if cache_file is not None and rec.mre_map else None
     try:
-        prep = prepare_files(rec.t1w, rec.t2w, rec.dwi, rec.mask, spec, rec.dwi_b, options)
+        if cache_file is not None and Path(cache_file).is_file():
+            x, crop = np.load(cache_file)["x"], None
+        else:
+            prep = prepare_files(rec.t1w, rec.t2w, rec.dwi, rec.mask, spec, rec.dwi_b, options)
+            x, crop = prep.tensor, prep.crop
+            _save(cache_file, x=x)
+        if not rec.mre_map:
+            return rec.case_id, x, None, None
+        if map_file is not None and map_file.is_file():
+            return rec.case_id, x, None, np.load(map_file)["m"]
+        liver = x[list(spec.channels).index("mask")]
+        m = map_targets(rec.mre_map, rec.mre_confidence, crop if crop is not None else crop_of(rec, spec, options), liver)
+        _save(map_file, m=m)
+        return rec.case_id, x, None, m
     except InputError as exc:
-        return rec.case_id, None, str(exc)
-    if cache_file is not None:
-        tmp = Path(str(cache_file) + ".tmp.npz")
-        np.savez(tmp, x=prep.tensor)
-        os.replace(tmp, cache_file)
-    return rec.case_id, prep.tensor, None
+        return rec.case_id, None, str(exc), None
 
 
 def load_cohort(records: list[ExamRecord], spec: InputSpec, options: PreprocessOptions,
@@ -93,20 +117,26 @@ def load_cohort(records: list[ExamRecord], spec: InputSpec, options: PreprocessO
     bar = tqdm(total=len(jobs), desc="preprocess", unit="exam", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            for case_id, x, err in pool.map(_prepare_one, jobs, chunksize=4):
-                results[case_id] = (x, err)
+            for case_id, x, err, m in pool.map(_prepare_one, jobs, chunksize=4):
+                results[case_id] = (x, err, m)
                 bar.update()
     else:
         for job in jobs:
-            case_id, x, err = _prepare_one(job)
-            results[case_id] = (x, err)
+            case_id, x, err, m = _prepare_one(job)
+            results[case_id] = (x, err, m)
             bar.update()
     bar.close()
     ok = [r for r in records if results[r.case_id][0] is not None]
-    failures = {cid: err for cid, (x, err) in results.items() if x is None}
+    failures = {cid: err for cid, (x, err, _) in results.items() if x is None}
     if not ok:
         raise InputError("manifest", f"no case could be preprocessed (first error: {next(iter(failures.values()))})")
     enc = [encode(r.facts, tuple(covariates)) for r in ok]
-    return CohortArrays(
-        images=np.stack([results[r.case_id][0] for r in ok]).astype(np.float32),
-        cov=np.stack([e[0] for e in enc]), known=np.stack([e[1] for e in enc]), records=ok, failures=failures)
+    images = np.stack([results[r.case_id][0] for r in ok]).astype(np.float32)
+    dense = None
+    if any(results[r.case_id][2] is not None for r in ok):   # exams without an elastogram: weight 0
+        dense = np.zeros((len(ok), 2, *images.shape[2:]), np.float32)
+        for i, r in enumerate(ok):
+            if results[r.case_id][2] is not None:
+                dense[i] = results[r.case_id][2]
+    return CohortArrays(images=images, cov=np.stack([e[0] for e in enc]), known=np.stack([e[1] for e in enc]),
+                        records=ok, failures=failures, dense=dense)

@@ -117,6 +117,13 @@ def agreement(y_kpa, pred_kpa, low=None, high=None, groups=None) -> dict:
     return out
 
 
+def cv_metrics(y_log, p_log) -> dict:
+    """n, Pearson r and MAE (kPa) of ln-scale predictions, as the validation report computes them
+    (a model folder's cross-validation entries)."""
+    m = agreement(np.exp(y_log), np.exp(p_log))
+    return {k: m[k] for k in ("n", "pearson_r", "mae_kpa")}
+
+
 def _round(v, nd=4):
     return None if v is None else round(v, nd)
 
@@ -321,6 +328,17 @@ def _ablations(ens, data, res, baseline_kpa, out: Path, workers: int, progress: 
     return table
 
 
+def map_report(ens, data) -> dict:
+    """The model's stiffness maps against the exams' elastograms (``dense.map_agreement``) on the
+    voxels a reader would use, with CIs by patient."""
+    from .dense import map_agreement, predict_map_log
+
+    maps, _ = ens.with_cpu_fallback(lambda: predict_map_log(ens.models, data.images, data.cov, data.known, ens.device))
+    liver = data.images[:, list(ens.meta.spec.channels).index("mask")]
+    return {"scored_on": "confident liver voxels of each exam's elastogram, resampled onto the model's crop",
+            **map_agreement(maps, data.dense, liver, [r.patient_id for r in data.records])}
+
+
 def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int = 0, progress: bool = True,
                    ablation: bool = False) -> dict:
     """Predict every labelled exam of ``manifest`` with the model and write the validation report.
@@ -358,6 +376,8 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
               **full_report(data.records, res["kpa"], res["low"], res["high"], baseline_kpa)}
     if ablation:
         report["ablation"] = _ablations(ens, data, res, baseline_kpa, out, workers, progress)
+    if ens.meta.config.map_decoder and data.has_maps:
+        report["stiffness_map"] = map_report(ens, data)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     with open(out / "predictions.csv", "w") as fh:
         fh.write("case_id,site,stiffness_kpa,predicted_kpa,interval_low_kpa,interval_high_kpa,baseline_kpa\n")

@@ -100,7 +100,11 @@ def write_model_card(model_dir: Path, meta: EnsembleMeta) -> Path:
         + (", plus a linear term on the standardised liver summary and covariates trained with it from zero. "
            if meta.config.linear_readout else ". ") +
         f"An ensemble of {len(meta.folds)} cross-validation fold models, trained with sequence and image-token "
-        "dropout so that the ablations below are inputs the model has seen.", "",
+        "dropout so that the ablations below are inputs the model has seen."
+        + (" A map decoder (MONAI UNETR up-blocks from the patch tokens and the stem's features) gives a stiffness "
+           "map centred on the estimate, trained on the cohort's elastograms beside the global loss; the map is a "
+           "model estimate, not a measurement." if meta.config.map_decoder else " Trained on the number only (no "
+           "elastograms): no stiffness map."), "",
         "## Training cohort", "",
         f"- {tr.get('n_exams')} exams of {tr.get('n_patients')} patients.",
         f"- By site: {tr.get('by_site')}; by vendor: {tr.get('by_vendor')}; "

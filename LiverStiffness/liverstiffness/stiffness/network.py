@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution, MLPBlock, PatchEmbeddingBlock, SABlock
+from monai.networks.blocks import Convolution, MLPBlock, PatchEmbeddingBlock, SABlock, UnetOutBlock, UnetrUpBlock
 from torch import nn
 
 from .covariates import ALL_COVARIATES, model_covariates
@@ -94,6 +94,9 @@ class ModelConfig:
     # The stem also reads each log intensity relative to the liver's mean log intensity: the
     # liver-to-spleen and liver-to-muscle ratios the literature reads become voxel values.
     liver_relative: bool = True
+    # A stiffness map beside the number: a UNETR-style decoder from the last layer's patch tokens
+    # and the stem's features (``MapDecoder``), trained on elastograms (``dense.py``).
+    map_decoder: bool = False
 
     def __post_init__(self):
         if self.readout not in READOUTS:   # a model.json is untrusted: refused when read
@@ -140,6 +143,7 @@ class ModelConfig:
         d.setdefault("linear_readout", False)     # model.json files written before the option
         d.setdefault("readout", "mean")
         d.setdefault("liver_relative", False)
+        d.setdefault("map_decoder", False)        # folders written before stiffness maps
         for k in ("img_size", "patch_size", "stem_channels", "log_channels"):
             d[k] = tuple(d[k])
         return cls(**d)
@@ -183,6 +187,30 @@ class AttentionPool(nn.Module):
         return out[:, 0]
 
 
+class MapDecoder(nn.Module):
+    """ln-kPa deviations at the crop's resolution from the last layer's patch tokens and the
+    stem's two feature maps, as UNETR decodes (MONAI ``UnetrUpBlock``: a transposed convolution up
+    to the skip's grid, then a residual block on both): tokens → the stem's half resolution (one
+    patch back to its voxels) → full resolution → one channel (``UnetOutBlock``)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c1, c2 = cfg.stem_channels
+        self.up_half = UnetrUpBlock(3, cfg.hidden_size, c2, kernel_size=3, upsample_kernel_size=cfg.patch_size,
+                                    norm_name="instance", res_block=True)
+        self.up_full = UnetrUpBlock(3, c2, c1, kernel_size=3, upsample_kernel_size=2, norm_name="instance",
+                                    res_block=True)
+        self.out = UnetOutBlock(3, c1, 1)
+        self.grid = cfg.grid
+
+    def forward(self, patches: torch.Tensor, half: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """patches [B, N, H] → [B, z, y, x]."""
+        b, _, h = patches.shape
+        x = patches.transpose(1, 2).reshape(b, h, *self.grid)
+        x = self.up_half(x, half.to(x.dtype))
+        return self.out(self.up_full(x, full.to(x.dtype)))[:, 0]
+
+
 class StiffnessTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -218,6 +246,8 @@ class StiffnessTransformer(nn.Module):
         if self.linear is not None:
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
+        self.decoder = MapDecoder(cfg) if cfg.map_decoder else None
+        self._stem_features: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- the liver summary -------------------------------------------------------------------
 
@@ -308,7 +338,11 @@ class StiffnessTransformer(nn.Module):
         """``image``: the stem input (``stem_input``)."""
         b = image.shape[0]
         cov, known = self.own_covariates(cov, known)
-        patches = self.patch_embedding(self.stem(image))                        # B, N, H
+        full = self.stem[0](image)
+        half = self.stem[1](full)
+        if self.decoder is not None:
+            self._stem_features = (half, full)
+        patches = self.patch_embedding(half)                                    # B, N, H
         cov_tok = torch.where(known[..., None], cov[..., None] * self.cov_value, self.cov_missing) + self.cov_type
         seq_tok = torch.where(present[..., None], self.seq_present, self.seq_missing)
         z = self.norm_stats(stats) * self.stats_present(present)
@@ -321,9 +355,11 @@ class StiffnessTransformer(nn.Module):
         return (stats - self.stats_mean) / self.stats_std
 
     def forward(self, image: torch.Tensor, cov: torch.Tensor, known: torch.Tensor,
-                present: torch.Tensor | None = None, use_image_tokens: bool | torch.Tensor = True) -> torch.Tensor:
+                present: torch.Tensor | None = None, use_image_tokens: bool | torch.Tensor = True,
+                return_map: bool = False):
         """image [B, C, z, y, x], cov [B, K], known [B, K] bool, present [B, n_sequences] bool
-        (default: those with signal, ``sequences_present``) → ln(kPa) [B]. ``use_image_tokens``: bool, or [B] bool per exam."""
+        (default: those with signal, ``sequences_present``) → ln(kPa) [B]. ``use_image_tokens``: bool, or [B] bool per exam.
+        ``return_map`` (a model with ``map_decoder``): also the ln-kPa map [B, z, y, x] (``stiffness_map``)."""
         present = self.sequences_present(image) if present is None else present.bool()
         cov, known = self.own_covariates(cov, known)
         gate = self.channel_gate(present).to(image.dtype)
@@ -352,7 +388,23 @@ class StiffnessTransformer(nn.Module):
         else:
             w = visible[..., None].to(x.dtype)
             pooled = (self.norm(x) * w).sum(dim=1) / w.sum(dim=1)
-        return self.head(pooled).float().squeeze(-1) + linear
+        estimate = self.head(pooled).float().squeeze(-1) + linear
+        if not return_map:
+            return estimate
+        if self.decoder is None:
+            raise ValueError("this model has no map decoder (ModelConfig.map_decoder)")
+        deviation = self.decoder(x[:, self.cfg.n_prefix:], *self._stem_features).float()
+        self._stem_features = None
+        return estimate, self.stiffness_map(estimate, deviation, image[:, self.cfg.mask_channel])
+
+    @staticmethod
+    def stiffness_map(estimate: torch.Tensor, deviation: torch.Tensor, liver: torch.Tensor) -> torch.Tensor:
+        """The ln-kPa map: the estimate plus the decoder's deviation, centred on the liver so that
+        the map's mean ln kPa over the liver *is* the estimate (the number and the map never
+        disagree about the liver as a whole; the map says only where it is stiffer or softer)."""
+        w = (liver > 0.5).to(deviation.dtype)
+        centre = (deviation * w).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)).clamp_min(1.0)
+        return estimate[:, None, None, None] + deviation - centre[:, None, None, None]
 
     def readout_weights(self) -> torch.Tensor | None:
         """[B, T] the readout's weights over the tokens from the last forward pass (attention

@@ -64,7 +64,7 @@ def add_subset_calibration(model_dir: str | Path, manifest: str | Path, cache_di
                            workers: int = 0, progress: bool = True) -> dict:
     """Add per-subset residuals to ``model_dir``'s calibration (model.json rewritten) and the
     out-of-fold metrics of each subset to its cross-validation metrics; returns those metrics."""
-    from .train import _metrics
+    from .evaluate import cv_metrics
 
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
@@ -81,7 +81,7 @@ def add_subset_calibration(model_dir: str | Path, manifest: str | Path, cache_di
     ablation = meta.metrics.setdefault("cross_validation", {}).setdefault("ablation", {})
     by_subset = {}
     for key, variant in SUBSET_VARIANTS.items():
-        ablation[variant] = _metrics(y_log, preds[key])
+        ablation[variant] = cv_metrics(y_log, preds[key])
         by_subset[key] = ablation[variant]
     if parts:
         meta.feature_distribution = describe_entry(save(model_dir / FILE, parts))

@@ -19,7 +19,7 @@ import copy
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,9 @@ from .augment import ABLATIONS, SUBSET_VARIANTS, InputDropout, SiteAugment, avai
 from .baseline import RidgeBaseline, features
 from .checkpoint import EnsembleMeta, load_models, read_meta, save_fold, write_meta
 from .data import CohortArrays, cohort_counts
+from .dense import dense_loss
 from .ensemble import predict_log
-from .evaluate import agreement
+from .evaluate import cv_metrics
 from .folds import inner_split, make_folds
 from .interval import calibrate
 from .loop import DistInfo, load_cohort_once, setup_device, shard_batches, use_amp, warmup_cosine
@@ -78,6 +79,9 @@ class TrainConfig:
     init_from: str | None = None      # fine-tune: start each fold from this model folder's weights
     dropout: InputDropout = field(default_factory=InputDropout)
     augment: bool = True              # site/vendor augmentation of each batch (augment.SiteAugment)
+    # Weight of the elastogram loss (dense.py) beside the global one, for exams whose manifest row
+    # names an elastogram (``mre_map``); the model then gets a map decoder. 0: maps are ignored.
+    dense_weight: float = 1.0
     model: ModelConfig = field(default_factory=ModelConfig)
     spec: InputSpec = field(default_factory=InputSpec)
 
@@ -98,11 +102,15 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
     net = StiffnessTransformer(cfg.model).to(device)
     whole = init_state is not None and "head.2.weight" in init_state
     if whole:
-        net.load_state_dict(init_state)  # fine-tuning keeps the source's summary standardisation
+        # Fine-tuning keeps the source's summary standardisation; a source without a map decoder
+        # gives a new one its start only (the decoder is all that may be missing).
+        missing, unexpected = net.load_state_dict(init_state, strict=False)
+        if unexpected or any(not k.startswith("decoder.") for k in missing):
+            raise InputError("--init-from", f"weights do not fit the network ({(unexpected or missing)[0]})")
     else:
         if init_state is not None:       # a pretrained encoder (``pretrain``): the readout starts fresh
             missing, unexpected = net.load_state_dict(init_state, strict=False)
-            if unexpected or any(not k.startswith(READOUT_PREFIXES) for k in missing):
+            if unexpected or any(not k.startswith((*READOUT_PREFIXES, "decoder.")) for k in missing):
                 raise InputError("--init-from", f"encoder weights do not fit the network ({(unexpected or missing)[0]})")
         fit_summary_standardisation(net, train.images, device)
         with torch.no_grad():
@@ -116,7 +124,11 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
     net.to(device)
     model = net
     if info.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        # A map decoder without maps to learn from (fine-tuning on exams without elastograms) gets no
+        # gradient: DDP must be told, or it waits for one.
+        idle_decoder = net.decoder is not None and not (train.has_maps and cfg.dense_weight > 0)
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                                          find_unused_parameters=idle_decoder)
     amp = use_amp(cfg.amp, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)  # same permutation on every rank
@@ -126,33 +138,44 @@ def train_fold(train: CohortArrays, val: CohortArrays, cfg: TrainConfig, seed: i
     drop_rng = np.random.default_rng(seed * 7919 + info.rank)
     y = torch.as_tensor(train.log_kpa)
     val_y = val.log_kpa
+    dense = net.decoder is not None and train.has_maps and cfg.dense_weight > 0
+    n_img = train.images.shape[1]
     best = {"loss": float("inf"), "epoch": -1, "state": None}
     bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=not info.main, leave=False)
     for epoch in bar:
         model.train()
-        losses = []
+        losses, dense_losses = [], []
         for b in shard_batches(len(train.images), cfg.batch_size, rng, info):
             x = torch.from_numpy(train.images[b])
+            if dense:   # the targets ride along as extra channels: the augmentation's shift moves them too
+                x = torch.cat([x, torch.from_numpy(train.dense[b])], dim=1)
             x = (aug(x) if cfg.augment else x).to(device)
+            x, target = x[:, :n_img], x[:, n_img:]
             c = torch.from_numpy(train.cov[b]).to(device)
             k = torch.from_numpy(train.known[b]).to(device)
             present, tokens = cfg.dropout.sample(available[b], drop_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = model(x, c, k, torch.from_numpy(present).to(device), torch.from_numpy(tokens).to(device))
+                out = model(x, c, k, torch.from_numpy(present).to(device), torch.from_numpy(tokens).to(device),
+                            return_map=dense)
+            pred, map_log = out if dense else (out, None)
             loss = torch.nn.functional.mse_loss(pred.float(), y[b].to(device))
+            losses.append(loss.item())      # the global loss: comparable with and without maps
+            if dense:
+                dense_part = dense_loss(map_log, target)
+                dense_losses.append(dense_part.item())
+                loss = loss + cfg.dense_weight * dense_part
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(loss.item())
         net.eval()
         pred = predict_log([net], val.images, val.cov, val.known, device, amp=False)[0]
         val_loss = float(np.mean((pred - val_y) ** 2))
         if epoch + 1 >= min(cfg.min_epochs, cfg.epochs) and val_loss < best["loss"] - 1e-5:
             best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
         log({"fold": desc, "epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val_loss,
-             "lr": sched.get_last_lr()[0]})
+             "lr": sched.get_last_lr()[0], **({"train_map_mse": float(np.mean(dense_losses))} if dense else {})})
         bar.set_postfix(train=f"{np.mean(losses):.3f}", val=f"{val_loss:.3f}", best=best["epoch"])
         if best["epoch"] >= 0 and epoch - best["epoch"] >= cfg.patience:
             break  # early stopping: the same decision on every rank (identical weights and data)
@@ -187,12 +210,6 @@ def cohort_summary(records) -> dict:
                               "p95": round(float(np.percentile(kpa, 95)), 2)}}
 
 
-def _metrics(y_log, p_log) -> dict:
-    """n, Pearson r and MAE (kPa) of ln-scale predictions, as the validation report computes them."""
-    m = agreement(np.exp(y_log), np.exp(p_log))
-    return {k: m[k] for k in ("n", "pearson_r", "mae_kpa")}
-
-
 def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: bool = True) -> Path:
     """Train the K-fold ensemble from ``manifest`` into ``out``; returns ``out``."""
     t_start = time.perf_counter()
@@ -223,6 +240,11 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     if data.failures:
         raise InputError(f"manifest {manifest}", f"{len(data.failures)} case(s) failed preprocessing, e.g. "
                          f"{next(iter(data.failures.items()))}")
+    if data.has_maps and cfg.dense_weight > 0 and not cfg.model.map_decoder:
+        cfg.model = replace(cfg.model, map_decoder=True)     # elastograms given: the model learns maps too
+    if data.dense is not None:
+        log({"elastograms": {"exams": int(data.dense[:, 1].any(axis=(1, 2, 3)).sum()),
+                             "dense_weight": cfg.dense_weight, "map_decoder": cfg.model.map_decoder}})
 
     oof = {v: np.zeros(len(records)) for v in ABLATIONS}
     oof_base = np.zeros(len(records))
@@ -244,7 +266,7 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
         base = RidgeBaseline.fit(X_base[train_idx], data.log_kpa[train_idx], names)
         oof_base[held] = base.predict_log(X_base[held])
         entry = {"fold": k, "file": f"fold{k}.pt", "n_train": int(len(tr)), "n_early_stopping": int(len(va)),
-                 "n_held_out": int(len(held)), **info_k, "held_out": _metrics(data.log_kpa[held], oof["full"][held])}
+                 "n_held_out": int(len(held)), **info_k, "held_out": cv_metrics(data.log_kpa[held], oof["full"][held])}
         if info.main:
             entry["sha256"] = save_fold(net, out / entry["file"])
             log({"fold_done": entry})
@@ -261,8 +283,8 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
     calibration = calibrate(np.exp(y_log), np.exp(oof["full"]), folds, cfg.coverage,
                             subsets={key: np.exp(oof[v]) for key, v in SUBSET_VARIANTS.items()})
     RidgeBaseline.fit(X_base, y_log, names).save(out / "baseline.json")
-    cv = {"transformer": _metrics(y_log, oof["full"]), "baseline": _metrics(y_log, oof_base),
-          "ablation": {v: _metrics(y_log, oof[v]) for v in ABLATIONS}}
+    cv = {"transformer": cv_metrics(y_log, oof["full"]), "baseline": cv_metrics(y_log, oof_base),
+          "ablation": {v: cv_metrics(y_log, oof[v]) for v in ABLATIONS}}
     meta = EnsembleMeta(
         name=cfg.name, version=__version__, config=cfg.model, spec=cfg.spec, preprocess=options,
         calibration=calibration, folds=fold_meta, trained_on=cohort_summary(records),
