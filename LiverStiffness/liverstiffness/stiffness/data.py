@@ -76,14 +76,15 @@ def _save(path: Path | None, **arrays) -> None:
 
 def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None, np.ndarray | None]:
     """(case_id, input tensor or None, error or None, elastogram targets or None)."""
-    rec, spec, options, cache_file = args
+    rec, spec, options, cache_file, with_maps = args
     import SimpleITK as sitk
 
     from .dense import crop_of, map_targets
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core instead
     # The elastogram's targets are cached beside the tensor (a cache made before maps is reused).
-    map_file = Path(str(cache_file)[:-4] + ".mre.npz") if cache_file is not None and rec.mre_map else None
+    wants_map = with_maps and rec.mre_map is not None
+    map_file = Path(str(cache_file)[:-4] + ".mre.npz") if cache_file is not None and wants_map else None
     try:
         if cache_file is not None and Path(cache_file).is_file():
             x, crop = np.load(cache_file)["x"], None
@@ -91,7 +92,7 @@ def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None, np.ndarray |
             prep = prepare_files(rec.t1w, rec.t2w, rec.dwi, rec.mask, spec, rec.dwi_b, options)
             x, crop = prep.tensor, prep.crop
             _save(cache_file, x=x)
-        if not rec.mre_map:
+        if not wants_map:
             return rec.case_id, x, None, None
         if map_file is not None and map_file.is_file():
             return rec.case_id, x, None, np.load(map_file)["m"]
@@ -105,13 +106,14 @@ def _prepare_one(args) -> tuple[str, np.ndarray | None, str | None, np.ndarray |
 
 def load_cohort(records: list[ExamRecord], spec: InputSpec, options: PreprocessOptions,
                 cache_dir: Path | None = None, workers: int = 0, progress: bool = True,
-                covariates: tuple[str, ...] = ALL_COVARIATES) -> CohortArrays:
+                covariates: tuple[str, ...] = ALL_COVARIATES, with_maps: bool = True) -> CohortArrays:
     """Preprocess every record (or read it from the cache). ``covariates``: the covariate columns
-    (default every one this version knows; a model reads its first ``n_covariates``)."""
+    (default every one this version knows; a model reads its first ``n_covariates``).
+    ``with_maps``: also the elastogram targets of the exams that have one (``dense``)."""
     if cache_dir is not None:
         cache_dir = Path(cache_dir) / cache_key(spec, options)
         cache_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(r, spec, options, (cache_dir / cache_name(r)) if cache_dir else None) for r in records]
+    jobs = [(r, spec, options, (cache_dir / cache_name(r)) if cache_dir else None, with_maps) for r in records]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     results = {}
     bar = tqdm(total=len(jobs), desc="preprocess", unit="exam", disable=not progress)

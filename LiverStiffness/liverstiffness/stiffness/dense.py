@@ -111,8 +111,9 @@ def _pooled_r(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return float(np.corrcoef(p, t)[0, 1]) if len(p) > 2 and p.std() > 0 and t.std() > 0 else float("nan")
 
 
-def _pooled_r_ci(pairs, groups, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    """Percentile bootstrap CI of the pooled r, resampling patients (all of a patient's exams together)."""
+def _pooled_r_ci(pairs, groups, n_boot: int = 1000, seed: int = 0) -> list[float] | None:
+    """Percentile bootstrap CI of the pooled r, resampling patients (all of a patient's exams
+    together); None where r is undefined (a constant map)."""
     rng = np.random.default_rng(seed)
     by = {}
     for i, g in enumerate(groups):
@@ -122,6 +123,8 @@ def _pooled_r_ci(pairs, groups, n_boot: int = 1000, seed: int = 0) -> list[float
     for _ in range(n_boot):
         pick = [i for g in rng.choice(len(keys), len(keys)) for i in by[keys[g]]]
         rs.append(_pooled_r([pairs[i] for i in pick]))
+    if not np.isfinite(rs).any():
+        return None
     lo, hi = np.nanpercentile(rs, [2.5, 97.5])
     return [round(float(lo), 3), round(float(hi), 3)]
 

@@ -309,7 +309,8 @@ def _ablations(ens, data, res, baseline_kpa, out: Path, workers: int, progress: 
         sub = data
         if "t1w" not in kept:      # the reference changes: preprocess as a site without a T1w would
             records = [replace(r, **{g: None for g in SEQUENCE_GROUPS if g not in kept}) for r in data.records]
-            sub = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress)
+            sub = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress,
+                              with_maps=False)
         runs[v] = (sub, ens.with_cpu_fallback(lambda v=v, sub=sub: ens.predict(sub.images, sub.cov, sub.known, v))[0])
     common = set.intersection(*({r.case_id for r in d.records} for d, _ in runs.values()))
     keep = [r.case_id in common for r in data.records]
@@ -359,7 +360,8 @@ def evaluate_model(model_dir, manifest, out, device: str = "auto", workers: int 
     out.mkdir(parents=True, exist_ok=True)
     # Every covariate this version knows: the network reads the first n_covariates of them, the
     # ridge the first as many as it was fitted with (a fine-tuned old model's ridge may have more).
-    data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress)
+    data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, out / "cache", workers, progress,
+                       with_maps=ens.meta.config.map_decoder)
     res, _ = ens.with_cpu_fallback(lambda: ens.predict(data.images, data.cov, data.known))
     baseline_kpa = None
     base_path = Path(ens.model_dir) / "baseline.json"

@@ -44,16 +44,18 @@ def setup_device(name: str) -> tuple[torch.device, DistInfo]:
     return device, info
 
 
-def load_cohort_once(records, spec, options, cache: Path, workers: int, progress: bool, info: DistInfo):
-    """Preprocess once: rank 0 fills the cache (in ``workers`` processes), the others then read it."""
+def load_cohort_once(records, spec, options, cache: Path, workers: int, progress: bool, info: DistInfo,
+                     with_maps: bool = False):
+    """Preprocess once: rank 0 fills the cache (in ``workers`` processes), the others then read it.
+    ``with_maps``: the elastogram targets too (``data.load_cohort``)."""
     from .data import load_cohort
 
     if info.main:
-        data = load_cohort(records, spec, options, cache, workers, progress)
+        data = load_cohort(records, spec, options, cache, workers, progress, with_maps=with_maps)
     if info.world > 1:
         dist.barrier()
     if not info.main:
-        data = load_cohort(records, spec, options, cache, 1, False)
+        data = load_cohort(records, spec, options, cache, 1, False, with_maps=with_maps)
     return data
 
 

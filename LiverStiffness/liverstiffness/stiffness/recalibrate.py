@@ -46,7 +46,7 @@ def subset_oof(model_dir: str | Path, manifest: str | Path, cache_dir: Path | No
         raise InputError(f"manifest {manifest}", f"lacks {len(missing)} training exam(s) of the model, e.g. {missing[0]}")
     records = [by_id[row["case_id"]] for row in rows]
     folds = np.array([int(row["fold"]) for row in rows])
-    data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, cache_dir, workers, progress)
+    data = load_cohort(records, ens.meta.spec, ens.meta.preprocess, cache_dir, workers, progress, with_maps=False)
     if data.failures:
         raise InputError(f"manifest {manifest}", f"{len(data.failures)} exam(s) failed preprocessing, e.g. "
                                                  f"{next(iter(data.failures.items()))}")

@@ -236,7 +236,8 @@ def train_cv(manifest: str | Path, out: str | Path, cfg: TrainConfig, progress: 
                      "python": platform.python_version(), "synthetic": synthetic, "amp": use_amp(cfg.amp, device)})
     log({"settings": settings})
 
-    data = load_cohort_once(records, cfg.spec, options, out / "cache", cfg.workers, progress and info.main, info)
+    data = load_cohort_once(records, cfg.spec, options, out / "cache", cfg.workers, progress and info.main, info,
+                            with_maps=cfg.dense_weight > 0)
     if data.failures:
         raise InputError(f"manifest {manifest}", f"{len(data.failures)} case(s) failed preprocessing, e.g. "
                          f"{next(iter(data.failures.items()))}")
