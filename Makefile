@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: a looser request would pull a multi-GB CUDA build (see docs/developing.md).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,slicer,web,webtest]"
+	$(PY) -m pip install -q -e ".[test,slicer,web,webtest,federated]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -120,7 +120,8 @@ def scene():
 # --dist loadfile hands whole files to the workers in collection order: starting with the long ones
 # keeps one worker from finishing the suite alone on a long file picked up last.
 HEAVY_FIRST = ("test_segmentation.py", "test_learning.py", "test_web.py", "test_bundle.py", "test_web_subsets.py",
-               "test_web_followup.py", "test_batch_faults.py", "test_model.py", "test_predict.py", "test_dicom_output.py")
+               "test_web_followup.py", "test_batch_faults.py", "test_model.py", "test_predict.py", "test_dicom_output.py",
+               "test_federated.py", "test_web_stiffness_map.py")
 
 
 def pytest_collection_modifyitems(config, items):

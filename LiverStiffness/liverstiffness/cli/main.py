@@ -13,12 +13,12 @@ import sys
 import threading
 
 from ..errors import EXIT_BAD_INPUT, InputError
-from . import compare, evaluate, export_bundle, predict, pretrain, qa, segment, serve, synth, train, train_seg
+from . import compare, evaluate, export_bundle, federated, predict, pretrain, qa, segment, serve, synth, train, train_seg
 
 # The commands, in the order `--help` lists them. Each module has ``register(subparsers)``, which
 # adds its parser, and ``run(args)``; heavy imports (torch, MONAI) wait inside ``run``, so
 # ``--help`` and ``synth`` start fast.
-COMMANDS = (synth, pretrain, train, evaluate, predict, compare, qa, segment, train_seg, export_bundle, serve)
+COMMANDS = (synth, pretrain, train, federated, evaluate, predict, compare, qa, segment, train_seg, export_bundle, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
