@@ -1,10 +1,11 @@
 """Do elastograms as dense targets help a hospital-size labelled cohort? And how good is the map?
 
-    python -m experiments.dense_maps [--n-labelled 300] [--seeds 0,1,2] [--jobs 2]
+    python -m experiments.dense_maps [--n-labelled 300] [--seeds 0,1,2] [--jobs 2] [--generator other]
     (from the repository root, as a module)
 
-Cohorts (default generator), the same exams as ``experiments.pretrain_ablation`` (images and labels
-are bit-identical; ``synth`` now writes each exam's elastogram beside them):
+Cohorts (default generator: the same exams as ``experiments.pretrain_ablation``, images and labels
+bit-identical, ``synth`` now writing each exam's elastogram beside them; ``--generator other``: the
+same seeds from the configuration the project never tunes on, in build/dense_maps_other/):
 
 - labelled: the first N exams of seed 1, sites A–D, each with its elastogram;
 - test: seed 41, site E (n = 120), scored against its labels and its elastograms.
@@ -33,27 +34,31 @@ from pathlib import Path
 from recipes.train_demo_model import run
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "build" / "dense_maps"
+
+
+def work_dir(generator: str) -> Path:
+    return ROOT / "build" / ("dense_maps" if generator == "default" else f"dense_maps_{generator}")
 COHORTS = {"labelled": (1, "A,B,C,D"), "test": (41, "E")}
 N_TEST = 120
 CONDITIONS = {"global_only": 0.0, "global_and_maps": 1.0}
 
 
-def make_cohorts(n_labelled: int) -> dict[str, Path]:
+def make_cohorts(n_labelled: int, generator: str) -> dict[str, Path]:
     paths = {}
     for name, (seed, sites) in COHORTS.items():
-        out = WORK / name
+        out = work_dir(generator) / name
         if not (out / "manifest.csv").is_file():
             run("synth", "--out", str(out), "--n", str(n_labelled if name == "labelled" else N_TEST), "--seed",
-                str(seed), "--sites", sites, "--workers", "2", "--quiet")
+                str(seed), "--sites", sites, "--workers", "2", "--generator", generator, "--quiet")
         paths[name] = out / "manifest.csv"
     return paths
 
 
 def _load(manifest: Path, n: int | None = None, workers: int = 1):
-    """The cohort without its blood tests: on the phantom FIB-4 alone reaches r 0.78 on site E, and
-    the question here is what the images give (as in ``experiments.pretrain_ablation``, whose
-    cohorts predate the blood tests)."""
+    """``manifest``'s exams (the first ``n``), preprocessed into the cache beside its cohort folder."""
+    # The cohort without its blood tests: on the phantom FIB-4 alone reaches r 0.78 on site E, and
+    # the question here is what the images give (as in ``experiments.pretrain_ablation``, whose
+    # cohorts predate the blood tests).
     from dataclasses import replace
 
     from liverstiffness.manifest import LAB_COLUMNS, read_manifest
@@ -65,7 +70,7 @@ def _load(manifest: Path, n: int | None = None, workers: int = 1):
     records = [replace(r, facts=replace(r.facts, **{c: None for c in LAB_COLUMNS}))
                for r in read_manifest(manifest, require_label=True)]
     return load_cohort(records[:n] if n else records, cfg.spec, PreprocessOptions(register=cfg.register, n4=cfg.n4),
-                       WORK / "cache", workers, False)
+                       Path(manifest).parent.parent / "cache", workers, False)
 
 
 def train_job(job: tuple) -> dict:
@@ -99,13 +104,13 @@ def train_job(job: tuple) -> dict:
     row["test_log_kpa"] = [float(v) for v in test.log_kpa]
     row["test_patients"] = [r.patient_id for r in test.records]
     row["pred_full"] = [float(v) for v in np.asarray(row.pop("predictions")["full"])]
-    with open(WORK / "rows.jsonl", "a") as fh:
+    with open(Path(manifests["labelled"]).parent.parent / "rows.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
     return row
 
 
-def summarise(rows: list[dict]) -> list[str]:
+def summarise(rows: list[dict], generator: str) -> list[str]:
     import numpy as np
 
     from liverstiffness.stiffness.evaluate import BOOTSTRAP, bootstrap_r_ci, bootstrap_r_difference
@@ -114,9 +119,10 @@ def summarise(rows: list[dict]) -> list[str]:
     patients = rows[0]["test_patients"]
     seeds = sorted({r["seed"] for r in rows})
     by = {(r["condition"], r["seed"]): r for r in rows}
-    lines = [f"# Elastograms as dense targets, {rows[0]['n_labelled']} labelled exams "
-             f"(`python -m experiments.dense_maps --seeds {','.join(map(str, seeds))}`)", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores, default generator. Labelled: the "
+    flag = "" if generator == "default" else f" --generator {generator}"
+    lines = [f"# Elastograms as dense targets, {rows[0]['n_labelled']} labelled exams, {generator} generator "
+             f"(`python -m experiments.dense_maps --seeds {','.join(map(str, seeds))}{flag}`)", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores, {generator} generator. Labelled: the "
              f"first {rows[0]['n_labelled']} exams of seed 1, sites A–D, each with its elastogram (`synth`). Test: site "
              f"E, seed 41 (n = {len(y)} exams of {len(set(patients))} patients); blood tests withheld. Shipped recipe, one "
              "patient-grouped "
@@ -165,22 +171,26 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     ap.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated, of " + ", ".join(CONDITIONS))
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
-    ap.add_argument("--table-only", action="store_true", help="only rewrite the table from build/dense_maps/rows.jsonl")
+    ap.add_argument("--generator", default="default", choices=("default", "other"),
+                    help="synthesiser configuration (other: the one the project never tunes on)")
+    ap.add_argument("--table-only", action="store_true", help="only rewrite the table from the rows.jsonl kept")
     a = ap.parse_args()
+    work = work_dir(a.generator)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    WORK.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     if not a.table_only:
-        manifests = make_cohorts(a.n_labelled)
+        manifests = make_cohorts(a.n_labelled, a.generator)
         _load(manifests["labelled"], a.n_labelled, workers=a.jobs)    # preprocessed once, before the runs share it
         _load(manifests["test"], workers=a.jobs)
         jobs = [(c, int(s), manifests, a.n_labelled) for s in a.seeds.split(",") for c in a.conditions.split(",")]
         with ProcessPoolExecutor(a.jobs) as pool:
             list(pool.map(train_job, jobs))
-    rows = [json.loads(line) for line in open(WORK / "rows.jsonl")]
+    rows = [json.loads(line) for line in open(work / "rows.jsonl")]
     latest = {(r["condition"], r["seed"]): r for r in rows if r["n_labelled"] == a.n_labelled}   # a rerun replaces
     from bench.results_md import write_section
 
-    write_section(summarise(list(latest.values())), mark="bench_dense_maps")
+    write_section(summarise(list(latest.values()), a.generator),
+                  mark="bench_dense_maps" + ("" if a.generator == "default" else f"_{a.generator}"))
     return 0
 
 

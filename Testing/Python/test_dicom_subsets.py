@@ -58,10 +58,12 @@ def _source_uids(ds) -> tuple[set, set]:
 
 def _check_dicom_outputs(out, report, reference_series, reference_instances, used_series):
     """SEG and Parametric Map on the reference series' images; the SR's evidence is the series used."""
-    for key in ("seg", "parametric_map", "sr"):
+    # The shared tiny model draws a stiffness map: its Parametric Map goes on the reference series too.
+    maps = ("parametric_map", "stiffness_map")
+    for key in ("seg", *maps, "sr"):
         assert dciodvfy(out / "dicom" / FILES[key]) == [], key
     ref_uids = {i.sop_uid for i in reference_instances}
-    for key in ("seg", "parametric_map"):
+    for key in ("seg", *maps):
         ds = pydicom.dcmread(str(out / "dicom" / FILES[key]))
         series, images = _source_uids(ds)
         assert series == {reference_series.uid} and images == ref_uids, key
@@ -71,8 +73,7 @@ def _check_dicom_outputs(out, report, reference_series, reference_instances, use
     sr = pydicom.dcmread(str(out / "dicom" / FILES["sr"]))
     evidence = {s.SeriesInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence}
     assert {s.uid for s in used_series} <= evidence
-    assert evidence - {s.uid for s in used_series} == {report["dicom_outputs"][k]["series_uid"]
-                                                       for k in ("seg", "parametric_map")}
+    assert evidence - {s.uid for s in used_series} == {report["dicom_outputs"][k]["series_uid"] for k in ("seg", *maps)}
     return read_report_sr(out / "dicom" / FILES["sr"])
 
 

@@ -48,7 +48,7 @@ def test_manifest_round_trip_with_and_without_lab_columns(small_cohort, tmp_path
     assert any(r.facts.platelets is not None for r in records)          # the phantom writes them
     write_manifest(tmp_path / "with.csv", records)
     header = next(csv.reader(open(tmp_path / "with.csv")))
-    assert header[-3:] == ["ast", "alt", "platelets"]
+    assert header[-5:] == ["ast", "alt", "platelets", "mre_map", "mre_confidence"]
     for a, b in zip(records, read_manifest(tmp_path / "with.csv", check_files=False)):
         assert (b.facts.ast, b.facts.alt, b.facts.platelets) == (a.facts.ast, a.facts.alt, a.facts.platelets)
     # Without blood tests no lab columns are written, and an old manifest without them still reads.

@@ -15,6 +15,9 @@ from liverstiffness.report import Report
 from liverstiffness.stiffness.checkpoint import read_meta
 from liverstiffness.stiffness.interval import FULL, Calibration, calibrate, subset_key
 
+# The manifest's path columns (the small cohort's rows name each exam's elastogram too).
+PATH_COLUMNS = ("t1w", "t2w", "dwi", "mask", "mre_map", "mre_confidence")
+
 
 def _predict(tmp_path, name, model, *args) -> tuple[int, Report | None]:
     out = tmp_path / name
@@ -116,7 +119,7 @@ def test_manifest_with_empty_sequence_cells(small_cohort, tiny_model, tmp_path):
     rows = list(csv.DictReader(open(manifest)))[:3]
     base = manifest.parent
     for row in rows:
-        for col in ("t1w", "t2w", "dwi", "mask"):
+        for col in PATH_COLUMNS:
             row[col] = str(base / row[col])
     rows[0]["dwi"] = rows[0]["dwi_b"] = ""                  # no DWI
     rows[1]["t1w"] = rows[1]["dwi"] = rows[1]["dwi_b"] = ""  # T2w only
@@ -174,7 +177,7 @@ def test_subset_calibration_added_to_an_older_model_equals_trainings(small_cohor
     other = tmp_path / "other.csv"
     rows = list(csv.DictReader(open(small_cohort[0])))
     for row in rows:
-        for col in ("t1w", "t2w", "dwi", "mask"):
+        for col in PATH_COLUMNS:
             row[col] = str(small_cohort[0].parent / row[col])
         row["stiffness_kpa"] = f"{float(row['stiffness_kpa']) * 1.5:.3f}"   # not the labels it was trained on
     with open(other, "w", newline="") as fh:
@@ -250,7 +253,7 @@ def test_training_takes_exams_without_a_sequence(small_cohort, tmp_path):
     manifest = small_cohort[0]
     rows = list(csv.DictReader(open(manifest)))
     for row in rows:
-        for col in ("t1w", "t2w", "dwi", "mask"):
+        for col in PATH_COLUMNS:
             row[col] = str(manifest.parent / row[col])
     rows[0]["dwi"] = rows[0]["dwi_b"] = ""
     rows[1]["t1w"] = ""
