@@ -100,6 +100,7 @@ def test_stiffness_map_becomes_a_kpa_volume_in_mre_colours_with_a_regional_table
     assert_unchanged(scene, before)
 
 
+@pytest.mark.slow
 def test_a_model_without_a_map_decoder_makes_no_map_nodes(scene, one_case, model_without_maps, tmp_path):
     model = model_without_maps
     nodes = exam_nodes(scene, one_case)

@@ -53,6 +53,7 @@ def test_map_is_centred_on_the_estimate_and_the_dense_loss_weighs_only_targets(c
             x, torch.as_tensor(cohort.cov[:2]), torch.as_tensor(cohort.known[:2]), return_map=True)
 
 
+@pytest.mark.slow
 def test_training_with_maps_learns_them(cohort):
     from liverstiffness.stiffness.train import DistInfo, TrainConfig, train_fold
 
@@ -105,6 +106,7 @@ def test_predict_writes_the_stiffness_map_in_kpa(tiny_model, one_case, tmp_path)
     assert (out / rep["outputs"]["stiffness_map_montage"]).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_model_trained_without_maps_writes_none(small_cohort, model_without_maps, tmp_path):
     model = model_without_maps
     assert json.loads((model / "model.json").read_text())["architecture"]["map_decoder"] is False
