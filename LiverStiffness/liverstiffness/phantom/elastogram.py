@@ -129,11 +129,7 @@ def simulate(anat, inflammation: float, label_kpa: float, shift_mm, rng: np.rand
     d_edge = np.stack([np.where(m, ndimage.distance_transform_edt(m), ndimage.distance_transform_edt(~m))
                        for m in in_liver]) * pix
     d_vessel = np.stack([ndimage.distance_transform_edt(~(v > 0.3)) for v in vessel_f]) * pix
-    # The driver sits on the anterior body wall on the patient's right (low x in LPS) at the slab.
-    mid = body_f[ns // 2] > 0.5
-    ys, xs = np.nonzero(mid)
-    xd = np.percentile(x[0][mid], 25)
-    yd = y[0][mid][np.abs(xs - np.round((xd - origin[0]) / pix)) <= 2].min() if len(ys) else origin[1]
+    xd, yd = _driver(body_f[ns // 2] > 0.5, x[0], y[0])
     amplitude = np.exp(-np.hypot(x - xd, y - yd) / ATTENUATION_MM + 0.3 * modulation)
     fails = np.maximum.reduce([np.exp(-d_edge / 5.0), np.exp(-d_vessel / 4.0), (amplitude < MIN_AMPLITUDE) * 1.0])
     liver_kpa = stiff * np.exp(VOXEL_NOISE_SD * noise + ARTEFACT_SD * fails * erratic)
@@ -155,6 +151,16 @@ def simulate(anat, inflammation: float, label_kpa: float, shift_mm, rng: np.rand
         return img
     return Elastogram(image(kpa, np.float32), image(confident, np.uint8), liver_f.astype(np.float32), roi,
                       float(kpa[roi].mean()))
+
+
+def _driver(body: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Where the passive driver sits (mm): on the anterior body wall (the body's smallest y, LPS)
+    on the patient's right (a quarter of the way across the body from low x), on one slice."""
+    if not body.any():
+        return float(x.min()), float(y.min())
+    xd = float(np.percentile(x[body], 25))
+    column = body & (np.abs(x - xd) <= 2 * (x[0, 1] - x[0, 0] if x.shape[1] > 1 else 1.0))
+    return xd, float(y[column].min() if column.any() else y[body].min())
 
 
 def reader_mean_kpa(kpa: np.ndarray, confidence: np.ndarray, liver: np.ndarray) -> float:
