@@ -390,6 +390,7 @@ class StiffnessTransformer(nn.Module):
             pooled = (self.norm(x) * w).sum(dim=1) / w.sum(dim=1)
         estimate = self.head(pooled).float().squeeze(-1) + linear
         if not return_map:
+            self._stem_features = None      # not kept (with their graph) until the next call
             return estimate
         if self.decoder is None:
             raise ValueError("this model has no map decoder (ModelConfig.map_decoder)")
