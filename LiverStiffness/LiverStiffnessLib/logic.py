@@ -236,35 +236,33 @@ class LiverStiffnessLogic:
         return BackgroundRun(cmd, work, nodes, self)
 
     # ------------------------------------------------------------------ results
-    def attention_color_node(self):
-        """A colour table for attention overlays: transparent at 0, then black-red-yellow-white."""
-        existing = self.scene.GetFirstNodeByName(ATTENTION_COLOR_NAME)
+    def _overlay_color_table(self, name: str, colour):
+        """The scene's colour table ``name`` for an overlay, made on first use: 256 colours
+        ``colour(t)`` for t in [0, 1], transparent at 0 (where the map is not). Returns (node, made)."""
+        existing = self.scene.GetFirstNodeByName(name)
         if existing is not None:
-            return existing
-        node = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", ATTENTION_COLOR_NAME)
+            return existing, False
+        node = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
         node.SetTypeToUser()
         node.SetNumberOfColors(256)
         node.SetNamesInitialised(True)
         for i in range(256):
-            t = i / 255.0
-            r, g, b = min(1.0, 3 * t), min(1.0, max(0.0, 3 * t - 1)), min(1.0, max(0.0, 3 * t - 2))
-            node.SetColor(i, f"{i}", r, g, b, 0.0 if i == 0 else 1.0)
-        return node
+            node.SetColor(i, f"{i}", *colour(i / 255.0), 0.0 if i == 0 else 1.0)
+        return node, True
+
+    def attention_color_node(self):
+        """A colour table for attention overlays: transparent at 0, then black-red-yellow-white."""
+        return self._overlay_color_table(ATTENTION_COLOR_NAME, lambda t: (
+            min(1.0, 3 * t), min(1.0, max(0.0, 3 * t - 1)), min(1.0, max(0.0, 3 * t - 2))))[0]
 
     def stiffness_map_color_node(self):
         """A colour table for stiffness maps as elastograms are shown: jet over the window (0–8
         kPa, ``MRE_STYLE``, as the montage), transparent at 0 (outside the liver)."""
-        existing = self.scene.GetFirstNodeByName(STIFFNESS_MAP_COLOR_NAME)
-        if existing is not None:
-            return existing
-        node = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", STIFFNESS_MAP_COLOR_NAME)
-        node.SetTypeToUser()
-        node.SetNumberOfColors(256)
-        for i in range(256):
-            node.SetColor(i, *jet(i / 255.0), 0.0 if i == 0 else 1.0)
-        lo, hi = MRE_STYLE.value_range
-        node.SetDescription(_("MRE stiffness display: jet from {lo:g} to {hi:g} kPa (the volume's window), "
-                              "transparent at 0 (outside the liver)").format(lo=lo, hi=hi))
+        node, made = self._overlay_color_table(STIFFNESS_MAP_COLOR_NAME, jet)
+        if made:
+            lo, hi = MRE_STYLE.value_range
+            node.SetDescription(_("MRE stiffness display: jet from {lo:g} to {hi:g} kPa (the volume's window), "
+                                  "transparent at 0 (outside the liver)").format(lo=lo, hi=hi))
         return node
 
     def results_table(self):

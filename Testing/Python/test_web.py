@@ -240,11 +240,16 @@ def web_data(small_cohort, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(web_data, tiny_model, tmp_path_factory):
     data, _, _ = web_data
-    tmp = tmp_path_factory.mktemp("serve_tmp")
+    yield from serve(data, tiny_model, tmp_path_factory.mktemp("serve_tmp"), "--max-upload-mb", "5")
+
+
+def serve(data, model, tmp, *options):
+    """`liverstiffness serve --data DATA --model MODEL` on a free port, ``tmp`` its TMPDIR: yields
+    the server's facts once it says it is served, and ends it (with its sessions) afterwards."""
     port = free_port()
     env = dict(os.environ, TMPDIR=str(tmp), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "liverstiffness", "serve", "--data", str(data), "--model", str(tiny_model),
-           "--port", str(port), "--idle", "5", "--device", "cpu", "--max-upload-mb", "5"]
+    cmd = [sys.executable, "-m", "liverstiffness", "serve", "--data", str(data), "--model", str(model),
+           "--port", str(port), "--idle", "5", "--device", "cpu", *options]
     child = ChildProcess(cmd, env=env, keep=20000)
     base = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60

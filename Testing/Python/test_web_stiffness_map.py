@@ -6,9 +6,7 @@ draws the map written by `predict` over the views in the elastograms' 0–8 kPa 
 colour bar; and a model without a map shows none of it.
 """
 import json
-import os
 import sys
-import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,9 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverStiffness"))
 from liverstiffness.report import Report  # noqa: E402
 from liverstiffness.report_page import write_report_page  # noqa: E402
 from LiverStiffnessLib.logic import STIFFNESS_MAP_COLOR_NAME  # noqa: E402
-from LiverStiffnessLib.process import ChildProcess  # noqa: E402
 from LiverStiffnessWeb import stiffness_map  # noqa: E402
-from LiverStiffnessWeb.launcher import free_port  # noqa: E402
 from LiverStiffnessWeb.result_view import stiffness_map_card  # noqa: E402
 
 browser, server, web_data, _close_pages = test_web.browser, test_web.server, test_web.web_data, test_web._close_pages
@@ -245,19 +241,7 @@ def plain_server(web_data, model_without_maps, tmp_path_factory):
     """The same --data served with a model trained without elastograms (no map decoder)."""
     model = model_without_maps
     assert json.loads((model / "model.json").read_text())["architecture"]["map_decoder"] is False
-    tmp = tmp_path_factory.mktemp("plain_serve_tmp")
-    port = free_port()
-    child = ChildProcess([sys.executable, "-m", "liverstiffness", "serve", "--data", str(web_data[0]), "--model",
-                          str(model), "--port", str(port), "--idle", "5", "--device", "cpu"],
-                         env=dict(os.environ, TMPDIR=str(tmp), OMP_NUM_THREADS="1"), keep=20000)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        assert child.poll() is None, "\n".join(child.tail)
-        if any("is served at" in line for line in child.new_lines()):
-            break
-        time.sleep(0.2)
-    yield {"base": f"http://127.0.0.1:{port}/", "tmp": tmp, "child": child, "port": port, "data": web_data[0]}
-    child.kill_tree(grace_s=30)
+    yield from test_web.serve(web_data[0], model, tmp_path_factory.mktemp("plain_serve_tmp"))
 
 
 @pytest.mark.slow
